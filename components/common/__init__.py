@@ -1,0 +1,1 @@
+"""Code every component shares: storage, data contracts, model loading, progress."""

@@ -1,0 +1,166 @@
+"""The data contracts: the seams between components, in one module every reader and
+writer imports. Change them only on purpose, everywhere (bump the version).
+
+- Input shards: webdataset tars, one sample per image (``jpg``/``jpeg``/``png``/``webp``,
+  optional ``json`` with ``{"captions": [...]}`` or ``txt``); ``__key__`` is the image id.
+- Features (extract -> caption): per shard, safetensors chunks (one per image batch, one
+  tensor per layer ``layer_{i}`` of shape ``[n, tokens, width]``) and a manifest written
+  last. See ``components.common.features``.
+- Captions (caption -> categorize, report): Parquet, a row per (image, layer).
+- Labels (categorize -> report): Parquet, a row per distinct caption; and a per-layer
+  aggregate table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import asdict, dataclass, field
+
+import pyarrow as pa
+
+from pipeline import __version__
+
+from . import storage
+
+FEATURES_FORMAT = "latent-verbalizer/features"
+FEATURES_VERSION = 1
+CAPTIONS_FORMAT = "latent-verbalizer/captions"
+CAPTIONS_VERSION = 1
+LABELS_FORMAT = "latent-verbalizer/labels"
+LABELS_VERSION = 1
+
+MANIFEST_NAME = "manifest.json"
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+
+# ------------------------------------------------------------------ Parquet schemas
+
+CAPTIONS_SCHEMA = pa.schema([
+    pa.field("image_key", pa.string(), nullable=False),
+    pa.field("shard", pa.string(), nullable=False),
+    pa.field("layer", pa.int32(), nullable=False),          # 0-based residual block index
+    pa.field("caption", pa.string(), nullable=False),
+    pa.field("token_ids", pa.list_(pa.int32()), nullable=False),  # without the start token
+    pa.field("n_tokens", pa.int32(), nullable=False),
+    pa.field("stop", pa.string(), nullable=False),           # "eos", "pad" or "length"
+    pa.field("entropy_bits", pa.float32(), nullable=False),
+    pa.field("mean_logprob", pa.float32(), nullable=False),
+])
+STOP_REASONS = ("eos", "pad", "length")
+
+LABEL_PART = pa.struct([pa.field("text", pa.string()), pa.field("labels", pa.list_(pa.string()))])
+LABELS_SCHEMA = pa.schema([
+    pa.field("caption", pa.string(), nullable=False),
+    pa.field("parts", pa.list_(LABEL_PART), nullable=False),
+    pa.field("model", pa.string(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),
+])
+
+AGGREGATE_SCHEMA = pa.schema([
+    pa.field("layer", pa.int32(), nullable=False),
+    pa.field("category", pa.string(), nullable=False),
+    pa.field("share_percent", pa.float64(), nullable=False),
+    pa.field("n_captions", pa.int32(), nullable=False),
+])
+
+
+def provenance(**params) -> dict:
+    """What made an output: package version, Python, and the parameters given."""
+    return {
+        "package": "latent-verbalizer",
+        "package_version": __version__,
+        "python": platform.python_version(),
+        "parameters": params,
+    }
+
+
+def write_table(uri: str, table: pa.Table, schema: pa.Schema, fmt: str, version: int, made_by: dict) -> None:
+    """Write a Parquet table of a contract, with what made it in the file's metadata."""
+    import pyarrow.parquet as pq
+
+    table = table.cast(schema)
+    meta = dict(table.schema.metadata or {})
+    meta[b"latent_verbalizer"] = json.dumps({"format": fmt, "version": version, **made_by}).encode()
+    table = table.replace_schema_metadata(meta)
+    with storage.open_write(uri) as f:
+        pq.write_table(table, f, compression="zstd")
+
+
+def read_table(uri: str, schema: pa.Schema | None = None) -> pa.Table:
+    """Read a Parquet table (any storage URI); with ``schema``, check it has the contract's columns."""
+    import pyarrow.parquet as pq
+
+    with storage.open_read(uri) as f:
+        table = pq.read_table(pa.BufferReader(f.read()))
+    if schema is not None:
+        missing = [n for n in schema.names if n not in table.column_names]
+        if missing:
+            raise ValueError(f"{uri}: not a table of this contract, missing columns {missing}")
+        table = table.select(schema.names).cast(schema)
+    return table
+
+
+def table_metadata(table: pa.Table) -> dict:
+    raw = (table.schema.metadata or {}).get(b"latent_verbalizer")
+    return json.loads(raw) if raw else {}
+
+
+def caption_hash(caption: str) -> str:
+    """Stable key of a caption's text (labels are computed once per distinct caption)."""
+    return hashlib.sha256(caption.encode("utf-8")).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------ manifests
+
+@dataclass
+class SkippedSample:
+    key: str
+    reason: str
+
+
+@dataclass
+class ChunkInfo:
+    key: str        # object name relative to the shard's folder
+    images: int
+    bytes: int
+    sha256: str
+
+
+@dataclass
+class FeatureManifest:
+    """Written last into a shard's feature folder: a shard without it is not done."""
+
+    shard: str
+    model: str
+    pretrained: str
+    layers: list[int]
+    dtype: str
+    tokens: int
+    width: int
+    image_count: int
+    objects: list[ChunkInfo] = field(default_factory=list)
+    skipped: list[SkippedSample] = field(default_factory=list)
+    made_by: dict = field(default_factory=dict)
+    format: str = FEATURES_FORMAT
+    version: int = FEATURES_VERSION
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "FeatureManifest":
+        if d.get("format") != FEATURES_FORMAT:
+            raise ValueError(f"not a features manifest (format={d.get('format')!r})")
+        if d.get("version") != FEATURES_VERSION:
+            raise ValueError(f"features manifest version {d.get('version')} is not {FEATURES_VERSION}; re-run extract")
+        d = dict(d)
+        d["objects"] = [ChunkInfo(**o) for o in d.get("objects", [])]
+        d["skipped"] = [SkippedSample(**s) for s in d.get("skipped", [])]
+        return cls(**d)
+
+
+def shard_name(shard_uri: str) -> str:
+    """The name a shard's outputs are filed under: its file name without ``.tar``."""
+    name = storage.basename(shard_uri)
+    return name[:-4] if name.endswith(".tar") else name
