@@ -374,6 +374,9 @@ class _LocalAtomicWriter(io.RawIOBase):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
         fd, self.tmp = tempfile.mkstemp(prefix=".partial-", dir=os.path.dirname(os.path.abspath(path)))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
         self.f = os.fdopen(fd, "wb")
         self.bytes_written = 0
 

@@ -1,0 +1,5 @@
+"""CLI of the caption step."""
+
+
+def register(sub):
+    """Nothing registered yet."""

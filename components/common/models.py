@@ -1,0 +1,165 @@
+"""Loading CoCa models: real weights (hub tag, local file/folder, S3 object) or small
+random ones that run offline.
+
+``tiny-random`` is a small CoCa of the real architecture (config shipped in
+``model_configs/``), random weights from a fixed seed. open_clip leaves CoCa's decoder
+output projection (``text_decoder.text_projection``) uninitialised; random models get
+it initialised, so their captions vary with the image like a real model's do.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+
+from . import storage
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "model_configs")
+TINY_RANDOM = "tiny-random"
+RANDOM = "random"  # pretrained value: random weights of the named architecture
+RANDOM_SEED = 0
+SOT_TOKEN_ID = 49406
+EOS_TOKEN_ID = 49407
+PAD_TOKEN_ID = 0
+
+
+@dataclass
+class LoadedCoca:
+    model: torch.nn.Module           # open_clip CoCa, eval mode
+    preprocess: object               # the model's own eval transform (PIL -> tensor)
+    tokenizer: object                # open_clip tokenizer (for decoding captions)
+    name: str                        # architecture name as given
+    pretrained: str                  # weights as given ("random" for random init)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.model.visual.transformer.resblocks)
+
+
+@functools.lru_cache(maxsize=1)
+def _register_configs() -> None:
+    import open_clip
+
+    open_clip.add_model_config(CONFIG_DIR)
+
+
+def known_models() -> list[str]:
+    import open_clip
+
+    _register_configs()
+    return sorted(m for m in open_clip.list_models() if m.startswith("coca")) + [TINY_RANDOM]
+
+
+def architecture_name(model: str) -> str:
+    """open_clip's config name for a model name we accept."""
+    return "coca-tiny-random" if model == TINY_RANDOM else model
+
+
+def check_model_name(model: str) -> None:
+    import open_clip
+
+    _register_configs()
+    if architecture_name(model) not in open_clip.list_models() or not architecture_name(model).startswith("coca"):
+        raise ValueError(
+            f"unknown model {model!r}: use one of the open_clip CoCa architectures "
+            f"({', '.join(known_models())})"
+        )
+
+
+def default_pretrained(model: str, pretrained: str | None) -> str:
+    if pretrained:
+        return pretrained
+    return RANDOM if model == TINY_RANDOM else "mscoco_finetuned_laion2B-s13B-b90k"
+
+
+def resolve_weights(pretrained: str, cache_dir: str | None = None) -> str:
+    """A local path for weights given as S3 URI (downloaded once into a cache)."""
+    if not storage.is_s3(pretrained):
+        return storage.local_path(pretrained)
+    cache_dir = cache_dir or os.environ.get("LVERB_WEIGHTS_CACHE") or os.path.expanduser("~/.cache/latent-verbalizer/weights")
+    target = os.path.join(cache_dir, hashlib.sha256(pretrained.encode()).hexdigest()[:16], storage.basename(pretrained))
+    if not os.path.exists(target):
+        log.info("downloading weights %s -> %s", pretrained, target)
+        with storage.open_read(pretrained) as src, storage.open_write(target) as dst:
+            while chunk := src.read(16 << 20):
+                dst.write(chunk)
+    return target
+
+
+def init_random_weights(model: torch.nn.Module, seed: int = RANDOM_SEED) -> None:
+    """Deterministic random weights, including the decoder projection open_clip leaves empty."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if p.ndim >= 2 or name.endswith(("class_embedding", "positional_embedding", "cls_emb", "query")):
+                p.copy_(torch.randn(p.shape, generator=g) * (p.shape[-1] ** -0.5 if p.ndim >= 2 else 0.02))
+            elif name.endswith("bias"):
+                p.zero_()
+        proj = model.text_decoder.text_projection
+        proj.copy_(torch.randn(proj.shape, generator=g) * proj.shape[0] ** -0.5)
+
+
+def load_coca(model: str, pretrained: str | None = None, device: str = "cpu") -> LoadedCoca:
+    """Load a CoCa model with its eval transform and tokenizer.
+
+    ``pretrained``: an open_clip tag (downloaded from the Hugging Face hub), a local
+    ``.safetensors``/``.pt``/``.bin`` file or folder, an ``s3://`` object, or ``random``.
+    """
+    import open_clip
+
+    check_model_name(model)
+    pretrained = default_pretrained(model, pretrained)
+    arch = architecture_name(model)
+    if pretrained == RANDOM:
+        net, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None, device="cpu")
+        init_random_weights(net)
+    else:
+        weights = pretrained
+        is_path = storage.is_s3(pretrained) or os.path.sep in pretrained or os.path.exists(pretrained)
+        if is_path:
+            weights = resolve_weights(pretrained)
+            if not os.path.exists(weights):
+                raise FileNotFoundError(f"weights {pretrained!r} not found: give an existing file, folder or s3:// object")
+        elif pretrained.lower().replace("-", "_") not in open_clip.list_pretrained_tags_by_model(arch):  # open_clip's tag spelling
+            raise ValueError(
+                f"{pretrained!r} is not a pretrained tag of {model} (known: "
+                f"{', '.join(open_clip.list_pretrained_tags_by_model(arch)) or 'none'}); "
+                "or give a local checkpoint path / s3:// URI, or 'random'"
+            )
+        try:
+            net, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=weights, device="cpu")
+        except Exception as e:  # noqa: BLE001 -- hub errors come in many types
+            if is_path:
+                raise
+            raise RuntimeError(
+                f"could not download {model} weights {pretrained!r} from the Hugging Face hub ({type(e).__name__}: {e}). "
+                "Without internet, download the checkpoint elsewhere (open_clip_model.safetensors of "
+                f"the hub repo for {model}/{pretrained}) and pass its local path or s3:// URI as --pretrained."
+            ) from e
+    net = net.to(device).eval()
+    tokenizer = open_clip.get_tokenizer(arch)
+    return LoadedCoca(model=net, preprocess=preprocess, tokenizer=tokenizer, name=model, pretrained=pretrained)
+
+
+def parse_layers(spec: str | list[int] | None, n_layers: int) -> list[int]:
+    """``all``, ``"0,5,23"``, ``"-1"`` or a list -> sorted distinct 0-based block indices."""
+    if spec is None or spec == "all" or spec == "":
+        return list(range(n_layers))
+    items = spec if isinstance(spec, (list, tuple)) else [s for s in str(spec).split(",") if s.strip()]
+    out = set()
+    for item in items:
+        try:
+            i = int(float(item))  # KFP hands list-of-int parameters over as floats
+        except ValueError as e:
+            raise ValueError(f"layer {item!r} is not an integer; give e.g. --layers all or --layers 0,5,23") from e
+        if not -n_layers <= i < n_layers:
+            raise ValueError(f"layer {i} is out of range: the model has {n_layers} blocks (0..{n_layers - 1})")
+        out.add(i % n_layers)
+    return sorted(out)

@@ -1,0 +1,154 @@
+"""The report's figures (matplotlib, Agg): returned as figures, saved as PNG and SVG."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .categories import ShareMatrix  # noqa: E402
+from .layer_stats import LayerStats  # noqa: E402
+
+plt.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "lverb-report", "font.size": 11})
+
+LAYER_AXIS = "layer (0 = first residual block)"
+
+
+def _layer_axis(ax, layers: list[int]) -> None:
+    ax.set_xlabel(LAYER_AXIS)
+    if len(layers) <= 32:
+        ax.set_xticks(layers)
+    if len(layers) > 1:
+        ax.set_xlim(layers[0], layers[-1])
+    ax.grid(True, color="#999999", linewidth=0.6, alpha=0.6)
+
+
+def category_share(m: ShareMatrix, colours: dict[str, str]) -> plt.Figure:
+    """Stacked area of category share per layer; legend listed top-down as the areas."""
+    fig, ax = plt.subplots(figsize=(14, 6))
+    x = np.asarray(m.layers, dtype=float)
+    if not m.categories:
+        ax.text(0.5, 0.5, "no labelled captions", ha="center", va="center", transform=ax.transAxes)
+        ax.set_ylim(0, 100)
+        _layer_axis(ax, m.layers)
+        fig.tight_layout()
+        return fig
+    vals = m.values
+    missing = np.isnan(vals).all(axis=1)
+    handles = []
+    if len(x) == 1:
+        bottom = 0.0
+        for j, c in enumerate(m.categories):
+            v = 0.0 if missing[0] else vals[0, j]
+            handles.append(ax.bar(x, [v], bottom=bottom, width=0.6, color=colours[c], label=c,
+                                  edgecolor="white", linewidth=0.3))
+            bottom += v
+        ax.set_xlim(x[0] - 1, x[0] + 1)
+        ax.set_xticks(m.layers)
+    else:
+        lower = np.zeros(len(x))
+        for j, c in enumerate(m.categories):
+            upper = lower + np.nan_to_num(vals[:, j])
+            h = ax.fill_between(x, lower, upper, where=~missing, interpolate=False, color=colours[c],
+                                label=c, linewidth=0.3, edgecolor="white")
+            handles.append(h)
+            lower = upper
+        # a layer without labels is a gap, marked so it does not read as "0%"
+        for i in np.flatnonzero(missing):
+            ax.axvspan(x[i] - 0.5, x[i] + 0.5, color="#eeeeee", hatch="//", edgecolor="#bbbbbb", linewidth=0)
+            ax.text(x[i], 50, "no labels", rotation=90, ha="center", va="center", fontsize=9, color="#555555")
+        _layer_axis(ax, m.layers)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("mean share of caption parts (%)")
+    # legend top-down = areas top-down
+    ax.legend(handles[::-1], [h.get_label() for h in handles][::-1], loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def entropy(stats: LayerStats) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    x = np.asarray(stats.layers, dtype=float)
+    e = {k: np.asarray(v, dtype=float) for k, v in stats.entropy.items()}
+    ax.fill_between(x, e["p10"], e["p90"], color="#1f77b4", alpha=0.15, label="10-90th percentile")
+    ax.fill_between(x, e["p25"], e["p75"], color="#1f77b4", alpha=0.3, label="25-75th percentile")
+    ax.plot(x, e["median"], color="#1f77b4", linestyle="--", linewidth=1.2, label="median")
+    ax.plot(x, e["mean"], color="#d62728", marker="o", markersize=3.5, linewidth=1.6, label="mean")
+    ax.set_ylabel("caption entropy (bits per token)")
+    ax.set_ylim(bottom=0)
+    _layer_axis(ax, stats.layers)
+    if len(x) == 1:
+        ax.set_xlim(x[0] - 1, x[0] + 1)
+    ax.legend(frameon=False, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def distance_to_final(stats: LayerStats) -> plt.Figure:
+    with_refs = stats.cider_to_refs is not None
+    fig, axes = plt.subplots(1, 2 if with_refs else 1, figsize=(13 if with_refs else 9, 4.5), squeeze=False)
+    x = np.asarray(stats.layers, dtype=float)
+    ax = axes[0, 0]
+    ax.plot(x, stats.f1_to_final, marker="o", markersize=3.5, color="#2ca02c", label="token F1 (mean over images)")
+    ax.plot(x, stats.bleu4_to_final, marker="s", markersize=3.5, color="#9467bd", label="BLEU-4 (corpus)")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("agreement with the last layer's caption")
+    ax.set_title("each layer's caption vs the last layer's", fontsize=11)
+    _layer_axis(ax, stats.layers)
+    ax.legend(frameon=False, fontsize=9, loc="upper left")
+    if with_refs:
+        ax = axes[0, 1]
+        ax.plot(x, stats.bleu4_to_refs, marker="s", markersize=3.5, color="#9467bd", label="BLEU-4 (corpus)")
+        ax.set_ylabel("BLEU-4")
+        ax.set_ylim(bottom=0)
+        ax2 = ax.twinx()
+        ax2.plot(x, stats.cider_to_refs, marker="o", markersize=3.5, color="#ff7f0e", label="CIDEr-D")
+        ax2.set_ylabel("CIDEr-D")
+        ax2.set_ylim(bottom=0)
+        ax.set_title(f"vs reference captions ({stats.n_with_refs} images)", fontsize=11)
+        _layer_axis(ax, stats.layers)
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, frameon=False, fontsize=9, loc="upper left")
+    for a in axes.flat:
+        if len(x) == 1:
+            a.set_xlim(x[0] - 1, x[0] + 1)
+    fig.tight_layout()
+    return fig
+
+
+def stays_close(stats: LayerStats) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    layers = stats.layers
+    vals = [v for v in stats.stays_close if v is not None]
+    counts = np.array([sum(1 for v in vals if v == layer) for layer in layers], dtype=float)
+    n = max(len(stats.stays_close), 1)
+    ax.bar(layers, counts / n * 100, color="#17becf", label="images whose caption settles at this layer")
+    ax.plot(layers, np.cumsum(counts) / n * 100, color="#333333", marker="o", markersize=3,
+            label="cumulative: settled by this layer")
+    ax.set_ylabel("% of images")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"first layer from which the caption stays close to the final one (token F1 >= {stats.close_threshold:g})",
+                 fontsize=11)
+    _layer_axis(ax, layers)
+    if len(layers) == 1:
+        ax.set_xlim(layers[0] - 1, layers[0] + 1)
+    else:
+        ax.set_xlim(layers[0] - 0.6, layers[-1] + 0.6)
+    ax.legend(frameon=False, fontsize=9, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def render(fig: plt.Figure) -> tuple[bytes, bytes]:
+    """(PNG, SVG) bytes of a figure; the figure is closed."""
+    png, svg = io.BytesIO(), io.BytesIO()
+    fig.savefig(png, format="png", dpi=150)
+    fig.savefig(svg, format="svg", metadata={"Date": None})
+    plt.close(fig)
+    return png.getvalue(), svg.getvalue()
