@@ -1,5 +1,62 @@
-"""CLI of the caption step."""
+"""``lverb caption`` and ``lverb interpret``."""
+
+from __future__ import annotations
+
+import argparse
 
 
-def register(sub):
-    """Nothing registered yet."""
+def register(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser("caption", help="a caption for every (image, layer) of extracted features",
+                       description="Decode a caption per (image, layer) from extracted features with the model's own "
+                                   "text decoder (greedy, KV-cached), one Parquet file per shard.")
+    c.add_argument("--features", required=True, help="features folder/prefix written by extract (or one shard's folder)")
+    c.add_argument("--out", required=True, help="folder or s3:// prefix for the captions")
+    c.add_argument("--layers", default="all", help="'all' (every extracted layer) or block indices, e.g. 0,5,23")
+    add_decode_arguments(c)
+    c.add_argument("--batch-size", default="auto", help="(image, layer) rows decoded together, or 'auto' (from free GPU memory)")
+    c.add_argument("--pretrained", default=None, help="the features' model weights at another location (local path, s3://)")
+    c.set_defaults(func=_caption)
+
+    i = sub.add_parser("interpret", help="print every layer's caption of a few images (no pipeline, no S3)",
+                       description="One image in, a table of every layer's caption and entropy out.")
+    i.add_argument("images", nargs="+", metavar="IMAGE")
+    i.add_argument("--model", default="tiny-random", help="open_clip CoCa architecture (coca_ViT-L-14, coca_ViT-B-32, ...) or tiny-random")
+    i.add_argument("--pretrained", default=None, help="pretrained tag, local checkpoint (.safetensors, or .pt/.bin state dict), s3://, or 'random'")
+    i.add_argument("--layers", default="all", help="'all' or block indices")
+    add_decode_arguments(i)
+    i.add_argument("--json", action="store_true", help="one JSON object per line per (image, layer)")
+    i.set_defaults(func=_interpret)
+
+
+def add_decode_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="fp32: token-for-token the study's loop; bf16: fast (auto: bf16 on GPU, fp32 on CPU)")
+    p.add_argument("--seq-len", type=int, default=30, help="tokens at most, including the start token (study: 30)")
+    p.add_argument("--min-seq-len", type=int, default=5, help="EOS banned while shorter than this (study: 5)")
+    p.add_argument("--device", default="auto", help="cuda, cuda:N, cpu or auto")
+
+
+def _caption(args) -> int:
+    from .caption import CaptionSettings, run_caption
+
+    settings = CaptionSettings(layers=args.layers, precision=args.precision, batch_size=args.batch_size,
+                               seq_len=args.seq_len, min_seq_len=args.min_seq_len, device=args.device,
+                               pretrained=args.pretrained)
+    for m in run_caption(args.features, args.out, settings):
+        print(f"{m['shard']}: {m['rows']} captions of {m['images']} images")
+    return 0
+
+
+def _interpret(args) -> int:
+    from components.common.models import resolve_device
+
+    from .caption import resolve_precision
+    from .decoder import GreedySettings
+    from .interpret import interpret_images, print_json, print_table
+
+    precision = resolve_precision(args.precision, resolve_device(args.device))
+    rows = interpret_images(args.images, model=args.model, pretrained=args.pretrained, precision=precision,
+                            device=args.device, layers=args.layers,
+                            settings=GreedySettings(seq_len=args.seq_len, min_seq_len=args.min_seq_len))
+    (print_json if args.json else print_table)(rows)
+    return 0

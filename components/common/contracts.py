@@ -97,7 +97,8 @@ def read_table(uri: str, schema: pa.Schema | None = None) -> pa.Table:
         missing = [n for n in schema.names if n not in table.column_names]
         if missing:
             raise ValueError(f"{uri}: not a table of this contract, missing columns {missing}")
-        table = table.select(schema.names).cast(schema)
+        meta = table.schema.metadata
+        table = table.select(schema.names).cast(schema).replace_schema_metadata(meta)
     return table
 
 

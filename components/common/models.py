@@ -163,3 +163,29 @@ def parse_layers(spec: str | list[int] | None, n_layers: int) -> list[int]:
             raise ValueError(f"layer {i} is out of range: the model has {n_layers} blocks (0..{n_layers - 1})")
         out.add(i % n_layers)
     return sorted(out)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> cuda when a GPU is visible, else cpu; a clear error for a missing GPU."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu")
+    return device
+
+
+@torch.no_grad()
+def vision_block_outputs(visual: torch.nn.Module, images: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
+    """Outputs ``[n, tokens, width]`` of the selected residual blocks of a CoCa vision tower.
+
+    The same tensors as forward hooks on ``visual.transformer.resblocks[i]`` during a
+    full forward, but the forward stops after the last selected block.
+    """
+    x = visual._embeds(images)
+    wanted = set(layers)
+    outs = []
+    for i, block in enumerate(visual.transformer.resblocks[: max(layers) + 1]):
+        x = block(x)
+        if i in wanted:
+            outs.append(x)
+    return outs

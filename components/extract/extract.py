@@ -30,7 +30,7 @@ import torch
 from components.common import storage
 from components.common.contracts import MANIFEST_NAME, ChunkInfo, FeatureManifest, SkippedSample, provenance, shard_name
 from components.common.features import TORCH_DTYPES, read_chunk_header, read_manifest, write_feature_chunk
-from components.common.models import LoadedCoca, load_coca, parse_layers
+from components.common.models import LoadedCoca, load_coca, parse_layers, resolve_device, vision_block_outputs
 from components.common.progress import Progress
 
 from .shards import DEFAULT_MAX_PIXELS, ShardError, decode_image, iter_samples
@@ -53,39 +53,6 @@ class ExtractSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     writers: int = 2                 # chunks in flight to storage at once
     max_chunk_bytes: int = 1 << 30   # host memory bound per chunk (pinned buffer)
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu")
-    return device
-
-
-class VisionBlocks:
-    """Runs the vision tower block by block and keeps the selected blocks' outputs.
-
-    Equivalent to forward hooks on ``visual.transformer.resblocks[i]`` of a full
-    forward, but stops after the last selected block.
-    """
-
-    def __init__(self, loaded: LoadedCoca, layers: list[int]):
-        self.visual = loaded.model.visual
-        self.layers = layers
-        self.last = max(layers)
-
-    @torch.no_grad()
-    def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
-        visual = self.visual
-        x = visual._embeds(images)
-        outs = []
-        wanted = set(self.layers)
-        for i, block in enumerate(visual.transformer.resblocks[: self.last + 1]):
-            x = block(x)
-            if i in wanted:
-                outs.append(x)
-        return outs
 
 
 def parameters_fingerprint(loaded: LoadedCoca, layers: list[int], dtype: str) -> dict:
@@ -216,7 +183,6 @@ def extract_shard(shard_uri: str, out_uri: str, loaded: LoadedCoca, settings: Ex
     log.info("%s: layers %s, batch %d, %.1f MB of features per image", name, layers, batch, per_image / 1e6)
 
     use_cuda = device.startswith("cuda")
-    blocks = VisionBlocks(loaded, layers)
     # Half-precision compute on the GPU in the stored dtype; fp32 on the CPU (and for fp32 features).
     autocast_dtype = out_dtype if use_cuda and out_dtype != torch.float32 else None
     writers = ChunkWriters(max(1, settings.writers))
@@ -253,7 +219,7 @@ def extract_shard(shard_uri: str, out_uri: str, loaded: LoadedCoca, settings: Ex
             try:
                 images = torch.stack(pixels[start:start + n]).to(device, non_blocking=True)
                 with torch.autocast(device_type="cuda", dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    outs = blocks(images)
+                    outs = vision_block_outputs(loaded.model.visual, images, layers)
             except torch.OutOfMemoryError:
                 if n == 1:
                     raise

@@ -1,0 +1,201 @@
+"""Caption: a caption for every (image, layer) of every extracted shard.
+
+Features stream in chunk by chunk (only the layers asked for, read ahead in the
+background), each layer's tokens become the decoder's image embeddings, and (image,
+layer) pairs of many images and all layers are decoded together in large batches by
+the cached decoder. Per shard: ``<out>/<shard>/captions.parquet`` (the captions
+contract) and ``<out>/<shard>/manifest.json``, written last; a shard whose manifest
+exists with the same parameters is skipped on a re-run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import pyarrow as pa
+import torch
+
+from components.common import storage
+from components.common.contracts import (
+    CAPTIONS_FORMAT, CAPTIONS_SCHEMA, CAPTIONS_VERSION, MANIFEST_NAME, provenance, write_table,
+)
+from components.common.features import iter_feature_chunks, read_manifest
+from components.common.models import load_coca, parse_layers, resolve_device
+from components.common.progress import Progress
+
+from .decoder import CachedCocaDecoder, GreedySettings, caption_text
+
+log = logging.getLogger(__name__)
+
+CAPTIONS_NAME = "captions.parquet"
+CPU_BATCH = 64
+MAX_BATCH = 4096
+
+
+@dataclass
+class CaptionSettings:
+    layers: str = "all"
+    precision: str = "auto"          # fp32 | bf16 | auto (bf16 on GPU, fp32 on CPU)
+    batch_size: str | int = "auto"
+    seq_len: int = 30
+    min_seq_len: int = 5
+    device: str = "auto"
+    model: str | None = None          # default: the model that made the features
+    pretrained: str | None = None
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    if precision == "auto":
+        return "bf16" if device.startswith("cuda") else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"--precision {precision!r}: use fp32, bf16 or auto")
+    return precision
+
+
+def auto_decode_batch(decoder: CachedCocaDecoder, n_image_tokens: int, device: str) -> int:
+    """Rows per decode batch: what the cross-attention cache of half the free GPU memory holds."""
+    if not device.startswith("cuda"):
+        return CPU_BATCH
+    item = torch.finfo(decoder.dtype).bits // 8
+    d = decoder.ln_final.normalized_shape[0]
+    per_row = item * d * (2 * len(decoder.cross_blocks) * n_image_tokens + n_image_tokens
+                          + 2 * (len(decoder.text_blocks) + len(decoder.decoder_blocks)) * decoder.settings.seq_len)
+    per_row += 4 * decoder.text_projection.shape[1] * 3  # logits, log-probs, probs in fp32
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return int(max(1, min(MAX_BATCH, free * 0.5 // per_row)))
+
+
+class CaptionBatcher:
+    """Collects (image, layer) rows and decodes them in batches of ``batch_size``."""
+
+    def __init__(self, decoder: CachedCocaDecoder, tokenizer, batch_size: int, progress: Progress):
+        self.decoder, self.tokenizer, self.batch_size, self.progress = decoder, tokenizer, batch_size, progress
+        self.pending: list[tuple[list[str], int, torch.Tensor]] = []  # (image keys, layer, embeddings)
+        self.n_pending = 0
+        self.rows: list[dict] = []
+
+    def add(self, keys: list[str], layer: int, embs: torch.Tensor, shard: str) -> None:
+        self.shard = shard
+        self.pending.append((keys, layer, embs))
+        self.n_pending += len(keys)
+        while self.n_pending >= self.batch_size:
+            self._decode(self.batch_size)
+
+    def flush(self) -> None:
+        while self.n_pending:
+            self._decode(min(self.n_pending, self.batch_size))
+
+    def _take(self, n: int):
+        keys, layers, parts = [], [], []
+        while n:
+            k, layer, e = self.pending[0]
+            m = min(n, len(k))
+            keys += k[:m]
+            layers += [layer] * m
+            parts.append(e[:m])
+            if m == len(k):
+                self.pending.pop(0)
+            else:
+                self.pending[0] = (k[m:], layer, e[m:])
+            n -= m
+            self.n_pending -= m
+        return keys, layers, torch.cat(parts)
+
+    def _decode(self, n: int) -> None:
+        keys, layers, embs = self._take(n)
+        out = self.decoder.generate(embs)
+        for i, key in enumerate(keys):
+            ids = out.token_ids[i]
+            self.rows.append({
+                "image_key": key, "shard": self.shard, "layer": layers[i],
+                "caption": caption_text(self.tokenizer, ids), "token_ids": ids, "n_tokens": len(ids),
+                "stop": out.stop[i], "entropy_bits": out.entropy_bits[i], "mean_logprob": out.mean_logprob[i],
+            })
+        self.progress.update(len(keys))
+
+
+def caption_shard(features_dir: str, out_uri: str, decoder: CachedCocaDecoder, tokenizer, settings: CaptionSettings,
+                  device: str, made_by: dict) -> dict:
+    """Caption one extracted shard; returns its captions manifest."""
+    features = read_manifest(features_dir)
+    if features is None:
+        raise FileNotFoundError(f"{features_dir} has no {MANIFEST_NAME}: its extract has not finished; run extract first")
+    name = storage.basename(features_dir)
+    shard_out = storage.join(out_uri, name)
+    layers = parse_layers(settings.layers, max(features.layers) + 1) if settings.layers != "all" else features.layers
+    missing = sorted(set(layers) - set(features.layers))
+    if missing:
+        raise ValueError(f"{features_dir} has features of layers {features.layers}, not {missing}; re-run extract with them")
+    params = dict(made_by, layers=layers)
+
+    manifest_uri = storage.join(shard_out, MANIFEST_NAME)
+    if storage.exists(manifest_uri):
+        done = storage.read_json(manifest_uri)
+        if done.get("parameters") == params:
+            log.info("%s: already captioned (%d rows), skipping", name, done["rows"])
+            return done
+        raise ValueError(f"{shard_out} holds captions made with {done.get('parameters')}, not {params}; use another --out")
+
+    batch = settings.batch_size
+    progress = Progress(f"caption {name}", "captions", total=features.image_count * len(layers))
+    batcher = None
+    with progress:
+        for chunk in iter_feature_chunks(features_dir, layers):
+            for layer in layers:
+                embs = decoder.image_embeddings(chunk.layers[layer].to(device))
+                if batcher is None:
+                    size = auto_decode_batch(decoder, embs.shape[1], device) if batch == "auto" else int(batch)
+                    log.info("%s: layers %s, decode batch %d, precision %s", name, layers, size,
+                             "fp32" if decoder.dtype == torch.float32 else "bf16")
+                    batcher = CaptionBatcher(decoder, tokenizer, size, progress)
+                batcher.add(chunk.image_keys, layer, embs, name)
+        if batcher is not None:
+            batcher.flush()
+    rows = batcher.rows if batcher else []
+    order = {k: i for i, k in enumerate(dict.fromkeys(r["image_key"] for r in rows))}
+    rows.sort(key=lambda r: (order[r["image_key"]], r["layer"]))
+    table = pa.Table.from_pylist(rows, schema=CAPTIONS_SCHEMA)
+    write_table(storage.join(shard_out, CAPTIONS_NAME), table, CAPTIONS_SCHEMA, CAPTIONS_FORMAT, CAPTIONS_VERSION,
+                provenance(**params))
+    manifest = {
+        "format": CAPTIONS_FORMAT, "version": CAPTIONS_VERSION, "shard": features.shard,
+        "features": features_dir, "captions": CAPTIONS_NAME, "rows": len(rows),
+        "images": len(order), "layers": layers, "parameters": params,
+        "skipped": [asdict(s) for s in features.skipped],
+        "rate_captions_per_s": round(progress.rate, 2),
+    }
+    storage.write_json(manifest_uri, manifest)
+    return manifest
+
+
+def feature_shard_dirs(features_uri: str) -> list[str]:
+    """Shard folders under a features prefix (those with a manifest), or the folder itself."""
+    if storage.exists(storage.join(features_uri, MANIFEST_NAME)):
+        return [features_uri]
+    dirs = sorted({u.rsplit("/", 1)[0] for u in storage.list_uris(features_uri) if u.endswith("/" + MANIFEST_NAME)})
+    if not dirs:
+        raise FileNotFoundError(f"{features_uri} holds no finished feature shards (no {MANIFEST_NAME}); run extract first")
+    return dirs
+
+
+def run_caption(features_uri: str, out_uri: str, settings: CaptionSettings) -> list[dict]:
+    """Caption every finished shard under ``features_uri``; returns the shards' manifests.
+
+    The model is the one that made the features (from their manifest); ``settings.pretrained``
+    may point at the same weights elsewhere (a local copy on an air-gapped cluster).
+    """
+    shard_dirs = feature_shard_dirs(features_uri)
+    first = read_manifest(shard_dirs[0])
+    if settings.model and settings.model != first.model:
+        raise ValueError(f"features under {features_uri} were made by {first.model}, not {settings.model}; "
+                         "captions must come from the model that made the features")
+    device = resolve_device(settings.device)
+    precision = resolve_precision(settings.precision, device)
+    loaded = load_coca(first.model, settings.pretrained or first.pretrained, device="cpu")
+    greedy = GreedySettings(seq_len=settings.seq_len, min_seq_len=settings.min_seq_len)
+    decoder = CachedCocaDecoder(loaded.model, precision=precision, settings=greedy).to(device)
+    loaded.model = None  # the decoder holds copies of what it needs
+    made_by = {"model": first.model, "pretrained": settings.pretrained or first.pretrained, "precision": precision,
+               "seq_len": greedy.seq_len, "min_seq_len": greedy.min_seq_len}
+    return [caption_shard(d, out_uri, decoder, loaded.tokenizer, settings, device, made_by) for d in shard_dirs]

@@ -1,0 +1,166 @@
+"""The cached decoder against the plain reference loop (whole prefix recomputed every step
+through open_clip's own forward), on real model code with random weights."""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+
+import pytest
+import torch
+
+from components.caption.decoder import CachedCocaDecoder, GreedySettings, caption_text
+from components.common.models import EOS_TOKEN_ID, PAD_TOKEN_ID, load_coca, vision_block_outputs
+
+sys.path.insert(0, os.path.dirname(__file__))
+from reference_loop import reference_greedy  # noqa: E402
+
+from tests.images import skimage_photo_paths  # noqa: E402
+
+
+def photo_pixels(loaded, n):
+    from PIL import Image
+
+    return torch.stack([loaded.preprocess(Image.open(p).convert("RGB")) for p in skimage_photo_paths()[:n]])
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_coca("tiny-random")
+
+
+@pytest.fixture(scope="module")
+def tiny_layer_embs(tiny):
+    """Decoder image embeddings of 5 photos at every layer: [layers * 5, 255, 64]."""
+    pixels = photo_pixels(tiny, 5)
+    dec = CachedCocaDecoder(tiny.model)
+    blocks = vision_block_outputs(tiny.model.visual, pixels, list(range(tiny.n_layers)))
+    return torch.cat([dec.image_embeddings(b) for b in blocks])
+
+
+def assert_same_as_reference(model, embs, settings=GreedySettings()):
+    ours = CachedCocaDecoder(model, "fp32", settings).generate(embs)
+    ref = reference_greedy(model, embs, seq_len=settings.seq_len, min_seq_len=settings.min_seq_len)
+    for i, (ids, ent, lp) in enumerate(ref):
+        assert ours.token_ids[i] == ids, f"row {i}"
+        assert ours.entropy_bits[i] == pytest.approx(ent, abs=1e-4)
+        assert ours.mean_logprob[i] == pytest.approx(lp, abs=1e-4)
+    return ours
+
+
+def test_every_layer_of_tiny_model_matches_reference_loop(tiny, tiny_layer_embs):
+    ours = assert_same_as_reference(tiny.model, tiny_layer_embs)
+    assert len({tuple(t) for t in ours.token_ids}) > 10, "captions should differ across images and layers"
+
+
+def steered(model, eos_like_token=None, eos_boost=None, pad_boost=None):
+    """A copy whose decoder makes EOS / pad (token 0) more likely.
+
+    For constant boosts, one feature of the final layer norm is made constant (weight 0,
+    bias 1) and its projection row carries the boost, so it adds to those tokens' logits only.
+    """
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        proj = m.text_decoder.text_projection
+        if eos_like_token is not None:
+            proj[:, EOS_TOKEN_ID] = proj[:, eos_like_token] * 1.05
+        if eos_boost is not None or pad_boost is not None:
+            ln = m.text_decoder.ln_final
+            ln.weight[0], ln.bias[0] = 0.0, 1.0
+            proj[0, :] = 0.0
+            proj[0, EOS_TOKEN_ID] = eos_boost or 0.0
+            proj[0, PAD_TOKEN_ID] = pad_boost or 0.0
+    return m
+
+
+def test_eos_is_suppressed_until_min_seq_len(tiny, tiny_layer_embs):
+    # EOS everywhere the most likely token: it must wait until the sequence is 5 long
+    model = steered(tiny.model, eos_boost=1e3)
+    ours = assert_same_as_reference(model, tiny_layer_embs[:6])
+    assert all(len(t) == 5 and t[-1] == EOS_TOKEN_ID for t in ours.token_ids)
+    assert set(ours.stop) == {"eos"}
+    ours3 = assert_same_as_reference(model, tiny_layer_embs[:3], GreedySettings(seq_len=12, min_seq_len=3))
+    assert all(len(t) == 3 for t in ours3.token_ids)
+
+
+def test_token_zero_ends_a_caption(tiny, tiny_layer_embs):
+    ours = assert_same_as_reference(steered(tiny.model, pad_boost=1e3), tiny_layer_embs[:4])
+    assert ours.token_ids == [[PAD_TOKEN_ID]] * 4 and set(ours.stop) == {"pad"}
+    assert caption_text(tiny.tokenizer, ours.token_ids[0]) == ""
+
+
+def test_forced_eos_at_seq_len(tiny, tiny_layer_embs):
+    ours = assert_same_as_reference(tiny.model, tiny_layer_embs[:4], GreedySettings(seq_len=9, min_seq_len=5))
+    for ids, stop in zip(ours.token_ids, ours.stop):
+        assert len(ids) == 8 and ids[-1] == EOS_TOKEN_ID and stop == "length"
+
+
+def test_rows_finishing_at_different_steps(tiny, tiny_layer_embs):
+    plain = CachedCocaDecoder(tiny.model).generate(tiny_layer_embs)
+    # make EOS win wherever a token that the rows produce mid-caption would: rows end at different steps
+    counts = {}
+    for ids in plain.token_ids:
+        for t in set(ids[4:-1]):
+            counts[t] = counts.get(t, 0) + 1
+    token = sorted(counts, key=lambda t: abs(counts[t] - len(plain.token_ids) / 2))[0]
+    ours = assert_same_as_reference(steered(tiny.model, eos_like_token=token), tiny_layer_embs, GreedySettings(seq_len=20))
+    lengths = {len(t) for t in ours.token_ids}
+    assert len(lengths) >= 3, lengths
+    assert "eos" in ours.stop and "length" in ours.stop
+
+
+def test_one_row_alone_equals_the_row_in_a_batch(tiny, tiny_layer_embs):
+    model = steered(tiny.model, eos_like_token=CachedCocaDecoder(tiny.model).generate(tiny_layer_embs[:1]).token_ids[0][6])
+    dec = CachedCocaDecoder(model)
+    batch = dec.generate(tiny_layer_embs)
+    for i in (0, 7, len(tiny_layer_embs) - 1):
+        alone = dec.generate(tiny_layer_embs[i:i + 1])
+        assert alone.token_ids[0] == batch.token_ids[i]
+        assert alone.entropy_bits[0] == pytest.approx(batch.entropy_bits[i], abs=1e-5)
+
+
+def test_last_layer_equals_models_own_image_tokens(tiny):
+    pixels = photo_pixels(tiny, 3)
+    dec = CachedCocaDecoder(tiny.model)
+    last = vision_block_outputs(tiny.model.visual, pixels, [tiny.n_layers - 1])[0]
+    with torch.no_grad():
+        _, own_tokens = tiny.model._encode_image(pixels)
+    torch.testing.assert_close(dec.image_embeddings(last), own_tokens, atol=1e-5, rtol=1e-5)
+    assert dec.generate(dec.image_embeddings(last)).token_ids == dec.generate(own_tokens).token_ids
+
+
+def test_bf16_runs_and_mostly_agrees(tiny, tiny_layer_embs):
+    fp32 = CachedCocaDecoder(tiny.model, "fp32").generate(tiny_layer_embs[:6])
+    bf16 = CachedCocaDecoder(tiny.model, "bf16").generate(tiny_layer_embs[:6])
+    assert all(len(t) >= 1 for t in bf16.token_ids)
+    first = sum(a[0] == b[0] for a, b in zip(fp32.token_ids, bf16.token_ids))
+    assert first >= 4  # near-uniform random weights: ties can flip, most first tokens agree
+
+
+def test_bad_settings_are_refused(tiny):
+    with pytest.raises(ValueError, match="must be larger"):
+        GreedySettings(seq_len=5, min_seq_len=5)
+    with pytest.raises(ValueError, match="exceeds the model's context"):
+        CachedCocaDecoder(tiny.model, settings=GreedySettings(seq_len=500))
+    with pytest.raises(ValueError, match="use fp32 or bf16"):
+        CachedCocaDecoder(tiny.model, precision="fp8")
+
+
+def test_full_size_coca_vit_l14_matches_reference_loop():
+    """Random full-size coca_ViT-L-14 (the study's architecture), a few (image, layer) pairs
+    (seq_len 12 keeps the reference loop's CPU time down; the loop is the same)."""
+    big = load_coca("coca_ViT-L-14", "random")
+    assert big.n_layers == 24
+    pixels = photo_pixels(big, 2)
+    dec = CachedCocaDecoder(big.model)
+    blocks = vision_block_outputs(big.model.visual, pixels, [0, 23])
+    assert blocks[0].shape == (2, 257, 1024)
+    embs = torch.cat([dec.image_embeddings(b) for b in blocks])
+    assert embs.shape == (4, 255, 768)
+    short = GreedySettings(seq_len=12)
+    assert_same_as_reference(big.model, embs, short)
+    with torch.no_grad():
+        _, own = big.model._encode_image(pixels)
+    dec = CachedCocaDecoder(big.model, settings=short)
+    assert dec.generate(own).token_ids == dec.generate(embs[2:]).token_ids
