@@ -1,9 +1,82 @@
 """``lverb compile``, ``lverb run``, ``lverb submit``: the pipeline's own commands."""
 
-from __future__ import annotations
-
 import argparse
+import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Registered once the pipeline lands (issue 5)."""
+    c = sub.add_parser("compile", help="write the pipeline YAML to upload in the Kubeflow UI")
+    c.add_argument("--output", default="latent_verbalizer.yaml", help="file to write (default latent_verbalizer.yaml)")
+    c.add_argument("--image-registry", default=None, help="registry of the component image (default: the project's)")
+    c.add_argument("--image-tag", default=None, help="tag of the component image (default: the package version)")
+    c.add_argument("--parallelism", type=int, default=4, help="shards processed at once (GPU pairs in flight)")
+    c.set_defaults(func=_compile)
+
+    r = sub.add_parser("run", help="run the whole pipeline (--local: on this machine with kfp.local)")
+    r.add_argument("--local", action="store_true", required=True, help="run with kfp.local (the only mode of this command)")
+    r.add_argument("--params", default=None, help="pipeline parameters as JSON or key=value,key=value "
+                                                   "(e.g. extract_model=coca_ViT-L-14,extract_pretrained=/path/ckpt.safetensors)")
+    r.add_argument("--storage", default=None, help="bulk data prefix: a folder or s3://bucket/prefix (default: under --workdir)")
+    r.add_argument("--workdir", default=None, help="folder for this run (default runs/<timestamp>)")
+    r.add_argument("--parallelism", type=int, default=2)
+    r.add_argument("--no-cache", action="store_true", help="re-run every step even when kfp.local has it cached")
+    r.set_defaults(func=_run)
+
+    s = sub.add_parser("submit", help="upload the pipeline to Kubeflow and start a run (CI); token from KFP_TOKEN")
+    s.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline")
+    s.add_argument("--namespace", default=None, help="Kubeflow profile namespace")
+    s.add_argument("--experiment", default="latent-verbalizer")
+    s.add_argument("--version", default=None, help="pipeline version name (default: package version + git commit)")
+    s.add_argument("--package", default="latent_verbalizer.yaml", help="compiled pipeline YAML (default: compile it now)")
+    s.add_argument("--params", default=None, help="run parameters as JSON or key=value,key=value")
+    s.add_argument("--wait", action="store_true", help="wait for the run; exit non-zero when it fails")
+    s.add_argument("--timeout", type=int, default=24 * 3600, help="seconds to wait with --wait")
+    s.set_defaults(func=_submit)
+
+
+def parse_params(text):
+    """JSON object or ``key=value,key=value`` -> dict (values that parse as JSON are converted)."""
+    if not text:
+        return {}
+    text = text.strip()
+    if text.startswith("{"):
+        return json.loads(text)
+    out = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--params: {item!r} is not key=value")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _compile(args) -> int:
+    from pipeline.compile import compile_pipeline
+
+    path = compile_pipeline(args.output, registry=args.image_registry, tag=args.image_tag, parallelism=args.parallelism)
+    print(f"wrote {path}")
+    return 0
+
+
+def _run(args) -> int:
+    from pipeline.local import run_local
+
+    result = run_local(parse_params(args.params), workdir=args.workdir, storage_prefix=args.storage,
+                       parallelism=args.parallelism, cache=not args.no_cache)
+    print(f"\nreport: {result['report']}\nbulk data: {result['storage_prefix']}\nKFP artifacts: {result['pipeline_root']}")
+    return 0
+
+
+def _submit(args) -> int:
+    from pipeline.submit import submit
+
+    run = submit(host=args.host, package=args.package, namespace=args.namespace, experiment=args.experiment,
+                 version=args.version, params=parse_params(args.params), wait=args.wait, timeout=args.timeout)
+    print(f"run {run['run_id']}: {run['url']}")
+    if args.wait:
+        print(f"state: {run['state']}")
+        return 0 if run["state"] == "SUCCEEDED" else 1
+    return 0

@@ -1,0 +1,27 @@
+# Everyday commands. `make setup` once, then any of the others.
+PY ?= .venv/bin/python
+REGISTRY ?= ghcr.io/latent-verbalizer
+TAG ?= $(shell $(PY) -c "import pipeline; print(pipeline.__version__)" 2>/dev/null || echo 0.1.0)
+
+.PHONY: setup demo test test-all pipeline check-pipeline images bench
+
+setup:            ## venv, pinned torch pair, the package, offline model files
+	scripts/setup.sh
+
+demo: setup       ## the whole pipeline locally on sample images, offline (kfp.local)
+	.venv/bin/lverb run --local
+
+test: setup       ## the default test suite (starts its own S3 server)
+	.venv/bin/python -m pytest -q
+
+pipeline:         ## re-compile the committed pipeline YAML
+	.venv/bin/lverb compile --output latent_verbalizer.yaml
+
+check-pipeline:   ## fail when the committed YAML is stale
+	.venv/bin/python -m pytest -q tests/test_compile.py
+
+images:           ## build (PUSH=1: and push) the component image
+	docker/build.sh $(REGISTRY) $(TAG)
+
+bench:            ## benchmarks (on a GPU machine); results go to benchmarks/RESULTS.md by hand
+	$(PY) benchmarks/extract.py && $(PY) benchmarks/caption.py && $(PY) benchmarks/categorize.py

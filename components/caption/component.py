@@ -1,0 +1,53 @@
+"""KFP wrapper of the caption step."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Output
+
+
+def caption_shard(
+    features: Input[Artifact],
+    storage_prefix: str,
+    layers: str,
+    precision: str,
+    batch_size: str,
+    seq_len: int,
+    min_seq_len: int,
+    pretrained: str,
+    captions: Output[Dataset],
+):
+    """Decode a caption for every (image, layer) of one extracted shard.
+
+    Args:
+        features: the extract step's manifest of this shard.
+        storage_prefix: where bulk data goes; captions land under <prefix>/captions/<shard>/captions.parquet.
+        layers: 'all' (every extracted layer) or 0-based block indices.
+        precision: fp32 (token-for-token the study's loop), bf16 (fast), or auto (bf16 on GPU).
+        batch_size: (image, layer) pairs decoded together, or 'auto'.
+        seq_len: most tokens per caption including the start token (study: 30).
+        min_seq_len: end-of-text banned while shorter than this (study: 5).
+        pretrained: the features' weights at another location (local/PVC path, s3://); empty: as extracted.
+        captions: small JSON manifest pointing at the captions Parquet.
+    """
+    import json
+
+    from components.caption.caption import CAPTIONS_NAME, CaptionSettings, run_caption
+    from components.common import storage
+    from pipeline.cli import configure_logging
+
+    configure_logging()
+    with open(features.path) as f:
+        pointer = json.load(f)
+    out = storage.join(storage_prefix, "captions")
+    settings = CaptionSettings(layers=layers, precision=precision, batch_size=batch_size, seq_len=int(seq_len),
+                               min_seq_len=int(min_seq_len), pretrained=pretrained or None)
+    (manifest,) = run_caption(pointer["features"], out, settings)
+    shard_dir = storage.join(out, storage.basename(pointer["features"]))
+    result = {"captions": storage.join(shard_dir, CAPTIONS_NAME), "rows": manifest["rows"], "images": manifest["images"],
+              "layers": manifest["layers"], "skipped": manifest["skipped"], "shard": pointer["shard"]}
+    with open(captions.path, "w") as f:
+        json.dump(result, f)
+    captions.metadata.update({k: v for k, v in result.items() if k != "skipped"})
+
+
+def make_caption_op(image: str):
+    return dsl.component(caption_shard, base_image=image, install_kfp_package=False)

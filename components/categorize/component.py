@@ -1,0 +1,53 @@
+"""KFP wrapper of the categorize step."""
+
+from typing import List
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Output
+
+
+def categorize_captions(
+    captions: Input[List[Dataset]],
+    storage_prefix: str,
+    model: str,
+    gpus: int,
+    batch_size: str,
+    labels: Output[Dataset],
+):
+    """Label what every distinct caption talks about with an instruct LLM (grammar-constrained).
+
+    Args:
+        captions: the caption step's manifests, one per shard.
+        storage_prefix: where bulk data goes; labels land under <prefix>/labels/.
+        model: LLM: Hugging Face id (e.g. meta-llama/Llama-3.1-70B-Instruct), local/PVC folder, s3:// prefix, smollm2-135m or tiny-random.
+        gpus: GPUs this step gets; the model is sharded over them or replicated, whichever fits.
+        batch_size: captions per generation batch, or 'auto'.
+        labels: small JSON manifest pointing at labels.parquet and aggregate.parquet.
+    """
+    import json
+
+    from components.categorize.categorize import run_categorize
+    from components.common import storage
+    from pipeline.cli import configure_logging
+
+    configure_logging()
+    uris = []
+    for artifact in captions:
+        with open(artifact.path) as f:
+            uris.append(json.load(f)["captions"])
+    out = storage.join(storage_prefix, "labels")
+    import torch
+
+    # On Kubeflow the pod sees exactly the GPUs it was given; kfp.local on a laptop may see none.
+    usable = min(int(gpus), torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    summary = run_categorize(uris, out, model=model, gpus=usable or None, batch_size=batch_size)
+    result = {"labels": storage.join(out, "labels.parquet"), "aggregate": storage.join(out, "aggregate.parquet"),
+              "captions": uris, "summary": summary}
+    with open(labels.path, "w") as f:
+        json.dump(result, f, default=str)
+    labels.metadata.update({"labels": result["labels"], "aggregate": result["aggregate"],
+                            "unique_captions": summary.get("unique_captions", 0)})
+
+
+def make_categorize_op(image: str):
+    return dsl.component(categorize_captions, base_image=image, install_kfp_package=False)

@@ -1,0 +1,52 @@
+"""KFP wrappers of the extract step. Bodies import the real code (the image has the package);
+they only map parameters and artifacts. Docstrings become the Kubeflow UI's help."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Output
+
+
+def extract_shard(
+    shard: str,
+    storage_prefix: str,
+    model: str,
+    pretrained: str,
+    layers: str,
+    dtype: str,
+    batch_size: str,
+    features: Output[Artifact],
+):
+    """Extract every selected vision block's output tokens of one webdataset shard.
+
+    Args:
+        shard: URI of one shard (s3://, minio:// or a path on a mounted volume).
+        storage_prefix: where bulk data goes; features land under <prefix>/features/<shard>/.
+        model: open_clip CoCa architecture, e.g. coca_ViT-L-14, or tiny-random (offline).
+        pretrained: pretrained tag, local/PVC checkpoint path, s3:// object, or 'random'; empty: the study's weights.
+        layers: 'all' or 0-based block indices, e.g. 0,5,23.
+        dtype: stored feature dtype: float16, bfloat16 or float32.
+        batch_size: images per batch, or 'auto' (from free GPU memory).
+        features: small JSON manifest pointing at the features (the bulk data stays in storage).
+    """
+    import json
+
+    from components.common import storage
+    from components.common.contracts import shard_name
+    from components.extract.extract import ExtractSettings, run_extract
+    from pipeline.cli import configure_logging
+
+    configure_logging()
+    out = storage.join(storage_prefix, "features")
+    settings = ExtractSettings(model=model, pretrained=pretrained or None, layers=layers, dtype=dtype, batch_size=batch_size)
+    result = run_extract([shard], out, settings)
+    if result.failed:
+        raise RuntimeError(result.failed[shard])
+    manifest = result.manifests[shard]
+    pointer = {"features": storage.join(out, shard_name(shard)), "shard": shard, "images": manifest.image_count,
+               "skipped": len(manifest.skipped), "layers": manifest.layers, "model": manifest.model}
+    with open(features.path, "w") as f:
+        json.dump(pointer, f)
+    features.metadata.update(pointer)
+
+
+def make_extract_op(image: str):
+    return dsl.component(extract_shard, base_image=image, install_kfp_package=False)

@@ -1,0 +1,53 @@
+"""KFP wrapper of the report step: the HTML page, a Markdown summary and metrics for the Kubeflow UI."""
+
+from typing import List
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Output
+
+
+def build_report_page(
+    captions: Input[List[Dataset]],
+    labels: Input[Dataset],
+    storage_prefix: str,
+    shards: str,
+    report: Output[HTML],
+    summary: Output[Markdown],
+    metrics: Output[Metrics],
+):
+    """Show what each layer sees: category shares per layer, entropy, distance to the final caption, an image browser.
+
+    Args:
+        captions: the caption step's manifests, one per shard.
+        labels: the categorize step's manifest.
+        storage_prefix: where bulk data goes; the report's files land under <prefix>/report/.
+        shards: the shard pattern (for thumbnails in the image browser).
+        report: the self-contained HTML report.
+        summary: a short Markdown summary.
+        metrics: headline numbers.
+    """
+    import json
+
+    from components.common import storage
+    from components.report.report import build_report
+    from pipeline.cli import configure_logging
+
+    configure_logging()
+    caption_uris = []
+    for artifact in captions:
+        with open(artifact.path) as f:
+            caption_uris.append(json.load(f)["captions"])
+    with open(labels.path) as f:
+        pointer = json.load(f)
+    result = build_report(caption_uris, pointer["labels"], pointer["aggregate"], storage.join(storage_prefix, "report"),
+                          images_pattern=shards or None)
+    with open(report.path, "w", encoding="utf-8") as f:
+        f.write(result.html)
+    with open(summary.path, "w", encoding="utf-8") as f:
+        f.write(result.markdown)
+    for name, value in result.metrics.items():
+        metrics.log_metric(name, value)
+
+
+def make_report_op(image: str):
+    return dsl.component(build_report_page, base_image=image, install_kfp_package=False)

@@ -1,0 +1,138 @@
+"""The pipeline, as DESIGN.md draws it:
+
+    list_shards (CPU) -> ParallelFor(shard) [ extract (1 GPU) -> caption (1 GPU) ]
+        -> Collected -> categorize (N GPUs) -> report (CPU)
+
+``build_pipeline(image, parallelism)`` returns the ``@dsl.pipeline`` function; the
+image and the fan-out width are fixed at compile time, everything else is a run
+parameter with a default (the Kubeflow UI shows the docstring's Args as help).
+Parameters carry their step's prefix so the UI's alphabetical list groups them.
+"""
+
+from typing import Optional
+
+from kfp import dsl, kubernetes
+
+from components.caption.component import make_caption_op
+from components.categorize.component import make_categorize_op
+from components.common.images import component_image
+from components.extract.component import make_extract_op
+from components.report.component import make_report_op
+from pipeline.preflight import make_list_shards_op
+
+PIPELINE_NAME = "latent-verbalizer"
+S3_SECRET = "lverb-s3-credentials"
+S3_SECRET_KEYS = {k: k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")}
+HF_SECRET = "lverb-hf-token"
+WEIGHTS_PVC = "lverb-model-weights"
+WEIGHTS_MOUNT = "/models"
+DEFAULT_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+SHM_SIZE = "16Gi"
+
+
+def _with_storage_secrets(task, hf: bool = False):
+    """S3 credentials (and the HF token) from Kubernetes secrets as environment, never as parameters."""
+    kubernetes.use_secret_as_env(task, secret_name=S3_SECRET, secret_key_to_env=S3_SECRET_KEYS, optional=True)
+    if hf:
+        kubernetes.use_secret_as_env(task, secret_name=HF_SECRET, secret_key_to_env={"HF_TOKEN": "HF_TOKEN"}, optional=True)
+    return task
+
+
+def _on_gpus(task, count, accelerator_type, node_selector, tolerations, cpu: str, memory: str, shm: str = SHM_SIZE):
+    """GPU limits, scheduling, /dev/shm, the weights volume, retries: what every GPU step needs."""
+    task.set_accelerator_type(accelerator_type).set_accelerator_limit(count)
+    task.set_cpu_request(cpu).set_memory_request(memory)
+    kubernetes.add_toleration_json(task, tolerations)
+    kubernetes.add_node_selector_json(task, node_selector)
+    kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=shm)
+    kubernetes.mount_pvc(task, pvc_name=WEIGHTS_PVC, mount_path=WEIGHTS_MOUNT)
+    task.set_env_variable("HF_HOME", f"{WEIGHTS_MOUNT}/hf-cache")
+    task.set_env_variable("LVERB_WEIGHTS_CACHE", f"{WEIGHTS_MOUNT}/lverb-cache")
+    task.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0, backoff_max_duration="600s")
+    return _with_storage_secrets(task, hf=True)
+
+
+def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes_settings: bool = True):
+    """The pipeline function for an image and a fan-out width.
+
+    ``kubernetes_settings=False`` leaves out the Kubernetes-only settings (GPUs,
+    secrets, volumes) for ``kfp.local`` runs, which have no cluster to apply them to.
+    """
+    image = image or component_image()
+    list_shards_op = make_list_shards_op(image)
+    extract_op = make_extract_op(image)
+    caption_op = make_caption_op(image)
+    categorize_op = make_categorize_op(image)
+    report_op = make_report_op(image)
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="What each layer of a CoCa vision encoder sees, in words: a caption "
+                  "per image per layer, labelled by an LLM, shown per layer.")
+    def latent_verbalizer(
+        shards: str = "s3://datasets/coco-karpathy-test/test-{000000..000004}.tar",
+        storage_prefix: str = "s3://latent-verbalizer/runs/default",
+        extract_model: str = "coca_ViT-L-14",
+        extract_pretrained: str = "mscoco_finetuned_laion2B-s13B-b90k",
+        extract_layers: str = "all",
+        extract_dtype: str = "float16",
+        extract_batch_size: str = "auto",
+        caption_precision: str = "bf16",
+        caption_batch_size: str = "auto",
+        caption_seq_len: int = 30,
+        caption_min_seq_len: int = 5,
+        categorize_model: str = "meta-llama/Llama-3.1-70B-Instruct",
+        categorize_gpus: int = 8,
+        categorize_batch_size: str = "auto",
+        gpu_accelerator_type: str = "nvidia.com/gpu",
+        gpu_node_selector: dict = {},
+        gpu_tolerations: list = DEFAULT_TOLERATIONS,
+    ):
+        """latent-verbalizer.
+
+        Args:
+            shards: webdataset shard pattern (s3://, minio:// or a mounted path), braces and globs allowed.
+            storage_prefix: s3:// prefix for bulk data (features, captions, labels, report files).
+            extract_model: open_clip CoCa architecture (coca_ViT-L-14 as in the study; coca_ViT-B-32; tiny-random offline).
+            extract_pretrained: pretrained tag (from the Hugging Face hub), /models/... checkpoint on the weights volume, s3:// object, or 'random'.
+            extract_layers: 'all' or 0-based block indices, e.g. 0,5,23.
+            extract_dtype: stored feature dtype: float16, bfloat16 or float32.
+            extract_batch_size: images per batch, or 'auto' (from free GPU memory).
+            caption_precision: bf16 (fast), fp32 (token-for-token the study's loop), or auto.
+            caption_batch_size: (image, layer) pairs decoded together, or 'auto'.
+            caption_seq_len: most tokens per caption, including the start token (study: 30).
+            caption_min_seq_len: end-of-text banned while shorter than this (study: 5).
+            categorize_model: the labelling LLM: Hugging Face id, /models/... folder, s3:// prefix, or smollm2-135m.
+            categorize_gpus: GPUs for the labelling step (sharded or replicated as the model's size requires).
+            categorize_batch_size: captions per generation batch, or 'auto'.
+            gpu_accelerator_type: Kubernetes GPU resource name, e.g. nvidia.com/gpu.
+            gpu_node_selector: node labels for GPU steps, e.g. {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}.
+            gpu_tolerations: tolerations of the GPU steps (JSON list of Kubernetes tolerations).
+        """
+        listed = list_shards_op(shards=shards, storage_prefix=storage_prefix, model=extract_model,
+                                layers=extract_layers, llm_model=categorize_model, llm_gpus=categorize_gpus)
+        listed.set_display_name("check parameters, list shards").set_caching_options(False)
+        if kubernetes_settings:
+            _with_storage_secrets(listed).set_cpu_request("500m").set_memory_request("1Gi")
+
+        with dsl.ParallelFor(listed.output, parallelism=parallelism) as shard:
+            extracted = extract_op(shard=shard, storage_prefix=storage_prefix, model=extract_model,
+                                   pretrained=extract_pretrained, layers=extract_layers, dtype=extract_dtype,
+                                   batch_size=extract_batch_size).set_display_name("extract")
+            captioned = caption_op(features=extracted.outputs["features"], storage_prefix=storage_prefix,
+                                   layers=extract_layers, precision=caption_precision, batch_size=caption_batch_size,
+                                   seq_len=caption_seq_len, min_seq_len=caption_min_seq_len,
+                                   pretrained=extract_pretrained).set_display_name("caption")
+            if kubernetes_settings:
+                for task in (extracted, captioned):
+                    _on_gpus(task, 1, gpu_accelerator_type, gpu_node_selector, gpu_tolerations, cpu="8", memory="64Gi")
+
+        labelled = categorize_op(captions=dsl.Collected(captioned.outputs["captions"]), storage_prefix=storage_prefix,
+                                 model=categorize_model, gpus=categorize_gpus,
+                                 batch_size=categorize_batch_size).set_display_name("categorize")
+        reported = report_op(captions=dsl.Collected(captioned.outputs["captions"]), labels=labelled.outputs["labels"],
+                             storage_prefix=storage_prefix, shards=shards).set_display_name("report")
+        if kubernetes_settings:
+            _on_gpus(labelled, categorize_gpus, gpu_accelerator_type, gpu_node_selector, gpu_tolerations,
+                     cpu="16", memory="200Gi", shm="64Gi")
+            _with_storage_secrets(reported).set_cpu_request("2").set_memory_request("8Gi")
+
+    return latent_verbalizer

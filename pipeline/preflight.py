@@ -1,0 +1,64 @@
+"""Preflight: check the run's parameters and list its shards, on a CPU, before any GPU is asked for.
+
+Everything that can be checked this early fails here with one clear message: a shard
+pattern that matches nothing, an unreachable S3 endpoint, wrong credentials (a storage
+prefix we cannot write), an unknown model, layers out of range, fewer than one GPU for
+the LLM.
+"""
+
+import uuid
+
+from kfp import dsl
+
+from components.common import storage
+from components.common.models import architecture_name, check_model_name, parse_layers
+
+
+def vision_layer_count(model: str) -> int:
+    import open_clip
+
+    check_model_name(model)
+    return open_clip.get_model_config(architecture_name(model))["vision_cfg"]["layers"]
+
+
+def check_run(shards: str, storage_prefix: str, model: str, layers: str, llm_model: str, llm_gpus: int) -> list[str]:
+    """Validate a run's parameters; returns the shard URIs. Raises ValueError/StorageError naming the fix."""
+    n_layers = vision_layer_count(model)
+    parse_layers(layers, n_layers)
+    if int(llm_gpus) < 1:
+        raise ValueError(f"categorize_gpus={llm_gpus}: the LLM step needs at least 1 GPU")
+    if not llm_model.strip():
+        raise ValueError("categorize_model is empty: give a Hugging Face id, a local/PVC folder, an s3:// prefix, or smollm2-135m")
+    if not storage_prefix.strip():
+        raise ValueError("storage_prefix is empty: give an s3://bucket/prefix (or a path on a shared volume) for bulk data")
+    uris = storage.expand_pattern(shards)
+    if not uris:
+        raise ValueError(f"shards={shards!r} matches no shard: check the pattern (braces {{000..004}} and globs work)")
+    probe = storage.join(storage_prefix, f".lverb-preflight-{uuid.uuid4().hex[:8]}")
+    storage.write_bytes(probe, b"ok")  # wrong credentials or a read-only bucket fail here, not after hours of GPU work
+    storage.delete(probe)
+    return uris
+
+
+def list_shards(shards: str, storage_prefix: str, model: str, layers: str, llm_model: str, llm_gpus: int) -> list:
+    """Check the run's parameters and list the shards to process (CPU only).
+
+    Args:
+        shards: shard pattern, e.g. s3://bucket/coco/test-{000000..000004}.tar.
+        storage_prefix: where bulk data goes (s3://bucket/prefix).
+        model: the CoCa architecture (to check layers against it).
+        layers: layers to extract.
+        llm_model: the categorize step's LLM.
+        llm_gpus: GPUs of the categorize step.
+    """
+    from pipeline.cli import configure_logging
+    from pipeline.preflight import check_run
+
+    configure_logging()
+    uris = check_run(shards, storage_prefix, model, layers, llm_model, llm_gpus)
+    print(f"{len(uris)} shards: {uris[:3]}{' ...' if len(uris) > 3 else ''}")
+    return uris
+
+
+def make_list_shards_op(image: str):
+    return dsl.component(list_shards, base_image=image, install_kfp_package=False)
