@@ -1,6 +1,9 @@
 """Compile the pipeline to the YAML users upload, reproducibly (the committed file must equal a fresh compile)."""
 
+import ast
+import json
 import os
+import re
 from typing import Optional
 
 from components.common.images import DEFAULT_REGISTRY, DEFAULT_TAG, component_image
@@ -16,4 +19,27 @@ def compile_pipeline(output: str = COMPILED, registry: Optional[str] = None, tag
 
     image = component_image(registry or DEFAULT_REGISTRY, tag or DEFAULT_TAG)
     compiler.Compiler().compile(build_pipeline(image=image, parallelism=parallelism), output)
+    with open(output) as f:
+        text = f.read()
+    with open(output, "w") as f:
+        f.write(_canonical_header(text))
     return output
+
+
+_DEFAULT_IN_HEADER = re.compile(r"^(#.*\[Default: )(.*)(\])$", re.M)
+
+
+def _canonical_header(text: str) -> str:
+    """KFP's header comment prints dict/list defaults in protobuf map order, which varies
+    between processes; print them with sorted keys so a compile is byte-for-byte reproducible."""
+
+    def canonical(m: re.Match) -> str:
+        try:
+            value = ast.literal_eval(m.group(2))
+        except (ValueError, SyntaxError):
+            return m.group(0)
+        if not isinstance(value, (dict, list)):
+            return m.group(0)
+        return m.group(1) + json.dumps(value, sort_keys=True) + m.group(3)
+
+    return _DEFAULT_IN_HEADER.sub(canonical, text)

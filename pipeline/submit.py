@@ -1,0 +1,102 @@
+"""``lverb submit``: the CI path. Upload the compiled pipeline (once; then a version per
+commit), get or create the experiment, start a run, optionally wait for it.
+
+The token comes from ``KFP_TOKEN`` or, in a cluster, the pod's service-account token
+(what ``kfp.Client`` reads by itself) -- never from an argument, never printed.
+"""
+
+import datetime as dt
+import logging
+import os
+import subprocess
+from typing import Optional
+
+from pipeline import __version__
+
+log = logging.getLogger(__name__)
+
+PIPELINE_NAME = "latent-verbalizer"
+TOKEN_ENV = "KFP_TOKEN"
+
+
+def git_commit() -> str:
+    """The checkout's short commit (CI builds name pipeline versions after it)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                             cwd=os.path.dirname(os.path.abspath(__file__)))
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "nogit"
+
+
+def default_version_name() -> str:
+    return f"{__version__}-{git_commit()}"
+
+
+def make_client(host: str, namespace: Optional[str]):
+    import kfp
+
+    token = os.environ.get(TOKEN_ENV) or None
+    kwargs = {"host": host, "existing_token": token}
+    if namespace:
+        kwargs["namespace"] = namespace
+    return kfp.Client(**kwargs)
+
+
+def ensure_pipeline_version(client, package: str, version: str) -> tuple[str, str]:
+    """(pipeline id, version id): the pipeline is uploaded once, then a version per name."""
+    pipeline_id = client.get_pipeline_id(PIPELINE_NAME)
+    if pipeline_id is None:
+        pipeline = client.upload_pipeline(package, pipeline_name=PIPELINE_NAME,
+                                          description="What each layer of a CoCa vision encoder sees, in words.")
+        pipeline_id = pipeline.pipeline_id
+        log.info("uploaded pipeline %s (%s)", PIPELINE_NAME, pipeline_id)
+    versions = client.list_pipeline_versions(pipeline_id, page_size=100,
+                                             filter=_name_filter(version)).pipeline_versions or []
+    for v in versions:
+        if v.display_name == version:
+            log.info("pipeline version %s exists (%s)", version, v.pipeline_version_id)
+            return pipeline_id, v.pipeline_version_id
+    created = client.upload_pipeline_version(package, pipeline_version_name=version, pipeline_id=pipeline_id)
+    log.info("uploaded pipeline version %s (%s)", version, created.pipeline_version_id)
+    return pipeline_id, created.pipeline_version_id
+
+
+def _name_filter(name: str) -> str:
+    import json
+
+    return json.dumps({"predicates": [{"key": "display_name", "operation": "EQUALS", "string_value": name}]})
+
+
+def ensure_experiment(client, name: str, namespace: Optional[str]) -> str:
+    try:
+        return client.get_experiment(experiment_name=name, namespace=namespace).experiment_id
+    except ValueError:
+        return client.create_experiment(name, namespace=namespace).experiment_id
+
+
+def submit(host: str, package: str = "latent_verbalizer.yaml", namespace: Optional[str] = None,
+           experiment: str = "latent-verbalizer", version: Optional[str] = None, params: Optional[dict] = None,
+           wait: bool = False, timeout: int = 24 * 3600) -> dict:
+    """Start a run of the compiled pipeline; returns run id, URL and (with ``wait``) its final state."""
+    if not os.path.exists(package):
+        from pipeline.compile import compile_pipeline
+
+        compile_pipeline(package)
+    for key, value in (params or {}).items():
+        if any(s in key.lower() for s in ("secret", "token", "password", "access_key")):
+            raise ValueError(f"--params {key}: secrets never go in pipeline parameters; use Kubernetes secrets "
+                             "(manifests/README.md)")
+    client = make_client(host, namespace)
+    version = version or default_version_name()
+    pipeline_id, version_id = ensure_pipeline_version(client, package, version)
+    experiment_id = ensure_experiment(client, experiment, namespace)
+    job_name = f"{PIPELINE_NAME} {version} {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M}"
+    run = client.run_pipeline(experiment_id, job_name, params=params or {}, pipeline_id=pipeline_id,
+                              version_id=version_id)
+    result = {"run_id": run.run_id, "url": f"{host.rstrip('/')}/#/runs/details/{run.run_id}",
+              "pipeline_id": pipeline_id, "version_id": version_id, "experiment_id": experiment_id}
+    if wait:
+        done = client.wait_for_run_completion(run.run_id, timeout=timeout)
+        result["state"] = str(done.state)
+    return result
