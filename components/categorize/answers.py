@@ -79,7 +79,7 @@ def check_parts(parts: list[Part], caption: str, labels: set[str] | None) -> str
         flags.append(NO_PARTS)
     if any(p.text not in caption for p in parts):
         flags.append(PART_NOT_IN_CAPTION)
-    if labels is not None and any(x not in labels for p in parts for x in p.labels):
+    if labels is not None and any(x and x not in labels for p in parts for x in p.labels):   # "" is the study's placeholder
         flags.append(LABEL_NOT_IN_LIST)
     return ";".join(flags) or STATUS_OK
 
@@ -133,12 +133,17 @@ def parse_raw_answer(text: str, caption: str | None = None, labels: set[str] | N
         parts = [Part(str(k), _raw_labels(v)) for k, v in data]
         status = check_parts(parts, caption, labels) if caption is not None else (STATUS_OK if parts else NO_PARTS)
         return parts, status
-    parts = []
-    for m in _PAIR.finditer(text):
-        key = json.loads(f'"{m.group(1)}"')
-        vals = [json.loads(f'"{s}"') for s in _STR.findall(m.group(2))]
-        parts.append(Part(key, _raw_labels(vals)))
-    return parts, (TRUNCATED if parts else UNPARSEABLE)
+    parts = [Part(_unescape(m.group(1)), _raw_labels([_unescape(s) for s in _STR.findall(m.group(2))]))
+             for m in _PAIR.finditer(text)]
+    cut = not text.rstrip().endswith("}")
+    return parts, (TRUNCATED if parts and cut else UNPARSEABLE)
+
+
+def _unescape(s: str) -> str:
+    try:
+        return json.loads(f'"{s}"')
+    except ValueError:                      # invalid escapes such as \' in the raw answers
+        return s.replace("\\", "")
 
 
 def first_labels(parts) -> list[str]:

@@ -11,6 +11,7 @@ An out-of-memory error halves the batch size and retries.
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import time
 from dataclasses import dataclass, field
@@ -45,7 +46,8 @@ class Generator:
     """Greedy, grammar-constrained answers for lists of suffix token ids.
 
     ``fault(batch_size)`` is called before every batch and may raise (tests inject
-    ``torch.OutOfMemoryError`` through it).
+    ``torch.OutOfMemoryError`` through it). With ``compiled_grammar=None`` and no stop ids
+    it generates exactly ``max_new_tokens`` unconstrained tokens (the benchmark's fixed-length mode).
     """
 
     def __init__(self, model, prefix_ids: Sequence[int], compiled_grammar, stop_ids: Sequence[int],
@@ -62,6 +64,8 @@ class Generator:
         self.device = model.get_input_embeddings().weight.device
         self.stats = GenStats(prefix_tokens=len(self.prefix_ids))
         self._prefix_cache = None
+        # transformers >= 5.x names the cache argument `cache` (`past_key_values` before)
+        self._cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     # -------------------------------------------------------------- prefix
     @torch.inference_mode()
@@ -71,7 +75,7 @@ class Generator:
             t0 = time.perf_counter()
             ids = torch.tensor([self.prefix_ids], device=self.device)
             out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
-            self._prefix_cache = out.past_key_values
+            self._prefix_cache = _cache_of(out)
             self.stats.prefix_seconds = time.perf_counter() - t0
             log.info("prompt prefix: %d tokens, KV cache computed once in %.2fs", len(self.prefix_ids), self.stats.prefix_seconds)
         return self._prefix_cache
@@ -103,16 +107,18 @@ class Generator:
             cache = copy.deepcopy(self.prefix_cache())
             if B > 1:
                 cache.batch_repeat_interleave(B)
-            kw["past_key_values"] = cache
+            kw[self._cache_kw] = cache
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1, **kw)
-        cache = out.past_key_values
-        proc = GrammarLogitsProcessor(self.grammar, B)
+        cache = _cache_of(out)
+        proc = GrammarLogitsProcessor(self.grammar, B) if self.grammar is not None else None
         active = list(range(B))                  # original row of each batch row
         finished = [False] * B
         answers = [Answer([], False) for _ in range(B)]
         last = ids[:, -1:]
         for _step in range(self.max_new_tokens):
-            scores = proc(last, out.logits[:, -1, :].float())
+            scores = out.logits[:, -1, :].float()
+            if proc is not None:
+                scores = proc(last, scores)
             tok = scores.argmax(-1)
             self.stats.steps += 1
             toks = tok.tolist()
@@ -133,15 +139,16 @@ class Generator:
                 keep = [j for j, r in enumerate(active) if not finished[r]]
                 idx = torch.tensor(keep, device=self.device)
                 cache.batch_select_indices(idx)
-                proc.keep(keep)
+                if proc is not None:
+                    proc.keep(keep)
                 mask, next_pos, tok = mask[idx], next_pos[idx], tok[idx]
                 active = [active[j] for j in keep]
             last = tok[:, None]
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
             out = self.model(input_ids=last, attention_mask=mask, position_ids=next_pos[:, None],
-                             past_key_values=cache, use_cache=True)
+                             use_cache=True, **{self._cache_kw: cache})
             next_pos = next_pos + 1
-        self.stats.mask_seconds += proc.mask_seconds
+        self.stats.mask_seconds += proc.mask_seconds if proc is not None else 0.0
         self.stats.batches += 1
         self.stats.batch_sizes.append(B)
         return answers
@@ -171,3 +178,8 @@ class Generator:
     @property
     def batch_size_now(self) -> int:
         return self.stats.batch_sizes[-1] if self.stats.batch_sizes else 0
+
+
+def _cache_of(out):
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values

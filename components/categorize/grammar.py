@@ -90,9 +90,17 @@ class GrammarLogitsProcessor(transformers.LogitsProcessor):
         if scores.device.type == "cuda":
             self._xgr.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device, non_blocking=True))
         else:
-            s = scores if scores.dtype == torch.float32 else scores.float()
-            self._xgr.apply_token_bitmask_inplace(s, self.bitmask)
-            if s is not scores:
-                scores.copy_(s)
+            apply_bitmask_cpu(scores, self.bitmask)
         self.mask_seconds += time.perf_counter() - t0
         return scores
+
+
+def apply_bitmask_cpu(scores: torch.Tensor, bitmask: torch.Tensor) -> None:
+    """CPU version of xgrammar's bitmask application (its CPU kernel loops per row, slowly):
+    bit ``j`` of int32 word ``w`` allows token ``32 * w + j``; disallowed logits become -inf."""
+    import numpy as np
+
+    B, V = scores.shape
+    words = bitmask[:B].contiguous().numpy().view(np.uint8)
+    allowed = np.unpackbits(words, axis=1, count=V, bitorder="little").view(np.bool_)
+    scores.masked_fill_(~torch.from_numpy(allowed), float("-inf"))

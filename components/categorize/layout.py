@@ -45,24 +45,32 @@ class Layout:
 
 def plan_layout(model_bytes: int, n_gpus: int, gpu_bytes: int, seq_bytes: int,
                 overhead_bytes: int = OVERHEAD_BYTES, min_batch: int = MIN_BATCH) -> Layout:
-    """Choose the smallest GPU group that holds the weights plus ``min_batch`` sequences
-    (``seq_bytes``: KV cache of one prompt + answer, plus its logits), then as many
-    replicas of that group as the GPUs allow. Replicas beat a wider shard: a
-    ``device_map`` shard runs its GPUs one after another, replicas run in parallel.
+    """Choose the GPU group size (weights sharded over the group with ``device_map``) and
+    run as many replicas of it as the GPUs allow, maximising replicas x batch; a group
+    must hold the weights plus ``min_batch`` sequences (``seq_bytes``: KV cache of one
+    prompt + typical answer, plus its logits). The batch is what the rest holds (<= 256).
     """
     if n_gpus <= 0:
         return Layout("cpu", 0, 0, 1, [[]], [{}], model_bytes, 0, 0, 0)
     usable = gpu_bytes - overhead_bytes
-    need = model_bytes + min_batch * seq_bytes
-    group = next((g for g in range(1, n_gpus + 1) if g * usable >= need), None)
-    if group is None:
+
+    def batch_for(group: int) -> int:
+        return max(0, min(MAX_BATCH, int((group * usable - model_bytes) * 0.9) // max(seq_bytes, 1)))
+
+    fits = [g for g in range(1, n_gpus + 1) if batch_for(g) >= min_batch]
+    if not fits:
         raise ValueError(
             f"the model ({model_bytes / 1e9:.1f} GB) plus the KV cache of {min_batch} answers does not fit "
             f"{n_gpus} GPU(s) of {gpu_bytes / 1e9:.0f} GB: give more GPUs (--gpus) or a smaller model (--model)")
+    # Decoding reads all weights every step whatever the batch (memory bound up to a few
+    # hundred rows), and a device_map shard runs its GPUs one after another: throughput
+    # ~ replicas x batch. More replicas win unless a wider group buys a much larger batch
+    # (70B on 80 GB GPUs: 2 GPUs leave room for ~30 answers, 4 GPUs for 256).
+    group = max(fits, key=lambda g: ((n_gpus // g) * batch_for(g), -g))
     replicas = n_gpus // group
     groups = [list(range(r * group, (r + 1) * group)) for r in range(replicas)]
     budget = group * usable - model_bytes
-    batch = max(1, min(MAX_BATCH, int(budget * 0.9) // max(seq_bytes, 1)))
+    batch = batch_for(group)
     if batch >= 16:
         batch -= batch % 8
     # Weights spread evenly over the group with some slack for layer granularity; the rest
@@ -75,15 +83,19 @@ def plan_layout(model_bytes: int, n_gpus: int, gpu_bytes: int, seq_bytes: int,
 
 
 def device_map_on_meta(config, max_memory: dict, dtype=None) -> dict:
-    """The ``device_map`` accelerate derives for one replica, computed on the meta device."""
+    """The ``device_map`` that ``from_pretrained(device_map="auto", max_memory=...)`` derives for
+    one replica (balanced over the group, then filled in order), on the meta device."""
     import torch
     from accelerate import infer_auto_device_map, init_empty_weights
+    from accelerate.utils import get_balanced_memory
     from transformers import AutoModelForCausalLM
 
     dtype = dtype or torch.bfloat16
     with init_empty_weights():
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=False, dtype=dtype)
-    return infer_auto_device_map(model, max_memory=dict(max_memory), no_split_module_classes=model._no_split_modules, dtype=dtype)
+    no_split = model._no_split_modules
+    balanced = get_balanced_memory(model, max_memory=dict(max_memory), no_split_module_classes=no_split, dtype=dtype)
+    return infer_auto_device_map(model, max_memory=balanced, no_split_module_classes=no_split, dtype=dtype)
 
 
 def detect_gpus(requested: int | None) -> tuple[int, int]:

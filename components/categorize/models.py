@@ -61,8 +61,13 @@ def random_llama(config, dtype=torch.float32, seed: int = 0, device: str | torch
     from transformers import LlamaForCausalLM
 
     torch.manual_seed(seed)
-    with torch.device(device):
-        model = LlamaForCausalLM(config).to(dtype)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)            # build directly in the target dtype (an 8B model in fp32 is 32 GB)
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(default)
     return model.eval()
 
 
@@ -92,8 +97,8 @@ def resolve_model_source(model: str) -> str:
     """A local directory or hub id that ``from_pretrained`` can read."""
     if storage.is_s3(model):
         return _fetch_s3_prefix(model)
-    local = storage.local_path(model)
-    if os.path.sep in model or model.startswith((".", "file://")) or os.path.isdir(local):
+    local = os.path.expanduser(storage.local_path(model))
+    if model.startswith(("/", ".", "~", "file://")) or os.path.isdir(local):
         if not os.path.isdir(local):
             raise FileNotFoundError(f"model directory {model!r} does not exist: pass a Hugging Face model folder, a hub id or s3:// prefix")
         return local

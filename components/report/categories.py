@@ -15,6 +15,16 @@ from components.common.contracts import AGGREGATE_SCHEMA
 UNKNOWN = "UNKNOWN"
 OTHER = "other"
 
+# Status flags (``;``-joined in the labels table's ``status``) whose answers the study's
+# aggregation leaves out; the categorize step writes them (mirrored here: components do not
+# import each other). "invalid_json" is accepted as a synonym of "unparseable".
+NOT_AGGREGATED = ("unparseable", "truncated", "no_parts", "invalid_json")
+
+
+def answer_counts(parts, status: str | None) -> bool:
+    """Whether a labelled caption enters the per-layer shares (the study's rule)."""
+    return bool(parts) and not any(f in NOT_AGGREGATED for f in (status or "").split(";"))
+
 
 # ------------------------------------------------------------------ label -> category
 
@@ -48,12 +58,19 @@ def load_category_map(uri: str) -> dict[str, str]:
 
 
 def category_map_from_metadata(meta: dict) -> dict[str, str] | None:
-    """The merge table when the aggregate table's metadata carries one."""
+    """The merge table when the aggregate table's metadata carries one (inline, or as the
+    URI of the YAML the categorize step was given, when that is readable from here)."""
     for holder in (meta, meta.get("parameters") or {}):
         for key in ("category_map", "categories", "merged_categories", "merge"):
             val = holder.get(key)
             if isinstance(val, dict) and val:
                 return parse_category_map(val)
+            if isinstance(val, str) and val.endswith((".yaml", ".yml")):
+                try:
+                    if storage.exists(val):
+                        return load_category_map(val)
+                except Exception:  # a path from another machine: fall back to raw labels
+                    pass
     return None
 
 
@@ -73,13 +90,15 @@ def share_from_labels(captions: pa.Table, labels: pa.Table, label_map: dict[str,
 
     Per (image, layer) caption: first label of every part -> category; category counts
     as percentages of the caption's parts; a layer's value for a category is the mean
-    over the layer's captions that have parts (captions without parts are dropped).
+    over the layer's captions whose answer counts (no parts, unparseable or truncated: dropped).
     """
     cats_of: dict[str, list[str]] = {}
-    for cap, parts in zip(labels.column("caption").to_pylist(), labels.column("parts").to_pylist()):
+    for cap, parts, status in zip(labels.column("caption").to_pylist(), labels.column("parts").to_pylist(),
+                                  labels.column("status").to_pylist()):
         if cap in cats_of:
             continue
-        cats_of[cap] = [part_category(p.get("labels") or [], label_map) for p in (parts or [])]
+        cats_of[cap] = ([part_category(p.get("labels") or [], label_map) for p in parts]
+                        if answer_counts(parts, status) else [])
     sums: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     counts: dict[int, int] = defaultdict(int)
     for layer, cap in zip(captions.column("layer").to_pylist(), captions.column("caption").to_pylist()):
@@ -139,6 +158,8 @@ def share_matrix(aggregate: pa.Table, layers: list[int]) -> ShareMatrix:
     n_caps = [0] * len(layers)
     cidx = {c: j for j, c in enumerate(cats)}
     for r in agg:
+        if r["n_captions"] <= 0:  # a layer without any usable answer: no data, not 0%
+            continue
         i = index[r["layer"]]
         if np.isnan(values[i]).all():
             values[i] = 0.0
@@ -193,17 +214,19 @@ _PALETTE = [  # tab20 reordered so neighbours differ, then tab20b
 _FIXED = {UNKNOWN: "#c7c7c7", "color": "#1f77b4"}
 
 
-def category_colours(categories: list[str]) -> dict[str, str]:
-    """A stable colour per category (UNKNOWN grey, ``other`` dark grey)."""
-    out: dict[str, str] = {}
+def category_colours(categories: list[str], weight: dict[str, float] | None = None) -> dict[str, str]:
+    """A colour per category: the most distinct colours go to the heaviest categories
+    (``weight``, e.g. total share; default: list order); UNKNOWN grey, ``other`` dark grey."""
     free = [c for c in _PALETTE if c not in _FIXED.values()]
+    ranked = sorted(categories, key=lambda c: -(weight or {}).get(c, 0.0)) if weight else list(categories)
+    assigned: dict[str, str] = {}
     i = 0
-    for c in categories:
+    for c in ranked:
         if c in _FIXED:
-            out[c] = _FIXED[c]
+            assigned[c] = _FIXED[c]
         elif c.startswith(OTHER):
-            out[c] = "#7f7f7f"
+            assigned[c] = "#7f7f7f"
         else:
-            out[c] = free[i % len(free)]
+            assigned[c] = free[i % len(free)]
             i += 1
-    return out
+    return {c: assigned[c] for c in categories}

@@ -68,37 +68,48 @@ def _list(uri: str) -> list[str]:
     return []
 
 
-def _read(uri: str, schema: pa.Schema, role: str) -> pa.Table:
+def _read(uri: str, schema: pa.Schema, role: str) -> tuple[pa.Table, dict]:
+    """A contract table and its provenance metadata.
+
+    (``contracts.read_table(uri, schema)`` casts to the bare schema, which drops the
+    metadata, so the table is read raw first and checked/cast here.)
+    """
     try:
-        return read_table(uri, schema)
+        raw = read_table(uri)
     except pa.ArrowInvalid as e:
         raise ValueError(f"--{role} {uri}: not a readable Parquet file ({e}); pass the {role} table") from e
+    meta = table_metadata(raw)
+    missing = [n for n in schema.names if n not in raw.column_names]
+    if missing:
+        raise ValueError(f"--{role} {uri}: not a {role} table of the data contract, missing columns {missing}")
+    return raw.select(schema.names).cast(schema), meta
 
 
 def load_inputs(captions_uris: list[str] | str, labels_uri: str | None, aggregate_uri: str | None) -> ReportInputs:
     if not captions_uris:
         raise ValueError("--captions: no captions tables given; pass the Parquet files of the caption step")
     cap_files = resolve_uris(captions_uris, "captions")
-    tables = [_read(u, CAPTIONS_SCHEMA, "captions") for u in cap_files]
+    read = [_read(u, CAPTIONS_SCHEMA, "captions") for u in cap_files]
+    tables = [t for t, _ in read]
     captions = pa.concat_tables(tables) if tables else CAPTIONS_SCHEMA.empty_table()
     if captions.num_rows == 0:
         raise ValueError(
             f"--captions {', '.join(cap_files)}: no caption rows at all; the caption step wrote empty "
             "tables (no images in the shards, or every sample skipped: see its logs and manifests)"
         )
-    prov = {"captions": [table_metadata(t) for t in tables]}
+    prov = {"captions": [m for _, m in read]}
     sources = {"captions": cap_files}
 
     labels = aggregate = None
     if labels_uri:
         (lf,) = _single(labels_uri, "labels")
-        labels = _read(lf, LABELS_SCHEMA, "labels")
-        prov["labels"] = [table_metadata(labels)]
+        labels, meta = _read(lf, LABELS_SCHEMA, "labels")
+        prov["labels"] = [meta]
         sources["labels"] = [lf]
     if aggregate_uri:
         (af,) = _single(aggregate_uri, "aggregate")
-        aggregate = _read(af, AGGREGATE_SCHEMA, "aggregate")
-        prov["aggregate"] = [table_metadata(aggregate)]
+        aggregate, meta = _read(af, AGGREGATE_SCHEMA, "aggregate")
+        prov["aggregate"] = [meta]
         sources["aggregate"] = [af]
     log.info(
         "report inputs: %d caption rows from %d files%s%s", captions.num_rows, len(cap_files),

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from .text_metrics import CiderD, corpus_bleu, first_stable_index, tokenize
+from .text_metrics import BleuAccumulator, CiderD, NgramCache, first_stable_index, merge_references, tokenize
 
 
 @dataclass
@@ -132,8 +132,10 @@ def compute_layer_stats(grid: CaptionGrid, references: dict[str, list[str]] | No
     f1_means, bleu_final = [], []
     stays: list[int | None] = []
     f1_img = np.full((n_img, n_lay), np.nan)
+    grams = NgramCache()
     for j in range(n_lay):
-        vals, cands, refs = [], [], []
+        vals = []
+        acc = BleuAccumulator()
         for i in range(n_img):
             r, fr = grid.rows[i, j], final_col[i]
             if r < 0 or fr < 0:
@@ -143,10 +145,10 @@ def compute_layer_stats(grid: CaptionGrid, references: dict[str, list[str]] | No
             row_f1[r] = v
             f1_img[i, j] = v
             vals.append(v)
-            cands.append(toks(c))
-            refs.append([toks(fc)])
+            ct, ft = toks(c), toks(fc)
+            acc.add(len(ct), grams(ct), [len(ft)], grams(ft))
         f1_means.append(float(np.mean(vals)) if vals else float("nan"))
-        bleu_final.append(corpus_bleu(cands, refs)[3] if cands else float("nan"))
+        bleu_final.append(acc.scores()[3] if acc.items else float("nan"))
     for i in range(n_img):
         present = [j for j in range(n_lay) if not math.isnan(f1_img[i, j])]
         if not present:
@@ -166,18 +168,20 @@ def compute_layer_stats(grid: CaptionGrid, references: dict[str, list[str]] | No
         if with_refs:
             ref_toks = [[toks(t) for t in references[grid.image_keys[i]]] for i in with_refs]
             scorer = CiderD(ref_toks)
+            ref_max = [merge_references([grams(t) for t in rt]) for rt in ref_toks]
+            ref_lens = [[len(t) for t in rt] for rt in ref_toks]
             bleu_r, cider_r = [], []
             for j in range(n_lay):
-                cands, refs, scores = [], [], []
+                acc = BleuAccumulator()
+                scores = []
                 for pos, i in enumerate(with_refs):
                     r = grid.rows[i, j]
                     if r < 0:
                         continue
                     c = toks(grid.captions[r])
-                    cands.append(c)
-                    refs.append(ref_toks[pos])
+                    acc.add(len(c), grams(c), ref_lens[pos], ref_max[pos])
                     scores.append(scorer.score_one(pos, c))
-                bleu_r.append(corpus_bleu(cands, refs)[3] if cands else float("nan"))
+                bleu_r.append(acc.scores()[3] if acc.items else float("nan"))
                 cider_r.append(float(np.mean(scores)) if scores else float("nan"))
             stats.bleu4_to_refs, stats.cider_to_refs = bleu_r, cider_r
             stats.n_with_refs = len(with_refs)

@@ -10,7 +10,8 @@ header p { margin:0; color:var(--muted); }
 nav { position:sticky; top:0; z-index:5; background:#fffffff0; border-bottom:1px solid var(--line); padding:6px 28px; }
 nav a { margin-right:16px; color:var(--accent); text-decoration:none; }
 main { padding:0 28px 40px; max-width:1500px; }
-section { margin-top:26px; }
+section { margin-top:26px; scroll-margin-top:44px; }
+#results, .img-card { scroll-margin-top:44px; }
 h2 { font-size:18px; margin:0 0 8px; }
 .note { color:var(--muted); font-size:13px; margin:4px 0 10px; max-width:1000px; }
 .cards { display:flex; flex-wrap:wrap; gap:10px; }
@@ -196,6 +197,7 @@ JS = r"""
     });
     window.__lverb.lastRenderMs = performance.now() - t0;
     window.__lverb.matches = matches.length;
+    window.__lverb.q = state.q;
   }
 
   function saveHash() {

@@ -59,7 +59,7 @@ def category_share(m: ShareMatrix, colours: dict[str, str]) -> plt.Figure:
             lower = upper
         # a layer without labels is a gap, marked so it does not read as "0%"
         for i in np.flatnonzero(missing):
-            ax.axvspan(x[i] - 0.5, x[i] + 0.5, color="#eeeeee", hatch="//", edgecolor="#bbbbbb", linewidth=0)
+            ax.axvspan(x[i] - 0.5, x[i] + 0.5, facecolor="#eeeeee", hatch="//", edgecolor="#bbbbbb", linewidth=0)
             ax.text(x[i], 50, "no labels", rotation=90, ha="center", va="center", fontsize=9, color="#555555")
         _layer_axis(ax, m.layers)
     ax.set_ylim(0, 100)

@@ -16,7 +16,7 @@ def flatten(meta: dict, prefix: str = "") -> dict[str, str]:
         key = f"{prefix}{k}"
         if k == "skipped":
             continue  # listed on its own
-        if isinstance(v, dict) and v:
+        if isinstance(v, dict) and v and len(v) <= 12:
             out.update(flatten(v, key + "."))
         elif isinstance(v, (list, dict)):
             s = json.dumps(v, ensure_ascii=False)

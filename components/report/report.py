@@ -21,6 +21,7 @@ import logging
 import math
 import time
 from collections import Counter
+from html import escape as _e
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,7 +34,7 @@ from . import plots
 from .images import ShardImages, read_shard_images
 from .inputs import ReportInputs, load_inputs
 from .layer_stats import CaptionGrid, LayerStats, compute_layer_stats
-from .page import fmt, page, svg_img, table
+from .page import page, svg_img, table
 from .provenance_view import find_skipped, provenance_html
 
 log = logging.getLogger("lverb.report")
@@ -56,7 +57,7 @@ class LabelView:
     label_map: dict[str, str] | None
     parts: dict[str, list[dict]]             # caption -> parts (first labels row wins)
     status: Counter                          # status -> distinct captions
-    valid: set[str]                          # captions whose answer has >= 1 part
+    valid: set[str]                          # captions whose answer counts (parts, not unparseable/truncated)
 
 
 def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggregate_uri: str | None,
@@ -109,7 +110,9 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
     if grid.duplicates:
         warnings.append(f"{grid.duplicates} (image, layer) rows appear more than once in the captions; the first was kept")
     if images and images.unreadable:
-        warnings.append(f"{len(images.unreadable)} images could not be read for thumbnails")
+        n_bad = len(images.unreadable)
+        warnings.append(f"{n_bad} image{'s' if n_bad != 1 else ''} could not be read for thumbnails: "
+                        + ", ".join(k for k, _ in images.unreadable[:10]))
     if images and len(images.thumbnails) < len(grid.image_keys) and max_thumbnails is None:
         missing = len(grid.image_keys) - len(images.thumbnails)
         warnings.append(f"{missing} images of the captions were not found in the shards {images_pattern}")
@@ -117,7 +120,8 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
     # colours: chart categories first (so the page and the figure agree), then any others
     all_cats = list(shares.categories) if shares else []
     extra = sorted({c for ps in labels.parts.values() for c in (p["category"] for p in ps)} - set(all_cats))
-    colours = cat.category_colours(all_cats + extra)
+    weight = {c: float(np.nansum(shares.values[:, j])) for j, c in enumerate(all_cats)} if shares else {}
+    colours = cat.category_colours(all_cats + extra, weight)
     chart = cat.group_small(shares, min_share_percent) if shares else None
     if chart is not None:
         colours.update({c: v for c, v in cat.category_colours(chart.categories).items() if c.startswith(cat.OTHER)})
@@ -188,7 +192,7 @@ def _label_view(inputs: ReportInputs, label_map: dict[str, str] | None) -> Label
                 rows.append({"text": p.get("text") or "", "labels": labs,
                              "category": cat.part_category(p.get("labels") or [], label_map)})
             parts[c] = rows
-            if rows:
+            if cat.answer_counts(ps, st):
                 valid.add(c)
     return LabelView(label_map, parts, status, valid)
 
@@ -295,7 +299,7 @@ def colour_stops_dominating(shares: cat.ShareMatrix | None) -> tuple[int | None,
 
 def headline_metrics(inputs: ReportInputs, grid: CaptionGrid, stats: LayerStats, labels: LabelView,
                      shares: cat.ShareMatrix | None) -> dict[str, float]:
-    n_rows = int(grid.rows.__ge__(0).sum())
+    n_rows = int((grid.rows >= 0).sum())
     distinct = {grid.captions[r] for r in grid.rows[grid.rows >= 0]}
     m: dict[str, float] = {
         "images": len(grid.image_keys),
@@ -490,15 +494,7 @@ def _html(title, inputs, grid, stats, labels, shares, chart, colours, svgs, metr
         subtitle += f" · {model}" + (f" / {pretrained}" if pretrained else "")
     skipped = sum(len(find_skipped(m)) for ms in inputs.provenance.values() for m in ms)
     if skipped:
-        subtitle += f" · {skipped} samples skipped (see the end)"
+        subtitle += f" · {skipped} sample{'s' if skipped != 1 else ''} skipped (see the end)"
     return page(title=title, subtitle=subtitle, headline=headline, sections=sections,
                 browser_data=data, warnings=warnings)
 
-
-def _e(s: str) -> str:
-    from html import escape
-
-    return escape(s)
-
-
-__all__ = ["build_report", "ReportResult", "fmt"]

@@ -41,43 +41,86 @@ def token_f1(candidate: Sequence[str], reference: Sequence[str]) -> float:
     return 2 * p * r / (p + r)
 
 
-def corpus_bleu(candidates: Sequence[Sequence[str]], references: Sequence[Sequence[Sequence[str]]], n: int = 4) -> list[float]:
+class NgramCache:
+    """n-gram counts (n = 1..4) per token sequence, computed once per distinct caption."""
+
+    def __init__(self, n: int = 4):
+        self.n = n
+        self._cache: dict[tuple, list[Counter]] = {}
+
+    def __call__(self, tokens: Sequence[str]) -> list[Counter]:
+        key = tuple(tokens)
+        got = self._cache.get(key)
+        if got is None:
+            got = self._cache[key] = [ngrams(key, k) for k in range(1, self.n + 1)]
+        return got
+
+
+def merge_references(refs: Sequence[list[Counter]]) -> list[Counter]:
+    """Per n, the max count of every n-gram over the references (BLEU's clipping counts)."""
+    if len(refs) == 1:
+        return refs[0]
+    out: list[Counter] = []
+    for k in range(len(refs[0])):
+        m: Counter = Counter()
+        for r in refs:
+            for g, cnt in r[k].items():
+                if cnt > m[g]:
+                    m[g] = cnt
+        out.append(m)
+    return out
+
+
+class BleuAccumulator:
+    """Corpus BLEU as coco-caption computes it, fed one (candidate, references) pair at a time."""
+
+    def __init__(self, n: int = 4):
+        self.n = n
+        self.guess = [0] * n
+        self.correct = [0] * n
+        self.test_len = 0
+        self.ref_len = 0
+        self.items = 0
+
+    def add(self, cand_len: int, cand: list[Counter], ref_lens: Sequence[int], ref_max: list[Counter]) -> None:
+        self.items += 1
+        self.test_len += cand_len
+        if ref_lens:
+            # "closest" reference length; ties go to the shorter one
+            self.ref_len += min((abs(r - cand_len), r) for r in ref_lens)[1]
+        for k in range(self.n):
+            self.guess[k] += max(0, cand_len - k)
+            mk = ref_max[k]
+            self.correct[k] += sum(min(cnt, mk[g]) for g, cnt in cand[k].items() if g in mk)
+
+    def scores(self) -> list[float]:
+        """[BLEU-1, ..., BLEU-n]; zeros for an empty corpus."""
+        if not self.items:
+            return [0.0] * self.n
+        tiny, small = 1e-15, 1e-9
+        out, bleu = [], 1.0
+        for k in range(self.n):
+            bleu *= (self.correct[k] + tiny) / (self.guess[k] + small)
+            out.append(bleu ** (1.0 / (k + 1)))
+        ratio = (self.test_len + tiny) / (self.ref_len + small)
+        if ratio < 1:
+            out = [x * math.exp(1 - 1 / ratio) for x in out]
+        return out
+
+
+def corpus_bleu(candidates: Sequence[Sequence[str]], references: Sequence[Sequence[Sequence[str]]], n: int = 4,
+                cache: NgramCache | None = None) -> list[float]:
     """BLEU-1..n over a corpus, as coco-caption computes it.
 
     ``candidates[i]`` is a token list, ``references[i]`` a list of token lists. Returns
     ``[BLEU-1, ..., BLEU-n]``. An empty corpus gives zeros.
     """
-    tiny, small = 1e-15, 1e-9
-    if not candidates:
-        return [0.0] * n
-    guess = [0] * n
-    correct = [0] * n
-    test_len = ref_len = 0
+    cache = cache or NgramCache(n)
+    acc = BleuAccumulator(n)
     for cand, refs in zip(candidates, references):
-        c_len = len(cand)
-        test_len += c_len
-        if refs:
-            # "closest" reference length; ties go to the shorter one
-            ref_len += min((abs(len(r) - c_len), len(r)) for r in refs)[1]
-        max_counts: Counter = Counter()
-        for r in refs:
-            for k in range(1, n + 1):
-                for g, cnt in ngrams(r, k).items():
-                    if cnt > max_counts[g]:
-                        max_counts[g] = cnt
-        for k in range(1, n + 1):
-            cand_ngrams = ngrams(cand, k)
-            guess[k - 1] += max(0, c_len - k + 1)
-            correct[k - 1] += sum(min(cnt, max_counts[g]) for g, cnt in cand_ngrams.items())
-    scores = []
-    bleu = 1.0
-    for k in range(n):
-        bleu *= (correct[k] + tiny) / (guess[k] + small)
-        scores.append(bleu ** (1.0 / (k + 1)))
-    ratio = (test_len + tiny) / (ref_len + small)
-    if ratio < 1:
-        scores = [s * math.exp(1 - 1 / ratio) for s in scores]
-    return scores
+        ref_max = merge_references([cache(r) for r in refs]) if refs else [Counter() for _ in range(n)]
+        acc.add(len(cand), cache(cand), [len(r) for r in refs], ref_max)
+    return acc.scores()
 
 
 class CiderD:

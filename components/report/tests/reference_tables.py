@@ -55,7 +55,8 @@ def parse_answer(text: str) -> list[tuple[str, list[str]]] | None:
     out = []
     for k, v in obj:
         labels = v if isinstance(v, list) else [v]
-        out.append((str(k), [str(x) if x is not None else "" for x in labels]))
+        # a nested object (seen in a few answers) arrives as a list of pairs: no labels then
+        out.append((str(k), [x if isinstance(x, str) else "" for x in labels]))
     return out
 
 
@@ -98,7 +99,7 @@ def labels_table(caps, answers, n_images: int | None = None, layers=range(N_LAYE
                 continue
             parsed = parse_answer(answers[layer][i])
             if parsed is None:
-                seen[c] = ([], "invalid_json")
+                seen[c] = ([], "unparseable")
             elif not parsed:
                 seen[c] = ([], "no_parts")
             else:

@@ -1,0 +1,72 @@
+"""Multi-GPU planning for Llama-3.1-70B on 80 GB GPUs, on the meta device (no weights)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+
+from components.categorize.layout import device_map_on_meta, plan_layout
+from components.categorize.models import kv_bytes_per_token, llama31_config, model_bytes
+
+GB = 10**9
+
+
+@pytest.fixture(scope="module")
+def llama70b():
+    config = llama31_config("70b")
+    seq = kv_bytes_per_token(config) * (768 + 256) + config.vocab_size * 8
+    return config, model_bytes(config, torch.bfloat16), seq
+
+
+def test_70b_size_from_meta(llama70b):
+    config, size, _ = llama70b
+    assert size == pytest.approx(141.1e9, rel=0.002)                # 70.55B parameters in bf16
+    assert kv_bytes_per_token(config) == 80 * 2 * 8 * 128 * 2       # 320 KiB per token
+
+
+@pytest.mark.parametrize("n_gpus, replicas, per_replica", [(2, 1, 2), (4, 1, 4), (8, 2, 4)])
+def test_70b_layout(llama70b, n_gpus, replicas, per_replica):
+    config, size, seq = llama70b
+    lay = plan_layout(size, n_gpus, 80 * GB, seq)
+    assert (lay.replicas, lay.gpus_per_replica, lay.mode) == (replicas, per_replica, "sharded")
+    assert sorted(g for grp in lay.groups for g in grp) == list(range(n_gpus))
+    assert 8 <= lay.batch_size <= 256
+    # the device_map accelerate derives from max_memory puts every layer on the group's GPUs, evenly
+    for grp, mm in zip(lay.groups, lay.max_memory):
+        dm = device_map_on_meta(config, mm)
+        per_gpu = Counter(dm.values())
+        assert set(per_gpu) == set(grp), dm
+        layers = Counter(v for k, v in dm.items() if ".layers." in k)
+        assert max(layers.values()) - min(layers.values()) <= 6
+    assert "sharded" in lay.describe()
+
+
+def test_70b_on_two_gpus_leaves_little_room_for_the_cache(llama70b):
+    _, size, seq = llama70b
+    two, four = plan_layout(size, 2, 80 * GB, seq), plan_layout(size, 4, 80 * GB, seq)
+    assert two.batch_size < 64 and four.batch_size == 256 and two.kv_budget_bytes < 16 * GB
+
+
+def test_70b_does_not_fit_one_gpu(llama70b):
+    _, size, seq = llama70b
+    with pytest.raises(ValueError, match="does not fit 1 GPU"):
+        plan_layout(size, 1, 80 * GB, seq)
+
+
+def test_8b_replica_per_gpu():
+    config = llama31_config("8b")
+    seq = kv_bytes_per_token(config) * 1024 + config.vocab_size * 8
+    lay = plan_layout(model_bytes(config), 8, 80 * GB, seq)
+    assert (lay.mode, lay.replicas, lay.gpus_per_replica, lay.batch_size) == ("replicas", 8, 1, 256)
+    assert plan_layout(model_bytes(config), 0, 0, seq).mode == "cpu"
+
+
+def test_model_sources(tmp_path):
+    from components.categorize.models import resolve_model_source
+
+    assert resolve_model_source("meta-llama/Llama-3.1-70B-Instruct") == "meta-llama/Llama-3.1-70B-Instruct"   # hub id
+    assert resolve_model_source(str(tmp_path)) == str(tmp_path)
+    with pytest.raises(FileNotFoundError, match="model directory"):
+        resolve_model_source(str(tmp_path / "missing"))

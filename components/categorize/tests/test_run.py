@@ -1,0 +1,129 @@
+"""``run_categorize`` / ``lverb categorize`` end to end with tiny-random: dedup, S3 output,
+resume after a killed run, replica processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow as pa
+import pytest
+
+from components.categorize.categorize import run_categorize
+from components.categorize.chunks import CHUNK_SCHEMA
+from components.common import storage
+from components.common.contracts import (AGGREGATE_SCHEMA, CAPTIONS_FORMAT, CAPTIONS_SCHEMA, CAPTIONS_VERSION,
+                                         LABELS_SCHEMA, read_table, write_table)
+
+from .conftest import REPO
+
+
+def write_captions(uri: str, captions_by_layer: dict[int, list[str]], shard: str = "shard-000") -> None:
+    rows = [{"image_key": f"img{i:04d}", "shard": shard, "layer": layer, "caption": c, "token_ids": [1, 2],
+             "n_tokens": 2, "stop": "eos", "entropy_bits": 1.0, "mean_logprob": -1.0}
+            for layer, caps in captions_by_layer.items() for i, c in enumerate(caps)]
+    write_table(uri, pa.Table.from_pylist(rows, schema=CAPTIONS_SCHEMA), CAPTIONS_SCHEMA, CAPTIONS_FORMAT, CAPTIONS_VERSION, {})
+
+
+def test_dedup_and_s3_output(sample, small_labels, s3_bucket):
+    caps = sample(8, layers=[2, 21])
+    by_layer = {2: caps[:4] + caps[:2], 21: caps[4:] + [caps[0], caps[5]]}     # 12 rows, 8 distinct
+    write_captions(f"{s3_bucket}/captions/shard-000.parquet", by_layer)
+    out = f"{s3_bucket}/labels-run"
+    s = run_categorize([f"{s3_bucket}/captions/*.parquet"], out, model="tiny-random", labels_uri=small_labels, batch_size=4)
+    assert (s["captions"], s["unique_captions"], s["to_label"]) == (12, 8, 8)
+    assert s["replica_stats"][0]["labelled"] == 8                      # each distinct caption labelled once
+    labels = read_table(f"{out}/labels.parquet", LABELS_SCHEMA)
+    assert sorted(labels.column("caption").to_pylist()) == sorted(set(caps))
+    assert set(labels.column("model").to_pylist()) == {"tiny-random"}
+    agg = read_table(f"{out}/aggregate.parquet", AGGREGATE_SCHEMA)
+    assert set(agg.column("layer").to_pylist()) == {2, 21}
+    assert set(agg.column("n_captions").to_pylist()) <= {6}
+    assert storage.exists(f"{out}/summary.json")
+    # run again: everything is in the chunks, nothing is labelled
+    again = run_categorize([f"{s3_bucket}/captions/shard-000.parquet"], out, model="tiny-random", labels_uri=small_labels)
+    assert again["resumed"] == 8 and again["to_label"] == 0 and "replica_stats" not in again
+
+
+def test_resume_after_killed_run(sample, small_labels, tmp_path, one_thread_env):
+    caps = sample(48, layers=range(0, 24, 2))
+    captions = str(tmp_path / "caps.parquet")
+    write_captions(captions, {5: caps})
+    n_unique = len(set(caps))
+    out = str(tmp_path / "out")
+    cmd = [sys.executable, "-m", "pipeline.cli", "categorize", "--captions", captions, "--out", out,
+           "--model", "tiny-random", "--labels", small_labels, "--batch-size", "4", "--chunk-rows", "4"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    chunk_dir = tmp_path / "out" / "chunks"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            chunks = [f for _, _, fs in os.walk(chunk_dir) for f in fs if f.endswith(".parquet")]
+            if len(chunks) >= 2:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)                     # no clean-up, as a preempted pod
+    finally:
+        proc.wait()
+    assert not (tmp_path / "out" / "labels.parquet").exists()
+    done_before = sum(read_table(str(p), CHUNK_SCHEMA).num_rows for p in chunk_dir.rglob("chunk-*.parquet"))
+    assert 0 < done_before < n_unique
+    s = run_categorize([captions], out, model="tiny-random", labels_uri=small_labels, batch_size=4)
+    assert s["resumed"] == done_before and s["to_label"] == n_unique - done_before
+    labels = read_table(f"{out}/labels.parquet", LABELS_SCHEMA)
+    assert labels.num_rows == n_unique and set(labels.column("caption").to_pylist()) == set(caps)
+    # answers are deterministic: the resumed ones equal a fresh run's
+    fresh = run_categorize([captions], str(tmp_path / "fresh"), model="tiny-random", labels_uri=small_labels, batch_size=4)
+    assert fresh["resumed"] == 0
+    a = {r["caption"]: r["parts"] for r in labels.to_pylist()}
+    b = {r["caption"]: r["parts"] for r in read_table(str(tmp_path / "fresh" / "labels.parquet"), LABELS_SCHEMA).to_pylist()}
+    assert a == b
+
+
+def test_replica_processes_split_the_captions(sample, small_labels, tmp_path, one_thread_env):
+    """Two replica processes (CPU, gloo) started by run_categorize, each taking its share
+    through accelerate's ``split_between_processes``."""
+    caps = list(dict.fromkeys(sample(12, layers=[10, 23])))
+    captions = str(tmp_path / "caps.parquet")
+    write_captions(captions, {10: caps})
+    s = run_categorize([captions], str(tmp_path / "out"), model="tiny-random", labels_uri=small_labels,
+                       batch_size=4, replicas=2)
+    assert [st["labelled"] for st in s["replica_stats"]] == [len(caps) - len(caps) // 2, len(caps) // 2]
+    writers = {p.name.split("-")[1] for p in (tmp_path / "out" / "chunks").rglob("chunk-*.parquet")}
+    assert writers == {"r0", "r1"}
+    assert read_table(str(tmp_path / "out" / "labels.parquet"), LABELS_SCHEMA).num_rows == len(caps)
+
+
+def test_cli_errors_name_the_input(tmp_path, capsys):
+    from pipeline.cli import main
+
+    assert main(["categorize", "--captions", str(tmp_path / "nope.parquet"), "--out", str(tmp_path / "o"),
+                 "--model", "tiny-random"]) == 2
+    assert "nope.parquet" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["categorize", "--captions", "x", "--out", "y", "--batch-size", "0"])
+
+
+def test_model_from_s3_prefix(s3_bucket, tmp_path, monkeypatch):
+    """A model folder (safetensors + config + tokenizer) under an s3:// prefix loads offline."""
+    import torch
+
+    from components.categorize.models import llama3_tokenizer, load_model, random_llama, tiny_llama_config
+
+    tok = llama3_tokenizer()
+    model = random_llama(tiny_llama_config(len(tok)), seed=3)
+    local = tmp_path / "tiny"
+    model.save_pretrained(local, safe_serialization=True)
+    tok.save_pretrained(local)
+    for f in local.iterdir():
+        storage.write_bytes(f"{s3_bucket}/models/tiny/{f.name}", f.read_bytes())
+    monkeypatch.setenv("LVERB_MODEL_CACHE", str(tmp_path / "cache"))
+    loaded, tok2, name = load_model(f"{s3_bucket}/models/tiny", torch.float32)
+    ids = torch.tensor([tok.encode("a dog on a red sofa")])
+    with torch.inference_mode():
+        assert torch.equal(loaded(ids).logits, model(ids).logits)
+    assert name == f"{s3_bucket}/models/tiny" and tok2.encode("a dog") == tok.encode("a dog")
