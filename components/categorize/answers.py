@@ -18,13 +18,9 @@ from .labelset import LabelSet, Part, compact_json
 _CHAR = r"[ !#-\[\]-~]"
 _EDGE = r"[!#-\[\]-~]"
 
-STATUS_OK = "ok"
-PART_NOT_IN_CAPTION = "part_not_in_caption"
-LABEL_NOT_IN_LIST = "label_not_in_list"
-NO_PARTS = "no_parts"
-UNPARSEABLE = "unparseable"
-TRUNCATED = "truncated"           # raw answer cut off: complete parts salvaged, not aggregated
-NOT_AGGREGATED = (UNPARSEABLE, TRUNCATED, NO_PARTS)
+from components.common.contracts import (  # noqa: F401 -- the status flags are part of the labels contract
+    LABEL_NOT_IN_LIST, NO_PARTS, NOT_AGGREGATED, PART_NOT_IN_CAPTION, STATUS_OK, TRUNCATED, UNPARSEABLE,
+)
 
 
 def part_pattern(max_chars: int) -> str:
@@ -101,10 +97,20 @@ _STR = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
 
 
+def _leaf_strings(value) -> list[str]:
+    """The string leaves of a raw label value, in order; a nested object (a list of
+    ``(key, value)`` pairs from the pairs hook) contributes its values' leaves."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, tuple) and len(value) == 2:
+        return _leaf_strings(value[1])
+    if isinstance(value, list):
+        return [s for v in value for s in _leaf_strings(v)]
+    return [] if value is None else [str(value)]
+
+
 def _raw_labels(values) -> tuple[str, ...]:
-    if isinstance(values, str):
-        values = [values]
-    labels = [str(v) for v in values] if isinstance(values, list) else [str(values)]
+    labels = _leaf_strings(values)
     while len(labels) > 1 and labels[-1] == "":       # ["color", "", ""] -> ["color"]
         labels.pop()
     return tuple(labels) or ("",)

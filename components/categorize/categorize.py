@@ -201,7 +201,9 @@ def run_categorize(captions_uris: list[str], out_uri: str, model: str = DEFAULT_
         per_row = [(r.layer, parts_of[r.caption], status_of[r.caption]) for r in rows]
 
     write_table(labels_out, pa.Table.from_pylist(table_rows, schema=LABELS_SCHEMA), LABELS_SCHEMA, LABELS_FORMAT, LABELS_VERSION, made_by)
-    write_table(agg_out, aggregate(per_row, merge), AGGREGATE_SCHEMA, LABELS_FORMAT + "/aggregate", LABELS_VERSION, made_by)
+    # The merge table travels with the aggregate, so a reader (the report) colours parts by category.
+    write_table(agg_out, aggregate(per_row, merge), AGGREGATE_SCHEMA, LABELS_FORMAT + "/aggregate", LABELS_VERSION,
+                dict(made_by, category_map=merge))
     counts: dict[str, int] = {}
     for r in table_rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1

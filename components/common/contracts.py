@@ -57,6 +57,16 @@ LABELS_SCHEMA = pa.schema([
     pa.field("status", pa.string(), nullable=False),
 ])
 
+# Flags in the labels table's ``status`` (``;``-joined; "ok" when none). Answers with one of
+# NOT_AGGREGATED are left out of the per-layer shares, as the study did.
+STATUS_OK = "ok"
+PART_NOT_IN_CAPTION = "part_not_in_caption"
+LABEL_NOT_IN_LIST = "label_not_in_list"
+NO_PARTS = "no_parts"
+UNPARSEABLE = "unparseable"
+TRUNCATED = "truncated"           # raw answer cut off: complete parts salvaged, not aggregated
+NOT_AGGREGATED = (UNPARSEABLE, TRUNCATED, NO_PARTS)
+
 AGGREGATE_SCHEMA = pa.schema([
     pa.field("layer", pa.int32(), nullable=False),
     pa.field("category", pa.string(), nullable=False),

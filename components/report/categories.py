@@ -11,14 +11,14 @@ import pyarrow as pa
 
 from components.common import storage
 from components.common.contracts import AGGREGATE_SCHEMA
+from components.common.contracts import NOT_AGGREGATED as _CONTRACT_NOT_AGGREGATED
 
 UNKNOWN = "UNKNOWN"
 OTHER = "other"
 
-# Status flags (``;``-joined in the labels table's ``status``) whose answers the study's
-# aggregation leaves out; the categorize step writes them (mirrored here: components do not
-# import each other). "invalid_json" is accepted as a synonym of "unparseable".
-NOT_AGGREGATED = ("unparseable", "truncated", "no_parts", "invalid_json")
+# Status flags whose answers the study's aggregation leaves out (the labels contract);
+# "invalid_json" is accepted as a synonym of "unparseable".
+NOT_AGGREGATED = _CONTRACT_NOT_AGGREGATED + ("invalid_json",)
 
 
 def answer_counts(parts, status: str | None) -> bool:

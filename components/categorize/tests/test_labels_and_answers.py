@@ -111,3 +111,11 @@ def test_parse_raw_answer_truncated_and_broken():
     assert parse_raw_answer("{}")[1] == answers.NO_PARTS
     parts, status = parse_raw_answer('{"a dog": ["animal",],}', "a dog", {"animal"})   # trailing commas
     assert status == "ok" and parts == [Part("a dog", ("animal",))]
+
+
+def test_nested_objects_in_raw_answers_give_their_string_labels():
+    from components.categorize.answers import parse_raw_answer
+
+    parts, status = parse_raw_answer('{"a man": {"the": ["person", "", ""]}, "red": ["color", "", ""]}')
+    assert [(p.text, p.labels) for p in parts] == [("a man", ("person",)), ("red", ("color",))]
+    assert status == "ok"
