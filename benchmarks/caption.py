@@ -76,12 +76,13 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=None, help="(image, layer) rows for our decoder (default 4096, small 64)")
     ap.add_argument("--reference-batch", type=int, default=None, help="reference batch (default 256, small 16)")
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--cpu", action="store_true", help="full-size model on the CPU (slow; small --rows advised)")
     ap.add_argument("--results", default=None, help="append the Markdown report to this file")
     args = ap.parse_args()
 
-    device = "cpu" if args.small or not torch.cuda.is_available() else "cuda"
-    if not args.small and device == "cpu":
-        sys.exit("no CUDA GPU: run on a GPU machine, or pass --small for a CPU smoke run")
+    device = "cpu" if args.small or args.cpu or not torch.cuda.is_available() else "cuda"
+    if not (args.small or args.cpu) and device == "cpu":
+        sys.exit("no CUDA GPU: run on a GPU machine, or pass --small (or --cpu) for a CPU run")
     rows = args.rows or (64 if args.small else 4096)
     ref_batch = args.reference_batch or (16 if args.small else 256)
     repeats = args.repeats or (1 if args.small else 3)
@@ -96,7 +97,8 @@ def main() -> None:
     embs = torch.cat([fp32.image_embeddings(b) for b in blocks])[:rows].contiguous()
     rows = embs.shape[0]
 
-    report = [f"### caption benchmark ({'smoke, CPU, tiny-random' if args.small else 'coca_ViT-L-14, random weights'})",
+    what = "smoke, tiny-random" if args.small else "coca_ViT-L-14, random weights"
+    report = [f"### caption benchmark ({what}, {device_name(device)})",
               "", f"- device: {device_name(device)}; torch {torch.__version__}",
               f"- fixed length: 29 decoder forwards per caption; our batch {rows} rows, reference batch {ref_batch}", "",
               "| decoder | captions/s | speed-up vs reference | peak GPU memory |", "| --- | --- | --- | --- |"]

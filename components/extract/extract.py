@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import logging
 import queue
 import threading
@@ -52,6 +53,7 @@ class ExtractSettings:
     device: str = "auto"
     max_pixels: int = DEFAULT_MAX_PIXELS
     writers: int = 2                 # chunks in flight to storage at once
+    decoders: int = 0                # image decode threads (0: one per CPU core, at most 16)
     max_chunk_bytes: int = 1 << 30   # host memory bound per chunk (pinned buffer)
 
 
@@ -62,6 +64,25 @@ def parameters_fingerprint(loaded: LoadedCoca, layers: list[int], dtype: str) ->
 def _tokens_and_width(loaded: LoadedCoca) -> tuple[int, int]:
     visual = loaded.model.visual
     return visual.positional_embedding.shape[0], visual.transformer.width
+
+
+def bounded_map(pool: ThreadPoolExecutor, fn, items, window: int):
+    """``pool.map`` in order, but at most ``window`` items in flight: ``Executor.map`` would
+    read and decode the whole shard ahead, and host memory would grow with the shard."""
+    from collections import deque
+
+    futures = deque()
+    for item in items:
+        futures.append(pool.submit(fn, item))
+        if len(futures) >= window:
+            yield futures.popleft().result()
+    while futures:
+        yield futures.popleft().result()
+
+
+def decode_threads(settings: ExtractSettings) -> int:
+    """JPEG decoding and resizing release the GIL: a thread per core keeps a GPU fed."""
+    return settings.decoders or max(1, min(16, os.cpu_count() or 1))
 
 
 def _as_pair(size) -> tuple[int, int]:
@@ -192,7 +213,9 @@ def extract_shard(shard_uri: str, out_uri: str, loaded: LoadedCoca, settings: Ex
         "model": loaded.name, "pretrained": loaded.pretrained, "layers": json.dumps(layers),
         "dtype": settings.dtype, "parameters": json.dumps(fingerprint),
     }
-    next_index = len(chunks)
+    # After the highest surviving chunk: writers finish out of order, so a killed run can
+    # leave chunk 3 without chunk 2; reusing a number would overwrite finished images.
+    next_index = max((int(c.key[len(CHUNK_PREFIX):].split(".")[0]) for c in chunks), default=-1) + 1
     progress = Progress(f"extract {name}", "img")
 
     def prepare(sample):
@@ -240,11 +263,12 @@ def extract_shard(shard_uri: str, out_uri: str, loaded: LoadedCoca, settings: Ex
             start += n
 
     try:
-        with ThreadPoolExecutor(max_workers=4) as decoders:
+        threads = decode_threads(settings)
+        with ThreadPoolExecutor(max_workers=threads) as decoders:
             pending_keys: list[str] = []
             pending_pixels: list[torch.Tensor] = []
             samples = (s for s in iter_samples(shard_uri, skipped) if s.key not in done_keys)
-            for key, pixels, error in decoders.map(prepare, samples):
+            for key, pixels, error in bounded_map(decoders, prepare, samples, window=max(batch, 4 * threads)):
                 if error is not None:
                     skipped.append(SkippedSample(key, error))
                     continue

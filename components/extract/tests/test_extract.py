@@ -250,3 +250,17 @@ def test_shards_from_karpathy_split_keep_reference_captions(tmp_path):
     samples = list(iter_samples(str(tmp_path / "out" / "shard-000000.tar"), []))
     assert [s.key for s in samples] == ["COCO_val2014_000000000000", "COCO_val2014_000000000001"]
     assert json.loads(samples[1].files["json"])["captions"] == ["caption 1 a", "caption 1 b"]
+
+
+def test_resume_with_a_gap_in_chunk_numbers_loses_nothing(tiny, photo_shard, tmp_path):
+    """Writers finish out of order: a killed run can leave chunk 3 but not chunk 2."""
+    settings = ExtractSettings(batch_size=1, device="cpu", layers="0")
+    extract_shard(photo_shard, str(tmp_path), tiny, settings, "cpu")
+    shard_dir = tmp_path / "shard-000000"
+    (shard_dir / "manifest.json").unlink()
+    (shard_dir / "chunk-00002.safetensors").unlink()
+    kept = {p.name: p.stat().st_mtime_ns for p in shard_dir.glob("chunk-*")}
+    manifest = extract_shard(photo_shard, str(tmp_path), tiny, settings, "cpu")
+    keys = [k for c in iter_feature_chunks(str(shard_dir)) for k in c.image_keys]
+    assert manifest.image_count == 6 and len(set(keys)) == 6
+    assert all((shard_dir / name).stat().st_mtime_ns == mtime for name, mtime in kept.items())
