@@ -228,7 +228,9 @@ def test_weights_from_local_file_and_s3(tiny, tmp_path, s3_bucket):
     path = tmp_path / "tiny.safetensors"
     safetensors.torch.save_file({k: v.contiguous() for k, v in tiny.model.state_dict().items()}, str(path))
     storage.write_bytes(s3_bucket + "/weights/tiny.safetensors", path.read_bytes())
-    for source in (str(path), s3_bucket + "/weights/tiny.safetensors"):
+    state_dict_pt = tmp_path / "tiny.pt"  # a plain state dict, read with weights_only=True (no pickle code runs)
+    torch.save(tiny.model.state_dict(), str(state_dict_pt))
+    for source in (str(path), s3_bucket + "/weights/tiny.safetensors", str(state_dict_pt)):
         again = load_coca("tiny-random", source)
         for (k, a), b in zip(tiny.model.state_dict().items(), again.model.state_dict().values()):
             assert torch.equal(a, b), k

@@ -1,0 +1,67 @@
+"""Bad run parameters fail in the CPU preflight step, before any GPU is asked for, with one clear message."""
+
+import socket
+
+import pytest
+
+from components.common import storage
+from pipeline.preflight import check_run
+from tests.images import jpeg_shard
+
+GOOD = dict(model="tiny-random", layers="all", llm_model="smollm2-135m", llm_gpus=1)
+
+
+@pytest.fixture
+def shard_on_s3(s3_bucket, tmp_path):
+    path = jpeg_shard(str(tmp_path / "p-000000.tar"), 2)
+    storage.write_bytes(s3_bucket + "/in/p-000000.tar", open(path, "rb").read())
+    return s3_bucket + "/in/p-{000000..000000}.tar"
+
+
+def test_good_parameters_list_the_shards(shard_on_s3, s3_bucket):
+    assert check_run(shard_on_s3, s3_bucket + "/run", **GOOD) == [shard_on_s3.replace("{000000..000000}", "000000")]
+    assert storage.list_uris(s3_bucket + "/run") == [], "the write probe is cleaned up"
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"model": "coca_ViT-Z-1"}, "unknown model 'coca_ViT-Z-1'"),
+    ({"layers": "0,9"}, "layer 9 is out of range: the model has 6 blocks"),
+    ({"llm_gpus": 0}, "needs at least 1 GPU"),
+    ({"llm_model": " "}, "categorize_model is empty"),
+])
+def test_bad_parameters(shard_on_s3, s3_bucket, change, message):
+    with pytest.raises(ValueError, match=message):
+        check_run(shard_on_s3, s3_bucket + "/run", **dict(GOOD, **change))
+
+
+def test_pattern_matching_nothing(s3_bucket):
+    with pytest.raises(ValueError, match="matches no shard"):
+        check_run(s3_bucket + "/in/none-{000..009}.tar", s3_bucket + "/run", **GOOD)
+
+
+def test_wrong_credentials(shard_on_s3, s3_bucket, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    storage._client_for.cache_clear()
+    with pytest.raises(storage.StorageError, match="refused the credentials"):
+        check_run(shard_on_s3, s3_bucket + "/run", **GOOD)
+
+
+def test_missing_secret_means_no_credentials(shard_on_s3, s3_bucket, monkeypatch):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    storage._client_for.cache_clear()
+    with pytest.raises(storage.StorageError, match="no S3 credentials.*s3-credentials secret"):
+        check_run(shard_on_s3, s3_bucket + "/run", **GOOD)
+
+
+def test_unreachable_endpoint(s3_bucket, monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(storage, "MAX_ATTEMPTS", 2)
+    storage._client_for.cache_clear()
+    with pytest.raises(storage.StorageError, match="unreachable.*AWS_ENDPOINT_URL"):
+        check_run(s3_bucket + "/in/p-{000000..000000}.tar", s3_bucket + "/run", **GOOD)
