@@ -12,7 +12,7 @@ demo: setup       ## the whole pipeline locally on sample images, offline (kfp.l
 	.venv/bin/lverb run --local
 
 test: setup       ## the default test suite (starts its own S3 server)
-	.venv/bin/python -m pytest -q
+	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/python -m pytest -q
 
 pipeline:         ## re-compile the committed pipeline YAML
 	.venv/bin/lverb compile --output latent_verbalizer.yaml

@@ -208,9 +208,9 @@ def main() -> None:
 
     destinations = [("/dev/shm", shm), ("local disk", os.path.join(work, "disk"))]
     server = None
-    if shutil.which("weed"):
-        from tests.s3server import start_seaweedfs
+    from tests.s3server import find_weed, start_seaweedfs
 
+    if find_weed():
         server = start_seaweedfs(tempfile.mkdtemp(prefix="lverb-bench-s3-", dir=args.disk))
         os.environ.update(server.env())
         storage._client_for.cache_clear()

