@@ -266,3 +266,22 @@ def test_resume_with_a_gap_in_chunk_numbers_loses_nothing(tiny, photo_shard, tmp
     keys = [k for c in iter_feature_chunks(str(shard_dir)) for k in c.image_keys]
     assert manifest.image_count == 6 and len(set(keys)) == 6
     assert all((shard_dir / name).stat().st_mtime_ns == mtime for name, mtime in kept.items())
+
+
+def test_out_of_memory_halves_the_batch(tiny, photo_shard, tmp_path, monkeypatch):
+    """Inject a GPU out-of-memory for batches over 2 images: the shard still completes, in smaller chunks."""
+    import components.extract.extract as extract_module
+
+    real = extract_module.vision_block_outputs
+    seen = []
+
+    def tight_memory(visual, images, layers):
+        seen.append(images.shape[0])
+        if images.shape[0] > 2:
+            raise torch.OutOfMemoryError("injected: CUDA out of memory")
+        return real(visual, images, layers)
+
+    monkeypatch.setattr(extract_module, "vision_block_outputs", tight_memory)
+    manifest = extract_shard(photo_shard, str(tmp_path), tiny, ExtractSettings(batch_size=8, device="cpu"), "cpu")
+    assert manifest.image_count == 6
+    assert seen[:3] == [6, 3, 1] and max(o.images for o in manifest.objects) <= 2  # 6 -> 3 -> 1
