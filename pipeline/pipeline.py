@@ -47,7 +47,8 @@ def _on_gpus(task, count, accelerator_type, node_selector, tolerations, cpu: str
     kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=shm)
     kubernetes.mount_pvc(task, pvc_name=WEIGHTS_PVC, mount_path=WEIGHTS_MOUNT)
     task.set_env_variable("HF_HOME", f"{WEIGHTS_MOUNT}/hf-cache")
-    task.set_env_variable("LVERB_WEIGHTS_CACHE", f"{WEIGHTS_MOUNT}/lverb-cache")
+    task.set_env_variable("LVERB_WEIGHTS_CACHE", f"{WEIGHTS_MOUNT}/lverb-cache")  # CoCa checkpoints from s3://
+    task.set_env_variable("LVERB_MODEL_CACHE", f"{WEIGHTS_MOUNT}/lverb-models")    # LLM folders from s3://
     task.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0, backoff_max_duration="600s")
     return _with_storage_secrets(task, hf=True)
 

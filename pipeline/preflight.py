@@ -11,6 +11,7 @@ import uuid
 from kfp import dsl
 
 from components.common import storage
+from components.common.contracts import check_unique_shard_names
 from components.common.models import architecture_name, check_model_name, parse_layers
 
 
@@ -34,6 +35,7 @@ def check_run(shards: str, storage_prefix: str, model: str, layers: str, llm_mod
     uris = storage.expand_pattern(shards)
     if not uris:
         raise ValueError(f"shards={shards!r} matches no shard: check the pattern (braces {{000..004}} and globs work)")
+    check_unique_shard_names(uris)
     probe = storage.join(storage_prefix, f".lverb-preflight-{uuid.uuid4().hex[:8]}")
     storage.write_bytes(probe, b"ok")  # wrong credentials or a read-only bucket fail here, not after hours of GPU work
     storage.delete(probe)

@@ -65,3 +65,11 @@ def test_unreachable_endpoint(s3_bucket, monkeypatch):
     storage._client_for.cache_clear()
     with pytest.raises(storage.StorageError, match="unreachable.*AWS_ENDPOINT_URL"):
         check_run(s3_bucket + "/in/p-{000000..000000}.tar", s3_bucket + "/run", **GOOD)
+
+
+def test_shards_sharing_a_name_are_refused(s3_bucket, tmp_path):
+    path = jpeg_shard(str(tmp_path / "x-000000.tar"), 1)
+    for split in ("train", "val"):
+        storage.write_bytes(f"{s3_bucket}/{split}/x-000000.tar", open(path, "rb").read())
+    with pytest.raises(ValueError, match="same name 'x-000000'"):
+        check_run(s3_bucket + "/*/x-000000.tar", s3_bucket + "/run", **GOOD)

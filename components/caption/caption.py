@@ -24,7 +24,7 @@ from components.common.features import iter_feature_chunks, read_manifest
 from components.common.models import load_coca, parse_layers, resolve_device
 from components.common.progress import Progress
 
-from .decoder import CachedCocaDecoder, GreedySettings, caption_text
+from .decoder import CachedCocaDecoder, DecodedCaptions, GreedySettings, caption_text
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +102,25 @@ class CaptionBatcher:
             self.n_pending -= m
         return keys, layers, torch.cat(parts)
 
+    def _generate(self, embs: torch.Tensor) -> list:
+        """Decode; on out-of-memory halve the batch (for the rest of the shard too) and go on."""
+        try:
+            return [self.decoder.generate(embs)]
+        except torch.OutOfMemoryError:
+            if len(embs) == 1:
+                raise
+            half = len(embs) // 2
+            self.batch_size = max(1, half)
+            log.warning("out of GPU memory decoding %d rows, halving the batch to %d", len(embs), half)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            return self._generate(embs[:half]) + self._generate(embs[half:])
+
     def _decode(self, n: int) -> None:
         keys, layers, embs = self._take(n)
-        out = self.decoder.generate(embs)
+        parts = self._generate(embs)
+        out = DecodedCaptions(*(sum((getattr(p, f) for p in parts), []) for f in
+                                ("token_ids", "stop", "entropy_bits", "mean_logprob")))
         for i, key in enumerate(keys):
             ids = out.token_ids[i]
             self.rows.append({
@@ -186,7 +202,12 @@ def run_caption(features_uri: str, out_uri: str, settings: CaptionSettings) -> l
     may point at the same weights elsewhere (a local copy on an air-gapped cluster).
     """
     shard_dirs = feature_shard_dirs(features_uri)
-    first = read_manifest(shard_dirs[0])
+    manifests = {d: read_manifest(d) for d in shard_dirs}
+    first = manifests[shard_dirs[0]]
+    for d, m in manifests.items():
+        if (m.model, m.pretrained) != (first.model, first.pretrained):
+            raise ValueError(f"{d} was extracted by {m.model}/{m.pretrained}, {shard_dirs[0]} by "
+                             f"{first.model}/{first.pretrained}: caption one model's features per run (--features per model)")
     if settings.model and settings.model != first.model:
         raise ValueError(f"features under {features_uri} were made by {first.model}, not {settings.model}; "
                          "captions must come from the model that made the features")

@@ -102,6 +102,10 @@ def run_worker(spec: dict, stats_path: str | None = None) -> dict:
     ls = load_labelset(spec["labels_uri"])
     with state.split_between_processes(spec["captions"]) as mine:
         group = spec["groups"][state.process_index]
+        if group:
+            # accelerate made cuda:{local_rank} current; this replica's model starts on its group's
+            # first GPU, and kernels launched on the current device (xgrammar's Triton mask) must run there.
+            torch.cuda.set_device(group[0])
         log.info("replica %d/%d: %d captions on %s", state.process_index, state.num_processes, len(mine), group or "CPU")
         store = ChunkStore(spec["out_uri"], spec["run_key"], writer=f"r{state.process_index}")
         stats = label_captions(list(mine), spec["model"], ls, _DTYPES[spec["dtype"]], store, spec["batch_size"],

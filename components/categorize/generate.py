@@ -138,7 +138,9 @@ class Generator:
             if n_done and n_done * 8 >= len(active):
                 keep = [j for j, r in enumerate(active) if not finished[r]]
                 idx = torch.tensor(keep, device=self.device)
-                cache.batch_select_indices(idx)
+                # A CPU index: with a device_map the cache's layers live on several GPUs, and
+                # indexing a tensor with an index on another GPU fails; a CPU index works on any.
+                cache.batch_select_indices(torch.tensor(keep))
                 if proc is not None:
                     proc.keep(keep)
                 mask, next_pos, tok = mask[idx], next_pos[idx], tok[idx]

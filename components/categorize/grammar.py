@@ -88,7 +88,8 @@ class GrammarLogitsProcessor(transformers.LogitsProcessor):
         if vocab < self.vocab_size:
             raise RuntimeError(f"logits have {vocab} columns, the tokenizer {self.vocab_size}")
         if scores.device.type == "cuda":
-            self._xgr.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device, non_blocking=True))
+            with torch.cuda.device(scores.device):  # the Triton kernel launches on the current device
+                self._xgr.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device, non_blocking=True))
         else:
             apply_bitmask_cpu(scores, self.bitmask)
         self.mask_seconds += time.perf_counter() - t0

@@ -175,3 +175,14 @@ def shard_name(shard_uri: str) -> str:
     """The name a shard's outputs are filed under: its file name without ``.tar``."""
     name = storage.basename(shard_uri)
     return name[:-4] if name.endswith(".tar") else name
+
+
+def check_unique_shard_names(shard_uris: list[str]) -> None:
+    """Outputs are filed under the shard's name: two shards with one name would overwrite each other."""
+    seen: dict[str, str] = {}
+    for uri in shard_uris:
+        name = shard_name(uri)
+        if name in seen:
+            raise ValueError(f"shards {seen[name]} and {uri} have the same name {name!r}, and their outputs would "
+                             "overwrite each other: rename one, or run them with different storage prefixes")
+        seen[name] = uri

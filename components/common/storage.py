@@ -36,6 +36,7 @@ from typing import IO, Iterator
 S3_SCHEMES = ("s3://", "minio://")
 DEFAULT_PART_SIZE = 16 * 1024 * 1024  # S3 minimum is 5 MiB; 16 MiB keeps part counts low
 MAX_ATTEMPTS = 8
+PARTIAL_PREFIX = ".partial-"  # local files being written; renamed when complete
 
 
 class StorageError(RuntimeError):
@@ -235,11 +236,18 @@ def read_range(uri: str, start: int, length: int) -> bytes:
         return b""
     if is_s3(uri):
         loc = parse_s3(uri)
-        resp = _s3_call(
-            "read", uri, s3_client().get_object,
-            Bucket=loc.bucket, Key=loc.key, Range=f"bytes={start}-{start + length - 1}",
-        )
-        data = resp["Body"].read()
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                resp = _s3_call(
+                    "read", uri, s3_client().get_object,
+                    Bucket=loc.bucket, Key=loc.key, Range=f"bytes={start}-{start + length - 1}",
+                )
+                data = resp["Body"].read()
+                break
+            except _stream_errors() as e:  # botocore retries the request, not a body cut mid-way
+                if attempt == MAX_ATTEMPTS - 1:
+                    raise StorageError(f"{uri}: connection kept breaking reading bytes {start}+{length}: {e}") from e
+                time.sleep(min(2 ** attempt * 0.2, 10))
     else:
         with open(local_path(uri), "rb") as f:
             f.seek(start)
@@ -251,6 +259,15 @@ def read_range(uri: str, start: int, length: int) -> bytes:
 
 def read_json(uri: str):
     return json.loads(read_bytes(uri))
+
+
+def _stream_errors() -> tuple:
+    """Errors of a response body cut mid-way: worth reading again from where it stopped."""
+    from botocore.exceptions import ConnectionClosedError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError
+    from urllib3.exceptions import ProtocolError
+
+    return (ConnectionClosedError, IncompleteReadError, ResponseStreamingError, ReadTimeoutError, ProtocolError,
+            ConnectionError, ValueError)
 
 
 class _ResumingS3Reader(io.RawIOBase):
@@ -296,22 +313,16 @@ class _ResumingS3Reader(io.RawIOBase):
         return True
 
     def readinto(self, buf) -> int:
-        from botocore.exceptions import (
-            ConnectionClosedError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError,
-        )
-        from urllib3.exceptions import ProtocolError
-
         for attempt in range(MAX_ATTEMPTS):
             try:
                 chunk = self.body.read(len(buf))
                 if not chunk and self.length is not None and self.pos < self.length:
-                    raise ConnectionClosedError(endpoint_url=self.uri)
+                    raise ConnectionError(f"stream ended at byte {self.pos} of {self.length}")
                 n = len(chunk)
                 buf[:n] = chunk
                 self.pos += n
                 return n
-            except (ConnectionClosedError, IncompleteReadError, ResponseStreamingError, ReadTimeoutError,
-                    ProtocolError, ConnectionError, ValueError) as e:
+            except _stream_errors() as e:
                 if attempt == MAX_ATTEMPTS - 1:
                     raise StorageError(f"{self.uri}: connection kept breaking at byte {self.pos}: {e}") from e
                 time.sleep(min(2 ** attempt * 0.2, 10))
@@ -373,7 +384,7 @@ class _LocalAtomicWriter(io.RawIOBase):
     def __init__(self, path: str):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
-        fd, self.tmp = tempfile.mkstemp(prefix=".partial-", dir=os.path.dirname(os.path.abspath(path)))
+        fd, self.tmp = tempfile.mkstemp(prefix=PARTIAL_PREFIX, dir=os.path.dirname(os.path.abspath(path)))
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
@@ -426,14 +437,22 @@ class MultipartWriter(io.RawIOBase):
         return True
 
     def write(self, b) -> int:
+        """Buffer at most one part; whole parts go straight from the caller's memory (one copy each)."""
         mv = memoryview(b).cast("B")
-        self.buf += mv
-        self.bytes_written += len(mv)
-        while len(self.buf) >= self.part_size:
-            part = bytes(self.buf[: self.part_size])
-            del self.buf[: self.part_size]
-            self._submit(part)
-        return len(mv)
+        n, pos = len(mv), 0
+        self.bytes_written += n
+        if self.buf:
+            pos = min(self.part_size - len(self.buf), n)
+            self.buf += mv[:pos]
+            if len(self.buf) == self.part_size:
+                self._submit(bytes(self.buf))
+                self.buf = bytearray()
+        while n - pos >= self.part_size:
+            self._submit(bytes(mv[pos:pos + self.part_size]))
+            pos += self.part_size
+        if pos < n:
+            self.buf += mv[pos:]
+        return n
 
     def _submit(self, data: bytes):
         if self.upload_id is None:
@@ -444,9 +463,9 @@ class MultipartWriter(io.RawIOBase):
 
         def upload():
             try:
-                resp = self.client.upload_part(
-                    Bucket=self.loc.bucket, Key=self.loc.key, UploadId=self.upload_id,
-                    PartNumber=number, Body=data,
+                resp = _s3_call(
+                    "write", self.uri, self.client.upload_part,
+                    Bucket=self.loc.bucket, Key=self.loc.key, UploadId=self.upload_id, PartNumber=number, Body=data,
                 )
                 return {"PartNumber": number, "ETag": resp["ETag"]}
             finally:
@@ -493,7 +512,7 @@ def open_write(uri: str, part_size: int = DEFAULT_PART_SIZE):
         writer = _LocalAtomicWriter(local_path(uri))
     try:
         yield writer
+        writer.commit()
     except BaseException:
         writer.abort()
         raise
-    writer.commit()

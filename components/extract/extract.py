@@ -29,7 +29,9 @@ from dataclasses import dataclass
 import torch
 
 from components.common import storage
-from components.common.contracts import MANIFEST_NAME, ChunkInfo, FeatureManifest, SkippedSample, provenance, shard_name
+from components.common.contracts import (
+    MANIFEST_NAME, ChunkInfo, FeatureManifest, SkippedSample, check_unique_shard_names, provenance, shard_name,
+)
 from components.common.features import TORCH_DTYPES, read_chunk_header, read_manifest, write_feature_chunk
 from components.common.models import LoadedCoca, load_coca, parse_layers, resolve_device, vision_block_outputs
 from components.common.progress import Progress
@@ -140,16 +142,23 @@ class ChunkWriters:
         self.pool.shutdown(wait=True)
 
 
-def _existing_chunks(shard_dir: str, fingerprint: dict) -> list[tuple[ChunkInfo, list[str]]]:
-    """Chunks a crashed run left: (info, image keys). Refuses chunks of other parameters."""
+def _existing_chunks(shard_dir: str, shard_uri: str, fingerprint: dict) -> list[tuple[ChunkInfo, list[str]]]:
+    """Chunks a crashed run left: (info, image keys). Refuses chunks of other parameters or
+    another shard; removes the temporary files of writes that never completed."""
     out = []
     if not storage.exists(shard_dir) and not storage.is_s3(shard_dir):
         return out
     for uri in storage.list_uris(shard_dir):
         name = storage.basename(uri)
+        if name.startswith(storage.PARTIAL_PREFIX):
+            storage.delete(uri)  # a local write killed mid-way (S3 multipart uploads leave no object)
+            continue
         if not (name.startswith(CHUNK_PREFIX) and name.endswith(".safetensors")):
             continue
         header = read_chunk_header(uri)
+        if header.metadata.get("shard", shard_uri) != shard_uri:
+            raise ValueError(f"{uri} holds images of {header.metadata['shard']}, not {shard_uri}: two shards share "
+                             "a name; rename one or use another --out")
         made = json.loads(header.metadata.get("parameters", "{}"))
         if made != fingerprint:
             raise ValueError(
@@ -175,6 +184,9 @@ def extract_shard(shard_uri: str, out_uri: str, loaded: LoadedCoca, settings: Ex
     fingerprint = parameters_fingerprint(loaded, layers, settings.dtype)
 
     done = read_manifest(shard_dir)
+    if done is not None and done.shard != shard_uri:
+        raise ValueError(f"{shard_dir} holds the features of {done.shard}, not {shard_uri}: two shards share the name "
+                         f"{name!r}; rename one or use another --out")
     if done is not None:
         existing = {"model": done.model, "pretrained": done.pretrained, "layers": done.layers, "dtype": done.dtype}
         if existing == fingerprint:
@@ -185,7 +197,7 @@ def extract_shard(shard_uri: str, out_uri: str, loaded: LoadedCoca, settings: Ex
             "use another --out for different parameters"
         )
 
-    previous = _existing_chunks(shard_dir, fingerprint)
+    previous = _existing_chunks(shard_dir, shard_uri, fingerprint)
     chunks: list[ChunkInfo] = [info for info, _ in previous]
     done_keys = {k for _, keys in previous for k in keys}
     if previous:
@@ -201,6 +213,11 @@ def extract_shard(shard_uri: str, out_uri: str, loaded: LoadedCoca, settings: Ex
         batch = int(settings.batch_size)
         if batch < 1:
             raise ValueError("--batch-size must be >= 1 or 'auto'")
+        host_bound = max(1, settings.max_chunk_bytes // per_image)
+        if batch > host_bound:  # (writers + 1) pinned buffers of this size are held
+            log.warning("%s: --batch-size %d would pin %.1f GB per buffer; using %d", name, batch,
+                        batch * per_image / 1e9, host_bound)
+            batch = host_bound
     log.info("%s: layers %s, batch %d, %.1f MB of features per image", name, layers, batch, per_image / 1e6)
 
     use_cuda = device.startswith("cuda")
@@ -211,7 +228,7 @@ def extract_shard(shard_uri: str, out_uri: str, loaded: LoadedCoca, settings: Ex
     skipped: list[SkippedSample] = []
     base_meta = {
         "model": loaded.name, "pretrained": loaded.pretrained, "layers": json.dumps(layers),
-        "dtype": settings.dtype, "parameters": json.dumps(fingerprint),
+        "dtype": settings.dtype, "parameters": json.dumps(fingerprint), "shard": shard_uri,
     }
     # After the highest surviving chunk: writers finish out of order, so a killed run can
     # leave chunk 3 without chunk 2; reusing a number would overwrite finished images.
@@ -306,7 +323,10 @@ def run_extract(shard_uris: list[str], out_uri: str, settings: ExtractSettings) 
     """Extract every shard; a bad shard fails alone and is reported, the others go on."""
     if not shard_uris:
         raise ValueError("no shards given")
+    check_unique_shard_names(shard_uris)
     device = resolve_device(settings.device)
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))  # events and streams of the copies live on this GPU
     loaded = load_coca(settings.model, settings.pretrained, device=device)
     parse_layers(settings.layers, loaded.n_layers)  # fail early on bad layers
     result = ExtractResult({}, {})

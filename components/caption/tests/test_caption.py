@@ -9,6 +9,7 @@ import sys
 
 import pyarrow as pa
 import pytest
+import torch
 
 from components.caption.caption import CaptionSettings, run_caption
 from components.common import storage
@@ -94,3 +95,28 @@ def test_interpret_prints_every_layer(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "pipeline.cli", "interpret", str(tmp_path / "missing.jpg")],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "missing.jpg does not exist" in bad.stderr
+
+
+def test_out_of_memory_halves_the_decode_batch(tmp_path, monkeypatch):
+    """Inject a GPU out-of-memory for batches over 3 rows: every caption still comes, the same as without it."""
+    from components.caption.decoder import CachedCocaDecoder
+
+    jpeg_shard(str(tmp_path / "o-000000.tar"), 3)
+    run_extract([str(tmp_path / "o-000000.tar")], str(tmp_path / "f"), ExtractSettings(device="cpu", layers="0,5"))
+    (plain,) = run_caption(str(tmp_path / "f"), str(tmp_path / "c1"), CaptionSettings(device="cpu", batch_size=8))
+    real = CachedCocaDecoder.generate
+    sizes = []
+
+    def tight_memory(self, embs, *args, **kwargs):
+        sizes.append(len(embs))
+        if len(embs) > 3:
+            raise torch.OutOfMemoryError("injected: CUDA out of memory")
+        return real(self, embs, *args, **kwargs)
+
+    monkeypatch.setattr(CachedCocaDecoder, "generate", tight_memory)
+    (squeezed,) = run_caption(str(tmp_path / "f"), str(tmp_path / "c2"), CaptionSettings(device="cpu", batch_size=8))
+    assert sizes[0] == 6 and max(sizes[1:]) <= 3
+    a = read_table(str(tmp_path / "c1" / "o-000000" / "captions.parquet"), CAPTIONS_SCHEMA).to_pylist()
+    b = read_table(str(tmp_path / "c2" / "o-000000" / "captions.parquet"), CAPTIONS_SCHEMA).to_pylist()
+    assert [(r["image_key"], r["layer"], r["token_ids"]) for r in a] == [(r["image_key"], r["layer"], r["token_ids"]) for r in b]
+    assert squeezed["rows"] == plain["rows"] == 6
