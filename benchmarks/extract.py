@@ -273,7 +273,7 @@ def main() -> None:
     report += [f"| {r[0]} | {r[1]:.1f} | {r[2]:.0f} | {r[3]} | {r[4]} |" for r in rows]
     report += ["", "Peak host memory of our extract (child process, /dev/shm destination): " +
                ", ".join(f"{size} images: {p['peak_rss_mb']:.0f} MB ({p['images'] / p['seconds']:.1f} img/s)" for size, p in peaks),
-               "", f"Fidelity of the stored float16 features (GPU half-precision compute) to an fp32 forward with hooks, "
+               "", f"Fidelity of the stored float16 features (computed as our path computes them: half precision on a GPU, fp32 on a CPU) to an fp32 forward with hooks, "
                f"first chunk: relative error (Frobenius) per layer, worst {fidelity['worst']:.2e} (layer {fidelity['worst_layer']}), "
                f"median {fidelity['median']:.2e}",
                "", "Target: >= 20x the reference style writing float16 to /dev/shm on one H100/H200.", ""]
