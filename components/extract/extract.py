@@ -91,7 +91,7 @@ def _as_pair(size) -> tuple[int, int]:
     return tuple(size) if isinstance(size, (tuple, list)) else (size, size)
 
 
-def auto_batch_size(device: str, per_image_bytes: int, max_chunk_bytes: int, width: int, tokens: int, n_blocks: int) -> int:
+def auto_batch_size(device: str, per_image_bytes: int, max_chunk_bytes: int, width: int, tokens: int) -> int:
     """Largest batch that fits half the free GPU memory and the host chunk bound."""
     host_bound = max(1, max_chunk_bytes // max(per_image_bytes, 1))
     if not device.startswith("cuda"):
@@ -115,7 +115,6 @@ class ChunkWriters:
         self.free = queue.Queue()
         self.futures = []
         self.n_buffers = n_writers + 1
-        self.error: BaseException | None = None
 
     def buffers(self, shape_by_layer: dict[int, tuple], dtype: torch.dtype, pin: bool):
         for _ in range(self.n_buffers):
@@ -208,7 +207,7 @@ def extract_shard(shard_uri: str, out_uri: str, loaded: LoadedCoca, settings: Ex
     out_dtype = TORCH_DTYPES[settings.dtype]
     per_image = len(layers) * tokens * width * out_dtype.itemsize
     if settings.batch_size == "auto":
-        batch = auto_batch_size(device, per_image, settings.max_chunk_bytes, width, tokens, loaded.n_layers)
+        batch = auto_batch_size(device, per_image, settings.max_chunk_bytes, width, tokens)
     else:
         batch = int(settings.batch_size)
         if batch < 1:
