@@ -59,8 +59,9 @@ class ExtractSettings:
     max_chunk_bytes: int = 1 << 30   # host memory bound per chunk (pinned buffer)
 
 
-def parameters_fingerprint(loaded: LoadedCoca, layers: list[int], dtype: str) -> dict:
-    return {"model": loaded.name, "pretrained": loaded.pretrained, "layers": layers, "dtype": dtype}
+def parameters_fingerprint(model: str, pretrained: str, layers: list[int], dtype: str) -> dict:
+    """What makes two extractions of a shard the same: compared on re-runs, stored in every chunk."""
+    return {"model": model, "pretrained": pretrained, "layers": layers, "dtype": dtype}
 
 
 def _tokens_and_width(loaded: LoadedCoca) -> tuple[int, int]:
@@ -124,13 +125,16 @@ class ChunkWriters:
         return self.free.get()
 
     def submit(self, fn, buffers, *args):
-        def run():
-            try:
-                return fn(*args)
-            finally:
-                self.free.put(buffers)
+        """Write in the background; a write that already failed is raised here, so a broken
+        destination stops the shard at the next batch, not after the whole shard computed."""
+        for f in self.futures:
+            if f.done() and f.exception() is not None:
+                raise f.exception()
 
-        self.futures.append(self.pool.submit(run))
+        future = self.pool.submit(fn, *args)
+        # released once the future holds its result or error, so whoever takes this buffer next sees it
+        future.add_done_callback(lambda _: self.free.put(buffers))
+        self.futures.append(future)
 
     def drain(self) -> list:
         results = [f.result() for f in self.futures]
@@ -180,14 +184,14 @@ def extract_shard(shard_uri: str, out_uri: str, loaded: LoadedCoca, settings: Ex
     layers = parse_layers(settings.layers, loaded.n_layers)
     if settings.dtype not in TORCH_DTYPES:
         raise ValueError(f"--dtype {settings.dtype!r}: use one of {', '.join(TORCH_DTYPES)}")
-    fingerprint = parameters_fingerprint(loaded, layers, settings.dtype)
+    fingerprint = parameters_fingerprint(loaded.name, loaded.pretrained, layers, settings.dtype)
 
     done = read_manifest(shard_dir)
     if done is not None and done.shard != shard_uri:
         raise ValueError(f"{shard_dir} holds the features of {done.shard}, not {shard_uri}: two shards share the name "
                          f"{name!r}; rename one or use another --out")
     if done is not None:
-        existing = {"model": done.model, "pretrained": done.pretrained, "layers": done.layers, "dtype": done.dtype}
+        existing = parameters_fingerprint(done.model, done.pretrained, done.layers, done.dtype)
         if existing == fingerprint:
             log.info("%s: already extracted (%d images), skipping", name, done.image_count)
             return done

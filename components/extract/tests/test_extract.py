@@ -295,3 +295,20 @@ def test_a_shard_of_the_same_name_never_reuses_anothers_features(tiny, photo_sha
     extract_shard(photo_shard, str(tmp_path / "out"), tiny, ExtractSettings(device="cpu"), "cpu")
     with pytest.raises(ValueError, match="holds the features of"):
         extract_shard(str(other), str(tmp_path / "out"), tiny, ExtractSettings(device="cpu"), "cpu")
+
+
+def test_a_failing_write_stops_the_shard_early(tiny, photo_shard, tmp_path, monkeypatch):
+    """A destination that refuses writes fails the shard at the next batch, leaving no manifest."""
+    import components.extract.extract as extract_module
+
+    written = []
+
+    def refuse(uri, tensors, metadata):
+        written.append(uri)
+        raise storage.StorageError(f"cannot write {uri}: injected")
+
+    monkeypatch.setattr(extract_module, "write_feature_chunk", refuse)
+    with pytest.raises(storage.StorageError, match="injected"):
+        extract_shard(photo_shard, str(tmp_path), tiny, ExtractSettings(batch_size=1, device="cpu", writers=1), "cpu")
+    assert len(written) <= 3, "the shard stops at the first batch after a failed write, not after all six"
+    assert read_manifest(str(tmp_path / "shard-000000")) is None
