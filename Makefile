@@ -1,7 +1,7 @@
 # Everyday commands. `make setup` once, then any of the others.
 PY ?= .venv/bin/python
 REGISTRY ?= ghcr.io/latent-verbalizer
-TAG ?= $(shell $(PY) -c "import pipeline; print(pipeline.__version__)" 2>/dev/null || echo 0.1.0)
+TAG ?= $(shell $(PY) -c "import latent_verbalizer; print(latent_verbalizer.__version__)" 2>/dev/null || echo 0.1.0)
 
 .PHONY: setup demo test test-all pipeline check-pipeline images bench
 

@@ -21,7 +21,7 @@ def s3_env(s3_server, monkeypatch):
     """S3 credentials and endpoint in the environment, as a Kubernetes secret would give them."""
     for k, v in s3_server.env().items():
         monkeypatch.setenv(k, v)
-    from components.common import storage
+    from latent_verbalizer.components.common import storage
 
     storage._client_for.cache_clear()
     yield s3_server
@@ -31,7 +31,7 @@ def s3_env(s3_server, monkeypatch):
 @pytest.fixture
 def s3_bucket(s3_env):
     """A fresh bucket; returns its ``s3://`` URI."""
-    from components.common import storage
+    from latent_verbalizer.components.common import storage
 
     uri = f"s3://t-{uuid.uuid4().hex[:12]}"
     storage.ensure_bucket(uri + "/x")

@@ -25,9 +25,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from components.caption.caption import auto_decode_batch  # noqa: E402
-from components.caption.decoder import CachedCocaDecoder, GreedySettings  # noqa: E402
-from components.common.models import EOS_TOKEN_ID, SOT_TOKEN_ID, load_coca, vision_block_outputs  # noqa: E402
+from latent_verbalizer.components.caption.caption import auto_decode_batch  # noqa: E402
+from latent_verbalizer.components.caption.decoder import CachedCocaDecoder, GreedySettings  # noqa: E402
+from latent_verbalizer.components.common.models import EOS_TOKEN_ID, SOT_TOKEN_ID, load_coca, vision_block_outputs  # noqa: E402
 
 FIXED = GreedySettings(seq_len=30, min_seq_len=29)  # 29 decoder forwards for every row
 

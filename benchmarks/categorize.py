@@ -27,12 +27,17 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from components.categorize.answers import max_new_tokens, parse_raw_answer, render_answer  # noqa: E402
-from components.categorize.generate import Generator  # noqa: E402
-from components.categorize.grammar import compile_answer_grammar, stop_token_ids  # noqa: E402
-from components.categorize.labelset import load_labelset  # noqa: E402
-from components.categorize.models import llama3_tokenizer, llama31_config, random_llama, tiny_llama_config  # noqa: E402
-from components.categorize.prompt import render, split_prompt  # noqa: E402
+from latent_verbalizer.components.categorize.answers import max_new_tokens, parse_raw_answer, render_answer  # noqa: E402
+from latent_verbalizer.components.categorize.generate import Generator  # noqa: E402
+from latent_verbalizer.components.categorize.grammar import compile_answer_grammar, stop_token_ids  # noqa: E402
+from latent_verbalizer.components.categorize.labelset import load_labelset  # noqa: E402
+from latent_verbalizer.components.categorize.models import (  # noqa: E402
+    llama3_tokenizer,
+    llama31_config,
+    random_llama,
+    tiny_llama_config,
+)
+from latent_verbalizer.components.categorize.prompt import render, split_prompt  # noqa: E402
 
 REFERENCE = (REPO / ".." / "shared" / "reference").resolve()
 

@@ -22,7 +22,6 @@ import io
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -37,10 +36,10 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from components.common import storage  # noqa: E402
-from components.common.models import load_coca  # noqa: E402
-from components.extract.extract import ExtractSettings, decode_threads, extract_shard  # noqa: E402
-from components.extract.shards import decode_image, iter_samples  # noqa: E402
+from latent_verbalizer.components.common import storage  # noqa: E402
+from latent_verbalizer.components.common.models import load_coca  # noqa: E402
+from latent_verbalizer.components.extract.extract import ExtractSettings, decode_threads, extract_shard  # noqa: E402
+from latent_verbalizer.components.extract.shards import decode_image, iter_samples  # noqa: E402
 from tests.images import write_tar  # noqa: E402
 
 
@@ -104,7 +103,7 @@ def reference_style(loaded, shard: str, out_dir: str, device: str, batch: int) -
 
 def feature_fidelity(loaded, shard: str, shard_dir: str, device: str) -> dict:
     """How far our stored features are from an fp32 forward of the same images, per layer."""
-    from components.common.features import iter_feature_chunks
+    from latent_verbalizer.components.common.features import iter_feature_chunks
 
     chunk = next(iter(iter_feature_chunks(shard_dir)))
     keys = set(chunk.image_keys)

@@ -1,3 +1,4 @@
-"""latent-verbalizer: per-layer captions of a CoCa vision encoder, labelled by an LLM."""
+"""The KFP pipeline (``latent_verbalizer.pipeline``): the DAG, compile, local run, submit, and the ``lverb`` CLI.
 
-__version__ = "0.1.0"
+Nothing under ``latent_verbalizer.components`` imports from here: imports point down.
+"""

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
-from pipeline import __version__
+from ..components.common.logs import configure_logging
+from ..components.common.version import __version__
 
 # Modules that register subcommands, in the order they appear in ``lverb --help``.
 COMMAND_MODULES = (
-    "components.extract.cli",     # shards, extract
-    "components.caption.cli",     # caption, interpret
-    "components.categorize.cli",  # categorize
-    "components.report.cli",      # report
-    "pipeline.commands",          # compile, run, submit
+    "latent_verbalizer.components.extract.cli",     # shards, extract
+    "latent_verbalizer.components.caption.cli",     # caption, interpret
+    "latent_verbalizer.components.categorize.cli",  # categorize
+    "latent_verbalizer.components.report.cli",      # report
+    "latent_verbalizer.pipeline.commands",           # compile, run, submit
 )
 
 
@@ -35,14 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
-
-
-def configure_logging(verbose: bool = False) -> None:
-    """Our own loggers at INFO; libraries (open_clip logs to the root logger) at WARNING."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for ours in ("components", "pipeline", "lverb"):
-        logging.getLogger(ours).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,7 +54,7 @@ def parse_params(text):
 
 
 def _compile(args) -> int:
-    from pipeline.compile import compile_pipeline
+    from latent_verbalizer.pipeline.compile import compile_pipeline
 
     path = compile_pipeline(args.output, registry=args.image_registry, tag=args.image_tag, parallelism=args.parallelism)
     print(f"wrote {path}")
@@ -62,7 +62,7 @@ def _compile(args) -> int:
 
 
 def _run(args) -> int:
-    from pipeline.local import run_local
+    from latent_verbalizer.pipeline.local import run_local
 
     result = run_local(parse_params(args.params), workdir=args.workdir, storage_prefix=args.storage,
                        parallelism=args.parallelism, cache=not args.no_cache)
@@ -71,7 +71,7 @@ def _run(args) -> int:
 
 
 def _submit(args) -> int:
-    from pipeline.submit import submit
+    from latent_verbalizer.pipeline.submit import submit
 
     run = submit(host=args.host, package=args.package, namespace=args.namespace, experiment=args.experiment,
                  version=args.version, params=parse_params(args.params), wait=args.wait, timeout=args.timeout)

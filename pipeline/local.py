@@ -12,7 +12,7 @@ import logging
 import os
 from typing import Optional
 
-from components.common import storage
+from ..components.common import storage
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def make_sample_shards(out_uri: str, per_shard: int = 4) -> str:
     """Webdataset shards of the photos scikit-image ships (offline sample data); returns their pattern."""
     import skimage.data
 
-    from components.extract.shards import write_shards
+    from latent_verbalizer.components.extract.shards import write_shards
 
     root = os.path.dirname(skimage.data.__file__)
     photos = ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png",
@@ -50,7 +50,7 @@ def run_local(params: Optional[dict] = None, workdir: Optional[str] = None, stor
     """Run the pipeline locally; returns where things are (report, data, pipeline root)."""
     from kfp import local
 
-    from pipeline.pipeline import build_pipeline
+    from latent_verbalizer.pipeline.pipeline import build_pipeline
 
     workdir = os.path.abspath(workdir or os.path.join("runs", dt.datetime.now().strftime("%Y%m%d-%H%M%S")))
     os.makedirs(workdir, exist_ok=True)

@@ -13,12 +13,12 @@ from typing import Optional
 
 from kfp import dsl, kubernetes
 
-from components.caption.component import make_caption_op
-from components.categorize.component import make_categorize_op
-from components.common.images import component_image
-from components.extract.component import make_extract_op
-from components.report.component import make_report_op
-from pipeline.preflight import make_list_shards_op
+from ..components.caption.component import make_caption_op
+from ..components.categorize.component import make_categorize_op
+from ..components.extract.component import make_extract_op
+from ..components.preflight.component import make_list_shards_op
+from ..components.report.component import make_report_op
+from .container_image import component_image
 
 PIPELINE_NAME = "latent-verbalizer"
 S3_SECRET = "lverb-s3-credentials"

@@ -11,7 +11,7 @@ import os
 import subprocess
 from typing import Optional
 
-from pipeline import __version__
+from ..components.common.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def submit(host: str, package: str = "latent_verbalizer.yaml", namespace: Option
            wait: bool = False, timeout: int = 24 * 3600) -> dict:
     """Start a run of the compiled pipeline; returns run id, URL and (with ``wait``) its final state."""
     if not os.path.exists(package):
-        from pipeline.compile import compile_pipeline
+        from latent_verbalizer.pipeline.compile import compile_pipeline
 
         compile_pipeline(package)
     for key, value in (params or {}).items():

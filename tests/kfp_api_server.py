@@ -7,12 +7,12 @@ the real kfp SDK client and its real HTTP traffic.
 
 from __future__ import annotations
 
-from email.parser import BytesParser
-from email.policy import HTTP
 import json
 import threading
 import uuid
 from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 

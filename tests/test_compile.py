@@ -7,7 +7,7 @@ import pytest
 import yaml
 from google.protobuf import json_format
 
-from pipeline.compile import COMPILED, compile_pipeline
+from latent_verbalizer.pipeline.compile import COMPILED, compile_pipeline
 
 GPU_EXECUTORS = ("exec-extract-shard", "exec-caption-shard", "exec-categorize-captions")
 GPU_TASKS = ("extract", "caption", "categorize")

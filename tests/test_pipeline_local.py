@@ -6,11 +6,9 @@ import glob
 import json
 import os
 
-import pyarrow.parquet as pq
-
-from components.common import storage
-from components.common.contracts import AGGREGATE_SCHEMA, CAPTIONS_SCHEMA, LABELS_SCHEMA, read_table
-from pipeline.local import run_local
+from latent_verbalizer.components.common import storage
+from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, CAPTIONS_SCHEMA, LABELS_SCHEMA, read_table
+from latent_verbalizer.pipeline.local import run_local
 
 LAYERS = [0, 3, 5]
 

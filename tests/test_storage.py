@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from components.common import storage
+from latent_verbalizer.components.common import storage
 
 
 def test_roundtrip_and_listing_on_s3(s3_bucket):

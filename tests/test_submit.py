@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pipeline.cli import main as lverb
+from latent_verbalizer.pipeline.cli import main as lverb
 from tests.kfp_api_server import KfpApiServer
 
 TOKEN = "t0ken-that-must-not-leak"
@@ -12,7 +12,7 @@ TOKEN = "t0ken-that-must-not-leak"
 
 @pytest.fixture
 def package(tmp_path):
-    from pipeline.compile import compile_pipeline
+    from latent_verbalizer.pipeline.compile import compile_pipeline
 
     return compile_pipeline(str(tmp_path / "p.yaml"))
 

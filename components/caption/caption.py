@@ -16,14 +16,18 @@ from dataclasses import asdict, dataclass
 import pyarrow as pa
 import torch
 
-from components.common import storage
-from components.common.contracts import (
-    CAPTIONS_FORMAT, CAPTIONS_SCHEMA, CAPTIONS_VERSION, MANIFEST_NAME, provenance, write_table,
+from ..common import storage
+from ..common.contracts import (
+    CAPTIONS_FORMAT,
+    CAPTIONS_SCHEMA,
+    CAPTIONS_VERSION,
+    MANIFEST_NAME,
+    provenance,
+    write_table,
 )
-from components.common.features import iter_feature_chunks, read_manifest
-from components.common.models import load_coca, parse_layers, resolve_device
-from components.common.progress import Progress
-
+from ..common.features import iter_feature_chunks, read_manifest
+from ..common.models import load_coca, parse_layers, resolve_device
+from ..common.progress import Progress
 from .decoder import CachedCocaDecoder, DecodedCaptions, GreedySettings, caption_text
 
 log = logging.getLogger(__name__)

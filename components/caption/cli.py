@@ -48,7 +48,7 @@ def _caption(args) -> int:
 
 
 def _interpret(args) -> int:
-    from components.common.models import resolve_device
+    from latent_verbalizer.components.common.models import resolve_device
 
     from .caption import resolve_precision
     from .decoder import GreedySettings

@@ -30,9 +30,9 @@ def caption_shard(
     """
     import json
 
-    from components.caption.caption import CAPTIONS_NAME, CaptionSettings, run_caption
-    from components.common import storage
-    from pipeline.cli import configure_logging
+    from latent_verbalizer.components.caption.caption import CAPTIONS_NAME, CaptionSettings, run_caption
+    from latent_verbalizer.components.common import storage
+    from latent_verbalizer.components.common.logs import configure_logging
 
     configure_logging()
     with open(features.path) as f:

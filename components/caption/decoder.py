@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from components.common.models import EOS_TOKEN_ID, PAD_TOKEN_ID, SOT_TOKEN_ID
+from ..common.models import EOS_TOKEN_ID, PAD_TOKEN_ID, SOT_TOKEN_ID
 
 LN2 = math.log(2.0)
 

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from components.common.models import load_coca, parse_layers, resolve_device, vision_block_outputs
-
+from ..common.models import load_coca, parse_layers, resolve_device, vision_block_outputs
 from .decoder import CachedCocaDecoder, GreedySettings, caption_text
 
 

@@ -53,7 +53,7 @@ def aggregate(rows: Iterable[tuple[int, Sequence[Part] | None, str]], merge: dic
             out["category"].append(cat)
             out["share_percent"].append(sums[layer][cat] / n[layer] if n[layer] else 0.0)
             out["n_captions"].append(n[layer])
-    from components.common.contracts import AGGREGATE_SCHEMA
+    from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA
 
     return pa.table(out).cast(AGGREGATE_SCHEMA)
 

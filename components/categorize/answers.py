@@ -18,8 +18,14 @@ from .labelset import LabelSet, Part, compact_json
 _CHAR = r"[ !#-\[\]-~]"
 _EDGE = r"[!#-\[\]-~]"
 
-from components.common.contracts import (  # noqa: F401 -- the status flags are part of the labels contract
-    LABEL_NOT_IN_LIST, NO_PARTS, NOT_AGGREGATED, PART_NOT_IN_CAPTION, STATUS_OK, TRUNCATED, UNPARSEABLE,
+from ..common.contracts import (  # noqa: F401 -- the status flags are part of the labels contract
+    LABEL_NOT_IN_LIST,
+    NO_PARTS,
+    NOT_AGGREGATED,
+    PART_NOT_IN_CAPTION,
+    STATUS_OK,
+    TRUNCATED,
+    UNPARSEABLE,
 )
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from components.common import storage
-from components.common.contracts import CAPTIONS_SCHEMA, read_table
+from ..common import storage
+from ..common.contracts import CAPTIONS_SCHEMA, read_table
 
 
 @dataclass(frozen=True)

@@ -17,15 +17,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import pyarrow as pa
 import torch
 
-from components.common import storage
-from components.common.contracts import (AGGREGATE_SCHEMA, LABELS_FORMAT, LABELS_SCHEMA, LABELS_VERSION,
-                                         caption_hash, provenance, write_table)
-
+from ..common import storage
+from ..common.contracts import (
+    AGGREGATE_SCHEMA,
+    LABELS_FORMAT,
+    LABELS_SCHEMA,
+    LABELS_VERSION,
+    caption_hash,
+    provenance,
+    write_table,
+)
 from .aggregate import aggregate
 from .captions_io import read_captions
 from .chunks import ChunkStore, run_key
@@ -72,9 +77,8 @@ def _free_port() -> int:
 
 
 def _spawn_replicas(spec: dict, n: int) -> list[dict]:
-    """One worker process per replica (``python -m components.categorize.worker``) with the
+    """One worker process per replica (``python -m latent_verbalizer.components.categorize.worker``) with the
     environment ``accelerate`` expects; each takes its share with ``split_between_processes``."""
-    root = str(Path(__file__).resolve().parents[2])
     with tempfile.TemporaryDirectory(prefix="lverb-categorize-") as tmp:
         spec_path = os.path.join(tmp, "spec.json")
         with open(spec_path, "w") as f:
@@ -83,10 +87,9 @@ def _spawn_replicas(spec: dict, n: int) -> list[dict]:
         procs = []
         for rank in range(n):
             env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(n), LOCAL_WORLD_SIZE=str(n),
-                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-                       PYTHONPATH=os.pathsep.join([root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
             out = os.path.join(tmp, f"stats-{rank}.json")
-            procs.append((rank, out, subprocess.Popen([sys.executable, "-m", "components.categorize.worker", spec_path, out], env=env)))
+            procs.append((rank, out, subprocess.Popen([sys.executable, "-m", "latent_verbalizer.components.categorize.worker", spec_path, out], env=env)))
         failed = [rank for rank, _, p in procs if p.wait() != 0]
         if failed:
             raise RuntimeError(f"categorize replica process(es) {failed} failed (see their log above); "

@@ -10,8 +10,8 @@ import uuid
 
 import pyarrow as pa
 
-from components.common import storage
-from components.common.contracts import LABEL_PART, LABELS_FORMAT, LABELS_VERSION, caption_hash, read_table, write_table
+from ..common import storage
+from ..common.contracts import LABEL_PART, LABELS_FORMAT, LABELS_VERSION, caption_hash, read_table, write_table
 
 CHUNK_SCHEMA = pa.schema([
     pa.field("caption_hash", pa.string(), nullable=False),

@@ -26,9 +26,9 @@ def categorize_captions(
     """
     import json
 
-    from components.categorize.categorize import run_categorize
-    from components.common import storage
-    from pipeline.cli import configure_logging
+    from latent_verbalizer.components.categorize.categorize import run_categorize
+    from latent_verbalizer.components.common import storage
+    from latent_verbalizer.components.common.logs import configure_logging
 
     configure_logging()
     uris = []

@@ -7,8 +7,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from components.common import storage
-
+from ..common import storage
 from .answers import parse_raw_answer
 from .captions_io import CaptionRow
 from .labelset import Part

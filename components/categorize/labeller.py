@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import logging
 import time
+
 import torch
 
-from components.common.progress import Progress
-
+from ..common.progress import Progress
 from .answers import max_new_tokens, parse_answer
 from .chunks import ChunkStore
 from .generate import Generator

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from components.common import storage
+from ..common import storage
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 DEFAULT_LABELS = os.path.join(DATA_DIR, "labels.yaml")

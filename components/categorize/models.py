@@ -11,7 +11,7 @@ import tempfile
 
 import torch
 
-from components.common import storage
+from ..common import storage
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def llama31_config(size: str = "70b"):
 def llama3_tokenizer():
     from transformers import AutoTokenizer
 
-    from components.common.offline_models import offline_path
+    from latent_verbalizer.components.common.offline_models import offline_path
 
     tok = AutoTokenizer.from_pretrained(offline_path("llama3-tokenizer"))
     if tok.pad_token is None:
@@ -143,7 +143,7 @@ def load_model(model: str, dtype: torch.dtype, device_map=None, max_memory=None,
         m = random_llama(tiny_llama_config(len(tok)), dtype=dtype, device=device)
         return m, tok, TINY_RANDOM
     if model == SMOLLM2:
-        from components.common.offline_models import offline_path
+        from latent_verbalizer.components.common.offline_models import offline_path
 
         d, f = os.path.split(offline_path(SMOLLM2))
         tok = AutoTokenizer.from_pretrained(d, gguf_file=f)

@@ -1,5 +1,5 @@
 """One replica process of the categorize step (started by ``run_categorize``):
-``python -m components.categorize.worker SPEC.json [STATS.json]``."""
+``python -m latent_verbalizer.components.categorize.worker SPEC.json [STATS.json]``."""
 
 import json
 import logging

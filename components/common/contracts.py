@@ -20,9 +20,8 @@ from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 
-from pipeline import __version__
-
 from . import storage
+from .version import __version__
 
 FEATURES_FORMAT = "latent-verbalizer/features"
 FEATURES_VERSION = 1

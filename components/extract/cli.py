@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from components.common import storage
+from ..common import storage
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -29,10 +29,10 @@ def extract_shard(
     """
     import json
 
-    from components.common import storage
-    from components.common.contracts import shard_name
-    from components.extract.extract import ExtractSettings, run_extract
-    from pipeline.cli import configure_logging
+    from latent_verbalizer.components.common import storage
+    from latent_verbalizer.components.common.contracts import shard_name
+    from latent_verbalizer.components.common.logs import configure_logging
+    from latent_verbalizer.components.extract.extract import ExtractSettings, run_extract
 
     configure_logging()
     out = storage.join(storage_prefix, "features")

@@ -19,23 +19,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import logging
+import os
 import queue
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
 
-from components.common import storage
-from components.common.contracts import (
-    MANIFEST_NAME, ChunkInfo, FeatureManifest, SkippedSample, check_unique_shard_names, provenance, shard_name,
+from ..common import storage
+from ..common.contracts import (
+    MANIFEST_NAME,
+    ChunkInfo,
+    FeatureManifest,
+    SkippedSample,
+    check_unique_shard_names,
+    provenance,
+    shard_name,
 )
-from components.common.features import TORCH_DTYPES, read_chunk_header, read_manifest, write_feature_chunk
-from components.common.models import LoadedCoca, load_coca, parse_layers, resolve_device, vision_block_outputs
-from components.common.progress import Progress
-
+from ..common.features import TORCH_DTYPES, read_chunk_header, read_manifest, write_feature_chunk
+from ..common.models import LoadedCoca, load_coca, parse_layers, resolve_device, vision_block_outputs
+from ..common.progress import Progress
 from .shards import DEFAULT_MAX_PIXELS, ShardError, decode_image, iter_samples
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from components.common import storage
-from components.common.contracts import IMAGE_EXTENSIONS, SkippedSample
+from ..common import storage
+from ..common.contracts import IMAGE_EXTENSIONS, SkippedSample
 
 log = logging.getLogger(__name__)
 

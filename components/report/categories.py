@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from components.common import storage
-from components.common.contracts import AGGREGATE_SCHEMA
-from components.common.contracts import NOT_AGGREGATED as _CONTRACT_NOT_AGGREGATED
+from ..common import storage
+from ..common.contracts import AGGREGATE_SCHEMA
+from ..common.contracts import NOT_AGGREGATED as _CONTRACT_NOT_AGGREGATED
 
 UNKNOWN = "UNKNOWN"
 OTHER = "other"

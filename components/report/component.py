@@ -28,9 +28,9 @@ def build_report_page(
     """
     import json
 
-    from components.common import storage
-    from components.report.report import build_report
-    from pipeline.cli import configure_logging
+    from latent_verbalizer.components.common import storage
+    from latent_verbalizer.components.common.logs import configure_logging
+    from latent_verbalizer.components.report.report import build_report
 
     configure_logging()
     caption_uris = []

@@ -10,8 +10,8 @@ import re
 import tarfile
 from dataclasses import dataclass, field
 
-from components.common import storage
-from components.common.contracts import IMAGE_EXTENSIONS
+from ..common import storage
+from ..common.contracts import IMAGE_EXTENSIONS
 
 log = logging.getLogger("lverb.report")
 

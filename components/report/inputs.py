@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from components.common import storage
-from components.common.contracts import (
+from ..common import storage
+from ..common.contracts import (
     AGGREGATE_SCHEMA,
     CAPTIONS_SCHEMA,
     LABELS_SCHEMA,

@@ -21,14 +21,13 @@ import logging
 import math
 import time
 from collections import Counter
-from html import escape as _e
 from dataclasses import dataclass, field
+from html import escape as _e
 
 import numpy as np
 
-from components.common import storage
-from pipeline import __version__
-
+from ..common import storage
+from ..common.version import __version__
 from . import categories as cat
 from . import plots
 from .images import ShardImages, read_shard_images

@@ -11,11 +11,17 @@ import pyarrow as pa
 import pytest
 import torch
 
-from components.caption.caption import CaptionSettings, run_caption
-from components.common import storage
-from components.common.contracts import CAPTIONS_FORMAT, CAPTIONS_SCHEMA, CAPTIONS_VERSION, read_table, table_metadata, write_table
-from components.extract.extract import ExtractSettings, run_extract
-from components.extract.shards import write_shards
+from latent_verbalizer.components.caption.caption import CaptionSettings, run_caption
+from latent_verbalizer.components.common import storage
+from latent_verbalizer.components.common.contracts import (
+    CAPTIONS_FORMAT,
+    CAPTIONS_SCHEMA,
+    CAPTIONS_VERSION,
+    read_table,
+    table_metadata,
+    write_table,
+)
+from latent_verbalizer.components.extract.extract import ExtractSettings, run_extract
 from tests.images import jpeg_shard, skimage_photo_paths
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -83,23 +89,23 @@ def test_reference_captions_round_trip_through_parquet(tmp_path):
 
 def test_interpret_prints_every_layer(tmp_path):
     image = skimage_photo_paths()[0]
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "interpret", image, "--json", "--device", "cpu"],
+    out = subprocess.run([sys.executable, "-m", "latent_verbalizer.pipeline.cli", "interpret", image, "--json", "--device", "cpu"],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     lines = [json.loads(l) for l in out.stdout.splitlines()]
     assert [l["layer"] for l in lines] == list(range(6))
     assert all(l["image"] == image and isinstance(l["caption"], str) and l["token_ids"] for l in lines)
-    table = subprocess.run([sys.executable, "-m", "pipeline.cli", "interpret", image, "--layers", "0,5", "--device", "cpu"],
+    table = subprocess.run([sys.executable, "-m", "latent_verbalizer.pipeline.cli", "interpret", image, "--layers", "0,5", "--device", "cpu"],
                            cwd=REPO, capture_output=True, text=True, timeout=300)
     assert table.returncode == 0 and "layer  entropy  caption" in table.stdout
-    bad = subprocess.run([sys.executable, "-m", "pipeline.cli", "interpret", str(tmp_path / "missing.jpg")],
+    bad = subprocess.run([sys.executable, "-m", "latent_verbalizer.pipeline.cli", "interpret", str(tmp_path / "missing.jpg")],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "missing.jpg does not exist" in bad.stderr
 
 
 def test_out_of_memory_halves_the_decode_batch(tmp_path, monkeypatch):
     """Inject a GPU out-of-memory for batches over 3 rows: every caption still comes, the same as without it."""
-    from components.caption.decoder import CachedCocaDecoder
+    from latent_verbalizer.components.caption.decoder import CachedCocaDecoder
 
     jpeg_shard(str(tmp_path / "o-000000.tar"), 3)
     run_extract([str(tmp_path / "o-000000.tar")], str(tmp_path / "f"), ExtractSettings(device="cpu", layers="0,5"))

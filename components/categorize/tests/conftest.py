@@ -44,11 +44,11 @@ class Tiny:
     """tiny-random (fp32) with everything the generator needs."""
 
     def __init__(self, labels_uri: str):
-        from components.categorize.answers import max_new_tokens
-        from components.categorize.grammar import compile_answer_grammar, stop_token_ids
-        from components.categorize.labelset import load_labelset
-        from components.categorize.models import load_model
-        from components.categorize.prompt import split_prompt
+        from latent_verbalizer.components.categorize.answers import max_new_tokens
+        from latent_verbalizer.components.categorize.grammar import compile_answer_grammar, stop_token_ids
+        from latent_verbalizer.components.categorize.labelset import load_labelset
+        from latent_verbalizer.components.categorize.models import load_model
+        from latent_verbalizer.components.categorize.prompt import split_prompt
 
         self.model, self.tok, _ = load_model("tiny-random", torch.float32)
         self.ls = load_labelset(labels_uri)
@@ -58,7 +58,7 @@ class Tiny:
         self.max_new = max_new_tokens(self.ls)
 
     def generator(self, **kw):
-        from components.categorize.generate import Generator
+        from latent_verbalizer.components.categorize.generate import Generator
 
         return Generator(self.model, self.prompt.prefix_ids, self.grammar, self.stops, self.tok.pad_token_id, self.max_new, **kw)
 

@@ -6,10 +6,10 @@ import csv
 
 import pytest
 
-from components.categorize.aggregate import aggregate, shares_by_layer
-from components.categorize.categorize import run_categorize
-from components.categorize.labelset import Part, load_merge_table
-from components.common.contracts import AGGREGATE_SCHEMA, LABELS_SCHEMA, read_table
+from latent_verbalizer.components.categorize.aggregate import aggregate, shares_by_layer
+from latent_verbalizer.components.categorize.categorize import run_categorize
+from latent_verbalizer.components.categorize.labelset import Part, load_merge_table
+from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, LABELS_SCHEMA, read_table
 
 
 def test_aggregate_by_hand():

@@ -6,7 +6,7 @@ import pytest
 import torch
 import xgrammar as xgr
 
-from components.categorize.answers import parse_answer
+from latent_verbalizer.components.categorize.answers import parse_answer
 
 
 def _run(gen, suffixes, batch_size):

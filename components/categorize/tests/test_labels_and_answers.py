@@ -7,12 +7,25 @@ import json
 import pytest
 import yaml
 
-from components.categorize import answers
-from components.categorize.answers import (LABEL_NOT_IN_LIST, PART_NOT_IN_CAPTION, TRUNCATED, UNPARSEABLE,
-                                           answer_schema, max_answer_chars, parse_answer, parse_raw_answer,
-                                           render_answer)
-from components.categorize.labelset import (DEFAULT_LABELS, Part, load_labelset, load_merge_table,
-                                            merge_categories)
+from latent_verbalizer.components.categorize import answers
+from latent_verbalizer.components.categorize.answers import (
+    LABEL_NOT_IN_LIST,
+    PART_NOT_IN_CAPTION,
+    TRUNCATED,
+    UNPARSEABLE,
+    answer_schema,
+    max_answer_chars,
+    parse_answer,
+    parse_raw_answer,
+    render_answer,
+)
+from latent_verbalizer.components.categorize.labelset import (
+    DEFAULT_LABELS,
+    Part,
+    load_labelset,
+    load_merge_table,
+    merge_categories,
+)
 
 STUDY_LABELS = """male, female, person, young, old, facial expression, hair color, hair style, body part,
 object, furniture, vehicle, electronics, tools, toys, shape, texture, color, size,
@@ -114,7 +127,7 @@ def test_parse_raw_answer_truncated_and_broken():
 
 
 def test_nested_objects_in_raw_answers_give_their_string_labels():
-    from components.categorize.answers import parse_raw_answer
+    from latent_verbalizer.components.categorize.answers import parse_raw_answer
 
     parts, status = parse_raw_answer('{"a man": {"the": ["person", "", ""]}, "red": ["color", "", ""]}')
     assert [(p.text, p.labels) for p in parts] == [("a man", ("person",)), ("red", ("color",))]

@@ -12,11 +12,18 @@ import time
 import pyarrow as pa
 import pytest
 
-from components.categorize.categorize import run_categorize
-from components.categorize.chunks import CHUNK_SCHEMA
-from components.common import storage
-from components.common.contracts import (AGGREGATE_SCHEMA, CAPTIONS_FORMAT, CAPTIONS_SCHEMA, CAPTIONS_VERSION,
-                                         LABELS_SCHEMA, read_table, write_table)
+from latent_verbalizer.components.categorize.categorize import run_categorize
+from latent_verbalizer.components.categorize.chunks import CHUNK_SCHEMA
+from latent_verbalizer.components.common import storage
+from latent_verbalizer.components.common.contracts import (
+    AGGREGATE_SCHEMA,
+    CAPTIONS_FORMAT,
+    CAPTIONS_SCHEMA,
+    CAPTIONS_VERSION,
+    LABELS_SCHEMA,
+    read_table,
+    write_table,
+)
 
 from .conftest import REPO
 
@@ -54,7 +61,7 @@ def test_resume_after_killed_run(sample, small_labels, tmp_path, one_thread_env)
     write_captions(captions, {5: caps})
     n_unique = len(set(caps))
     out = str(tmp_path / "out")
-    cmd = [sys.executable, "-m", "pipeline.cli", "categorize", "--captions", captions, "--out", out,
+    cmd = [sys.executable, "-m", "latent_verbalizer.pipeline.cli", "categorize", "--captions", captions, "--out", out,
            "--model", "tiny-random", "--labels", small_labels, "--batch-size", "4", "--chunk-rows", "4"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     chunk_dir = tmp_path / "out" / "chunks"
@@ -99,7 +106,7 @@ def test_replica_processes_split_the_captions(sample, small_labels, tmp_path, on
 
 
 def test_cli_errors_name_the_input(tmp_path, capsys):
-    from pipeline.cli import main
+    from latent_verbalizer.pipeline.cli import main
 
     assert main(["categorize", "--captions", str(tmp_path / "nope.parquet"), "--out", str(tmp_path / "o"),
                  "--model", "tiny-random"]) == 2
@@ -112,7 +119,12 @@ def test_model_from_s3_prefix(s3_bucket, tmp_path, monkeypatch):
     """A model folder (safetensors + config + tokenizer) under an s3:// prefix loads offline."""
     import torch
 
-    from components.categorize.models import llama3_tokenizer, load_model, random_llama, tiny_llama_config
+    from latent_verbalizer.components.categorize.models import (
+        llama3_tokenizer,
+        load_model,
+        random_llama,
+        tiny_llama_config,
+    )
 
     tok = llama3_tokenizer()
     model = random_llama(tiny_llama_config(len(tok)), seed=3)

@@ -6,20 +6,20 @@ import json
 
 import pytest
 
-from components.common.contracts import AGGREGATE_SCHEMA, LABELS_SCHEMA, read_table
+from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, LABELS_SCHEMA, read_table
 
 from .test_run import write_captions
 
 
 def test_smollm2_end_to_end(reference_captions, small_labels, tmp_path, capsys):
     """With the small answer limits (3 parts) so that CPU decoding stays within seconds."""
-    from components.common.offline_models import offline_path
+    from latent_verbalizer.components.common.offline_models import offline_path
 
     try:
         offline_path("smollm2-135m")
     except FileNotFoundError as e:
         pytest.skip(str(e))
-    from pipeline.cli import main
+    from latent_verbalizer.pipeline.cli import main
 
     caps = [reference_captions["layer_23"][i] for i in (0, 1, 2)] + [reference_captions["layer_3"][0], reference_captions["layer_23"][0]]
     captions = str(tmp_path / "caps.parquet")
@@ -30,7 +30,7 @@ def test_smollm2_end_to_end(reference_captions, small_labels, tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["unique_captions"] == 4
     labels = read_table(f"{out}/labels.parquet", LABELS_SCHEMA).to_pylist()
-    from components.categorize.labelset import load_labelset
+    from latent_verbalizer.components.categorize.labelset import load_labelset
 
     listed = set(load_labelset().labels)
     assert len(labels) == 4

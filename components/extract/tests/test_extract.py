@@ -15,12 +15,16 @@ import safetensors.torch
 import torch
 from PIL import Image
 
-from components.common import storage
-from components.common.features import iter_feature_chunks, read_chunk_header, read_chunk_layer, read_manifest
-from components.common.models import load_coca
-from components.extract.extract import ExtractSettings, extract_shard, run_extract
-from components.extract.shards import decode_image, write_shards
-from pipeline.cli import main as lverb
+from latent_verbalizer.components.common import storage
+from latent_verbalizer.components.common.features import (
+    iter_feature_chunks,
+    read_chunk_header,
+    read_manifest,
+)
+from latent_verbalizer.components.common.models import load_coca
+from latent_verbalizer.components.extract.extract import ExtractSettings, extract_shard, run_extract
+from latent_verbalizer.components.extract.shards import decode_image, write_shards
+from latent_verbalizer.pipeline.cli import main as lverb
 from tests.images import encode, jpeg_shard, random_rgb, skimage_photo_paths, write_tar
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -62,7 +66,7 @@ def test_features_equal_hooked_full_forward(tiny, photo_shard, tmp_path, dtype, 
     assert keys == sorted(os.path.splitext(os.path.basename(p))[0] for p in skimage_photo_paths()[:6])
 
     # recompute from the same bytes with the model's own transform and hooks
-    from components.extract.shards import iter_samples
+    from latent_verbalizer.components.extract.shards import iter_samples
     pixels = torch.stack([tiny.preprocess(decode_image(s.image_bytes()[1])) for s in iter_samples(photo_shard, [])])
     reference = hooked_reference(tiny, pixels)
     for layer in range(tiny.n_layers):
@@ -117,7 +121,7 @@ def test_rerun_is_a_no_op_and_other_parameters_are_refused(tiny, photo_shard, tm
 def test_resume_after_kill_redoes_nothing(tmp_path):
     shard = jpeg_shard(str(tmp_path / "big-000000.tar"), 300)
     out = tmp_path / "features"
-    cmd = [sys.executable, "-m", "pipeline.cli", "extract", "--shards", shard, "--out", str(out),
+    cmd = [sys.executable, "-m", "latent_verbalizer.pipeline.cli", "extract", "--shards", shard, "--out", str(out),
            "--batch-size", "1", "--device", "cpu", "--layers", "0,5"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     shard_dir = out / "big-000000"
@@ -216,7 +220,7 @@ def test_cli_errors_name_the_input(tmp_path, photo_shard, capsys):
 
 def test_hub_tag_offline_explains_local_weights(photo_shard, tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "extract", "--shards", photo_shard, "--out", str(tmp_path),
+    proc = subprocess.run([sys.executable, "-m", "latent_verbalizer.pipeline.cli", "extract", "--shards", photo_shard, "--out", str(tmp_path),
                            "--model", "coca_ViT-B-32", "--pretrained", "mscoco_finetuned_laion2B-s13B-b90k"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
@@ -247,7 +251,7 @@ def test_shards_from_karpathy_split_keep_reference_captions(tmp_path):
                        "cocoid": i, "sentences": [{"raw": f"caption {i} a"}, {"raw": f"caption {i} b"}]})
     (tmp_path / "dataset_coco.json").write_text(json.dumps({"images": images}))
     assert lverb(["shards", str(root), str(tmp_path / "out"), "--karpathy", str(tmp_path / "dataset_coco.json")]) == 0
-    from components.extract.shards import iter_samples
+    from latent_verbalizer.components.extract.shards import iter_samples
     samples = list(iter_samples(str(tmp_path / "out" / "shard-000000.tar"), []))
     assert [s.key for s in samples] == ["COCO_val2014_000000000000", "COCO_val2014_000000000001"]
     assert json.loads(samples[1].files["json"])["captions"] == ["caption 1 a", "caption 1 b"]
@@ -269,7 +273,7 @@ def test_resume_with_a_gap_in_chunk_numbers_loses_nothing(tiny, photo_shard, tmp
 
 def test_out_of_memory_halves_the_batch(tiny, photo_shard, tmp_path, monkeypatch):
     """Inject a GPU out-of-memory for batches over 2 images: the shard still completes, in smaller chunks."""
-    import components.extract.extract as extract_module
+    import latent_verbalizer.components.extract.extract as extract_module
 
     real = extract_module.vision_block_outputs
     seen = []
@@ -299,7 +303,7 @@ def test_a_shard_of_the_same_name_never_reuses_anothers_features(tiny, photo_sha
 
 def test_a_failing_write_stops_the_shard_early(tiny, photo_shard, tmp_path, monkeypatch):
     """A destination that refuses writes fails the shard at the next batch, leaving no manifest."""
-    import components.extract.extract as extract_module
+    import latent_verbalizer.components.extract.extract as extract_module
 
     written = []
 

@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from components.report.tests.reference_tables import REFERENCE, reference_available
+from latent_verbalizer.components.report.tests.reference_tables import REFERENCE, reference_available
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +22,7 @@ def reference_dir():
 @pytest.fixture(scope="session")
 def reference_tables(reference_dir, tmp_path_factory):
     """captions / labels / aggregate Parquet of the 500 reference images x 24 layers."""
-    from components.report.tests.reference_tables import write_reference_tables
+    from latent_verbalizer.components.report.tests.reference_tables import write_reference_tables
 
     return write_reference_tables(str(tmp_path_factory.mktemp("reference-tables")))
 
@@ -69,7 +69,7 @@ def reference_shards(reference_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def reference_report(reference_tables, reference_shards, tmp_path_factory):
     """The report built from the reference tables, with thumbnails for the first 24 images."""
-    from components.report.report import build_report
+    from latent_verbalizer.components.report.report import build_report
 
     out = str(tmp_path_factory.mktemp("report"))
     result = build_report([reference_tables["captions"]], reference_tables["labels"], reference_tables["aggregate"],

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from components.common.contracts import (
+from latent_verbalizer.components.common.contracts import (
     AGGREGATE_SCHEMA,
     CAPTIONS_SCHEMA,
     LABELS_SCHEMA,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.report.tests.headless_chromium import CHROMIUM, Chromium
+from latent_verbalizer.components.report.tests.headless_chromium import CHROMIUM, Chromium
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists(CHROMIUM),
@@ -90,8 +90,8 @@ def test_reference_report_renders_searches_and_filters(browser, reference_report
 
 
 def test_hostile_captions_render_as_text(browser, tmp_path):
-    from components.report.report import build_report
-    from components.report.tests.test_edge_cases import HOSTILE, hostile_inputs
+    from latent_verbalizer.components.report.report import build_report
+    from latent_verbalizer.components.report.tests.test_edge_cases import HOSTILE, hostile_inputs
 
     caps, labels = hostile_inputs(tmp_path)
     build_report([caps], labels, None, str(tmp_path / "out"))
@@ -107,8 +107,8 @@ def test_hostile_captions_render_as_text(browser, tmp_path):
 
 @pytest.fixture(scope="module")
 def big_report(reference_dir, tmp_path_factory):
-    from components.report.report import build_report
-    from components.report.tests.reference_tables import write_reference_tables
+    from latent_verbalizer.components.report.report import build_report
+    from latent_verbalizer.components.report.tests.reference_tables import write_reference_tables
 
     root = tmp_path_factory.mktemp("big")
     tables = write_reference_tables(str(root / "in"), repeat=20)  # 10,000 images x 24 layers

@@ -10,12 +10,16 @@ import os
 import pyarrow as pa
 import pytest
 
-from components.common.contracts import (
-    AGGREGATE_SCHEMA, CAPTIONS_SCHEMA, LABELS_SCHEMA, provenance, write_table,
+from latent_verbalizer.components.common.contracts import (
+    AGGREGATE_SCHEMA,
+    CAPTIONS_SCHEMA,
+    LABELS_SCHEMA,
+    provenance,
+    write_table,
 )
-from components.report import cli
-from components.report.report import build_report
-from components.report.tests.page_parsing import category_cells, embedded_data
+from latent_verbalizer.components.report import cli
+from latent_verbalizer.components.report.report import build_report
+from latent_verbalizer.components.report.tests.page_parsing import category_cells, embedded_data
 
 HOSTILE = [
     "<script>alert(1)</script>",

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from components.report.report import build_report
-from components.report.tests.page_parsing import category_cells, embedded_data
+from latent_verbalizer.components.report.report import build_report
+from latent_verbalizer.components.report.tests.page_parsing import category_cells, embedded_data
 
 
 def _aggregate(path) -> dict[tuple[int, str], float]:
@@ -117,7 +117,7 @@ def test_page_is_self_contained_and_explains_the_run(reference_report):
 
 
 def test_report_reads_inputs_from_and_writes_to_s3(reference_tables, reference_shards, s3_bucket):
-    from components.common import storage
+    from latent_verbalizer.components.common import storage
 
     base = s3_bucket + "/run-1"
     uris = {}

@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from components.report.text_metrics import cider_d, corpus_bleu, first_stable_index, token_f1, tokenize
+from latent_verbalizer.components.report.text_metrics import (
+    cider_d,
+    corpus_bleu,
+    first_stable_index,
+    token_f1,
+    tokenize,
+)
 
 # pycocoevalcap 1.2 (Bleu(4), Cider()) on the first 200 reference images: candidates = the
 # captions of layer L, references = the captions of layers 21, 22 and 23, tokenised by

@@ -8,11 +8,9 @@ the LLM.
 
 import uuid
 
-from kfp import dsl
-
-from components.common import storage
-from components.common.contracts import check_unique_shard_names
-from components.common.models import architecture_name, check_model_name, parse_layers
+from ..common import storage
+from ..common.contracts import check_unique_shard_names
+from ..common.models import architecture_name, check_model_name, parse_layers
 
 
 def vision_layer_count(model: str) -> int:
@@ -40,27 +38,3 @@ def check_run(shards: str, storage_prefix: str, model: str, layers: str, llm_mod
     storage.write_bytes(probe, b"ok")  # wrong credentials or a read-only bucket fail here, not after hours of GPU work
     storage.delete(probe)
     return uris
-
-
-def list_shards(shards: str, storage_prefix: str, model: str, layers: str, llm_model: str, llm_gpus: int) -> list:
-    """Check the run's parameters and list the shards to process (CPU only).
-
-    Args:
-        shards: shard pattern, e.g. s3://bucket/coco/test-{000000..000004}.tar.
-        storage_prefix: where bulk data goes (s3://bucket/prefix).
-        model: the CoCa architecture (to check layers against it).
-        layers: layers to extract.
-        llm_model: the categorize step's LLM.
-        llm_gpus: GPUs of the categorize step.
-    """
-    from pipeline.cli import configure_logging
-    from pipeline.preflight import check_run
-
-    configure_logging()
-    uris = check_run(shards, storage_prefix, model, layers, llm_model, llm_gpus)
-    print(f"{len(uris)} shards: {uris[:3]}{' ...' if len(uris) > 3 else ''}")
-    return uris
-
-
-def make_list_shards_op(image: str):
-    return dsl.component(list_shards, base_image=image, install_kfp_package=False)

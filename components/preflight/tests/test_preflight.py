@@ -4,8 +4,8 @@ import socket
 
 import pytest
 
-from components.common import storage
-from pipeline.preflight import check_run
+from latent_verbalizer.components.common import storage
+from latent_verbalizer.components.preflight.preflight import check_run
 from tests.images import jpeg_shard
 
 GOOD = dict(model="tiny-random", layers="all", llm_model="smollm2-135m", llm_gpus=1)

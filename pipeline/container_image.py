@@ -4,7 +4,7 @@
 built and pushed elsewhere (``make images``).
 """
 
-from pipeline import __version__
+from ..components.common.version import __version__
 
 DEFAULT_REGISTRY = "ghcr.io/latent-verbalizer"
 DEFAULT_TAG = __version__

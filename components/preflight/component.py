@@ -1,0 +1,27 @@
+"""KFP wrapper of the preflight step: check the run's parameters and list its shards (CPU only)."""
+
+from kfp import dsl
+
+
+def list_shards(shards: str, storage_prefix: str, model: str, layers: str, llm_model: str, llm_gpus: int) -> list:
+    """Check the run's parameters and list the shards to process (CPU only).
+
+    Args:
+        shards: shard pattern, e.g. s3://bucket/coco/test-{000000..000004}.tar.
+        storage_prefix: where bulk data goes (s3://bucket/prefix).
+        model: the CoCa architecture (to check layers against it).
+        layers: layers to extract.
+        llm_model: the categorize step's LLM.
+        llm_gpus: GPUs of the categorize step.
+    """
+    from latent_verbalizer.components.common.logs import configure_logging
+    from latent_verbalizer.components.preflight.preflight import check_run
+
+    configure_logging()
+    uris = check_run(shards, storage_prefix, model, layers, llm_model, llm_gpus)
+    print(f"{len(uris)} shards: {uris[:3]}{' ...' if len(uris) > 3 else ''}")
+    return uris
+
+
+def make_list_shards_op(image: str):
+    return dsl.component(list_shards, base_image=image, install_kfp_package=False)
