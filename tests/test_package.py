@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -24,8 +25,13 @@ PACKAGE_DIRS = {"pipeline": "latent_verbalizer.pipeline", "components": "latent_
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # Built from a copy: setuptools builds in the source tree's build/, whose leftovers would
+    # otherwise travel into the wheel (and parallel runs would share it).
+    source = out / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "runs", "node_modules",
+                                                                  "__pycache__", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-                    str(REPO)], check=True, cwd=out)
+                    str(source)], check=True, cwd=out)
     (whl,) = out.glob("latent_verbalizer-*.whl")
     return whl
 

@@ -24,7 +24,7 @@ from . import storage
 from .version import __version__
 
 FEATURES_FORMAT = "latent-verbalizer/features"
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2  # 2: per-part sha256 (header and each layer), checked by every read
 CAPTIONS_FORMAT = "latent-verbalizer/captions"
 CAPTIONS_VERSION = 1
 LABELS_FORMAT = "latent-verbalizer/labels"
@@ -131,10 +131,18 @@ class SkippedSample:
 
 @dataclass
 class ChunkInfo:
+    """One feature chunk of a shard, as its manifest lists it.
+
+    ``sha256`` holds a digest per part of the safetensors file: ``header`` (the 8-byte
+    length and the JSON header) and ``layer_<i>`` (each tensor's bytes). Readers fetch
+    parts with ranged reads (only the layers they want), so each part is checked on its
+    own as it arrives; the parts cover every byte of the file.
+    """
+
     key: str        # object name relative to the shard's folder
     images: int
     bytes: int
-    sha256: str
+    sha256: dict[str, str]
 
 
 @dataclass

@@ -9,6 +9,11 @@ serialised copy of the whole chunk), so a chunk of any size costs no extra memor
 Read back with two small ranged GETs for the header and one per wanted layer, so a
 reader that wants 3 of 24 layers fetches 1/8 of the bytes. Any safetensors reader
 (``safetensors.torch.load``) reads the same files.
+
+Integrity: the writer hashes each part as it streams it (the header, then each layer's
+tensor: one pass, every byte once), the manifest records those digests, and every read
+checks the part it fetched before handing it on. A chunk changed or cut after extract
+fails with ``CorruptChunkError`` naming the object and the manifest.
 """
 
 from __future__ import annotations
@@ -40,8 +45,30 @@ def _tensor_bytes(t: torch.Tensor) -> memoryview:
     return memoryview(t.view(torch.uint8).numpy()).cast("B")
 
 
-def write_feature_chunk(uri: str, tensors: dict[int, torch.Tensor], metadata: dict[str, str]) -> tuple[int, str]:
-    """Stream one chunk to ``uri``; returns (bytes written, sha256 hex)."""
+HEADER_PART = "header"
+
+
+class CorruptChunkError(ValueError):
+    """A feature chunk's bytes differ from what its manifest recorded."""
+
+
+def _check_part(uri: str, part: str, data: bytes, expected: dict[str, str] | None) -> None:
+    if expected is None:
+        return
+    want = expected.get(part)
+    if want is None:
+        raise CorruptChunkError(f"{uri}: its manifest records no digest of part {part!r}; re-run extract for this shard")
+    got = hashlib.sha256(data).hexdigest()
+    if got != want:
+        shard_dir = uri.rsplit("/", 1)[0]
+        raise CorruptChunkError(
+            f"{uri}: part {part!r} has sha256 {got[:16]}..., but {storage.join(shard_dir, MANIFEST_NAME)} records "
+            f"{want[:16]}...: the chunk was changed or damaged after extract. Delete the shard's feature folder "
+            f"({shard_dir}) and re-run extract for it")
+
+
+def write_feature_chunk(uri: str, tensors: dict[int, torch.Tensor], metadata: dict[str, str]) -> tuple[int, dict[str, str]]:
+    """Stream one chunk to ``uri``; returns (bytes written, sha256 hex per part: ``header``, ``layer_<i>``)."""
     header: dict = {"__metadata__": metadata}
     offset = 0
     for layer, t in tensors.items():
@@ -55,19 +82,30 @@ def write_feature_chunk(uri: str, tensors: dict[int, torch.Tensor], metadata: di
         offset += n
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # safetensors aligns the data start to 8 bytes
-    digest = hashlib.sha256()
-    total = 0
+    head = struct.pack("<Q", len(raw)) + raw
+    digests = {HEADER_PART: hashlib.sha256(head).hexdigest()}
+    total = len(head)
     with storage.open_write(uri) as f:
-        for piece in (struct.pack("<Q", len(raw)), raw):
-            f.write(piece)
-            digest.update(piece)
-            total += len(piece)
-        for t in tensors.values():
+        f.write(head)
+        for layer, t in tensors.items():
             mv = _tensor_bytes(t)
             f.write(mv)
-            digest.update(mv)
+            digests[tensor_name(layer)] = hashlib.sha256(mv).hexdigest()
             total += len(mv)
-    return total, digest.hexdigest()
+    return total, digests
+
+
+def digest_feature_chunk(uri: str) -> tuple[int, dict[str, str]]:
+    """(size, per-part sha256) of a chunk already written, as ``write_feature_chunk`` returns them.
+
+    For a resumed extract: the manifest must vouch for what is really there, not for a guess.
+    """
+    header = read_chunk_header(uri)
+    digests = {HEADER_PART: hashlib.sha256(storage.read_range(uri, 0, header.data_start)).hexdigest()}
+    for name, entry in header.entries.items():
+        begin, end = entry["data_offsets"]
+        digests[name] = hashlib.sha256(storage.read_range(uri, header.data_start + begin, end - begin)).hexdigest()
+    return storage.size(uri), digests
 
 
 @dataclass
@@ -76,6 +114,7 @@ class ChunkHeader:
     data_start: int
     entries: dict  # tensor name -> {"dtype", "shape", "data_offsets"}
     metadata: dict
+    sha256: dict[str, str] | None = None  # the manifest's digests, checked by read_chunk_layer
 
     @property
     def image_keys(self) -> list[str]:
@@ -86,13 +125,18 @@ class ChunkHeader:
         return [int(n.split("_", 1)[1]) for n in self.entries]
 
 
-def read_chunk_header(uri: str) -> ChunkHeader:
-    (n,) = struct.unpack("<Q", storage.read_range(uri, 0, 8))
-    if n > 100 * 1024 * 1024:
-        raise ValueError(f"{uri}: not a safetensors feature chunk (header length {n})")
-    header = json.loads(storage.read_range(uri, 8, n))
+def read_chunk_header(uri: str, sha256: dict[str, str] | None = None) -> ChunkHeader:
+    """A chunk's header; with ``sha256`` (the manifest's digests) the header and every layer read through it are checked."""
+    prefix = storage.read_range(uri, 0, 8)
+    (n,) = struct.unpack("<Q", prefix) if len(prefix) == 8 else (-1,)
+    if not 0 < n <= 100 * 1024 * 1024:
+        _check_part(uri, HEADER_PART, prefix, sha256)
+        raise CorruptChunkError(f"{uri}: not a safetensors feature chunk (header length {n}); re-run extract for this shard")
+    raw = storage.read_range(uri, 8, n)
+    _check_part(uri, HEADER_PART, prefix + raw, sha256)
+    header = json.loads(raw)
     metadata = header.pop("__metadata__", {})
-    return ChunkHeader(uri=uri, data_start=8 + n, entries=header, metadata=metadata)
+    return ChunkHeader(uri=uri, data_start=8 + n, entries=header, metadata=metadata, sha256=sha256)
 
 
 def read_chunk_layer(header: ChunkHeader, layer: int) -> torch.Tensor:
@@ -103,6 +147,10 @@ def read_chunk_layer(header: ChunkHeader, layer: int) -> torch.Tensor:
     entry = header.entries[name]
     begin, end = entry["data_offsets"]
     buf = bytearray(storage.read_range(header.uri, header.data_start + begin, end - begin))
+    if len(buf) != end - begin:
+        raise CorruptChunkError(f"{header.uri}: layer {layer} is cut short ({len(buf)} of {end - begin} bytes); "
+                                "re-run extract for this shard")
+    _check_part(header.uri, name, buf, header.sha256)
     dtype = TORCH_DTYPES[_FROM_SAFETENSORS[entry["dtype"]]]
     return torch.frombuffer(buf, dtype=dtype).reshape(entry["shape"]) if buf else torch.empty(entry["shape"], dtype=dtype)
 
@@ -136,7 +184,7 @@ def iter_feature_chunks(shard_dir: str, layers: list[int] | None = None, prefetc
         raise ValueError(f"{shard_dir} holds layers {manifest.layers}; layers {missing} were not extracted")
 
     def load(info: ChunkInfo) -> FeatureChunk:
-        header = read_chunk_header(storage.join(shard_dir, info.key))
+        header = read_chunk_header(storage.join(shard_dir, info.key), sha256=info.sha256)
         with ThreadPoolExecutor(max_workers=4) as pool:
             tensors = dict(zip(wanted, pool.map(lambda l: read_chunk_layer(header, l), wanted)))
         return FeatureChunk(image_keys=header.image_keys, layers=tensors)

@@ -43,6 +43,10 @@ class StorageError(RuntimeError):
     """A read or write that failed for a reason the user can act on."""
 
 
+class ObjectNotFoundError(StorageError, FileNotFoundError):
+    """An S3 object that is not there (a local path raises FileNotFoundError itself)."""
+
+
 # ---------------------------------------------------------------- URIs
 
 def is_s3(uri: str) -> bool:
@@ -176,6 +180,8 @@ def _s3_call(what: str, uri: str, fn, *args, **kwargs):
             ) from e
         if code in ("NoSuchBucket",):
             raise StorageError(f"cannot {what} {uri}: bucket does not exist ({code}).") from e
+        if code in ("NoSuchKey", "404", "NotFound") and what != "check":  # exists() asks with "check"
+            raise ObjectNotFoundError(f"cannot {what} {uri}: no such object ({code})") from e
         raise
 
 
@@ -296,9 +302,13 @@ class _ResumingS3Reader(io.RawIOBase):
             kwargs["IfMatch"] = self.etag
         try:
             resp = _s3_call("read", self.uri, s3_client().get_object, **kwargs)
+        except ObjectNotFoundError as e:
+            if self.etag is None:  # never there: the plain "no such object" says it
+                raise
+            raise StorageError(f"{self.uri} disappeared while being read; re-run once the object is stable") from e
         except ClientError as e:
             code = e.response.get("Error", {}).get("Code", "")
-            if code in ("NoSuchKey", "404", "PreconditionFailed", "412"):
+            if code in ("PreconditionFailed", "412"):
                 raise StorageError(
                     f"{self.uri} disappeared or changed while being read ({code}); "
                     "re-run once the object is stable"

@@ -17,7 +17,6 @@ present with the same parameters) is skipped; different parameters are refused.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -37,7 +36,13 @@ from ..common.contracts import (
     provenance,
     shard_name,
 )
-from ..common.features import TORCH_DTYPES, read_chunk_header, read_manifest, write_feature_chunk
+from ..common.features import (
+    TORCH_DTYPES,
+    digest_feature_chunk,
+    read_chunk_header,
+    read_manifest,
+    write_feature_chunk,
+)
 from ..common.models import LoadedCoca, load_coca, parse_layers, resolve_device, vision_block_outputs
 from ..common.progress import Progress
 from .shards import DEFAULT_MAX_PIXELS, ShardError, decode_image, iter_samples
@@ -172,12 +177,8 @@ def _existing_chunks(shard_dir: str, shard_uri: str, fingerprint: dict) -> list[
                 f"{shard_dir} holds chunks made with {made}, not {fingerprint}; "
                 "use another --out for different parameters, or delete the folder"
             )
-        digest, nbytes = hashlib.sha256(), 0
-        with storage.open_read(uri) as f:  # hash what is really there: the manifest must not vouch for a guess
-            while block := f.read(8 << 20):
-                digest.update(block)
-                nbytes += len(block)
-        out.append((ChunkInfo(key=name, images=len(header.image_keys), bytes=nbytes, sha256=digest.hexdigest()), header.image_keys))
+        nbytes, digests = digest_feature_chunk(uri)  # what is really there: the manifest must not vouch for a guess
+        out.append((ChunkInfo(key=name, images=len(header.image_keys), bytes=nbytes, sha256=digests), header.image_keys))
     return out
 
 

@@ -84,7 +84,14 @@ def test_chunks_are_standard_safetensors(tiny, photo_shard, tmp_path):
     header = read_chunk_header(str(path))
     assert header.metadata["model"] == "tiny-random" and len(header.image_keys) == 6
     import hashlib
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == manifest.objects[0].sha256
+    data, digests = path.read_bytes(), manifest.objects[0].sha256
+    assert hashlib.sha256(data[:header.data_start]).hexdigest() == digests["header"]
+    for name, entry in header.entries.items():
+        begin, end = entry["data_offsets"]
+        assert hashlib.sha256(data[header.data_start + begin:header.data_start + end]).hexdigest() == digests[name]
+    assert sorted(digests) == ["header", "layer_1", "layer_3"]
+    assert header.data_start + max(e["data_offsets"][1] for e in header.entries.values()) == len(data), \
+        "the parts cover every byte"
 
 
 def test_s3_in_and_out_with_ranged_layer_reads(tiny, photo_shard, s3_bucket, monkeypatch):
