@@ -65,8 +65,12 @@ def _run(args) -> int:
     from latent_verbalizer.pipeline.local import run_local
 
     result = run_local(parse_params(args.params), workdir=args.workdir, storage_prefix=args.storage,
-                       parallelism=args.parallelism, cache=not args.no_cache)
-    print(f"\nreport: {result['report']}\nbulk data: {result['storage_prefix']}\nKFP artifacts: {result['pipeline_root']}")
+                       parallelism=args.parallelism, cache=not args.no_cache, verbose=args.verbose)
+    report = result["report"]
+    opener = "(on S3: copy it out to open it)" if report.startswith("s3://") else \
+        f"open it: python -m webbrowser file://{report}"
+    print(f"\nreport: {report}\n{opener}\nbulk data: {result['storage_prefix']}\n"
+          f"KFP artifacts: {result['pipeline_root']}\nfull logs: {result['log']}")
     return 0
 
 

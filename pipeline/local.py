@@ -4,15 +4,23 @@ Every step runs as a subprocess of this Python (``SubprocessRunner(use_venv=Fals
 through the same component code Kubeflow runs; artifacts go under a local pipeline
 root, bulk data on local disk or an S3 prefix. Defaults are the offline models, so it
 runs with no network: ``tiny-random`` CoCa (random weights: gibberish captions, real
-mechanics) and SmolLM2-135M-Instruct for the labels.
+mechanics) and SmolLM2-135M-Instruct for the labels, on the sample photos this package
+ships (``sample_images/``).
+
+The terminal shows a line per step (``run_console``); everything kfp.local and the steps
+print goes to ``<workdir>/run.log``.
 """
 
+import contextlib
 import datetime as dt
 import logging
 import os
+from importlib import resources
 from typing import Optional
 
 from ..components.common import storage
+from ..components.extract.shards import write_shards
+from .run_console import open_console
 
 log = logging.getLogger(__name__)
 
@@ -27,27 +35,18 @@ LOCAL_DEFAULTS = {
 
 
 def make_sample_shards(out_uri: str, per_shard: int = 4) -> str:
-    """Webdataset shards of the photos scikit-image ships (offline sample data); returns their pattern."""
-    import skimage.data
-
-    from latent_verbalizer.components.extract.shards import write_shards
-
-    root = os.path.dirname(skimage.data.__file__)
-    photos = ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png",
-              "hubble_deep_field.jpg", "horse.png", "brick.png"]
-    folder = os.path.join(os.path.expanduser("~/.cache/latent-verbalizer"), "sample-photos")
-    os.makedirs(folder, exist_ok=True)
-    for name in photos:
-        target = os.path.join(folder, name)
-        if not os.path.exists(target) and os.path.exists(os.path.join(root, name)):
-            os.symlink(os.path.join(root, name), target)
-    uris = write_shards(folder, out_uri, per_shard=per_shard, prefix="sample")
+    """Webdataset shards of the sample photos this package ships (offline data); returns their pattern."""
+    with resources.as_file(resources.files(__package__) / "sample_images") as folder:
+        uris = write_shards(str(folder), out_uri, per_shard=per_shard, prefix="sample")
     return storage.join(out_uri, f"sample-{{000000..{len(uris) - 1:06d}}}.tar")
 
 
 def run_local(params: Optional[dict] = None, workdir: Optional[str] = None, storage_prefix: Optional[str] = None,
-              parallelism: int = 2, cache: bool = True) -> dict:
-    """Run the pipeline locally; returns where things are (report, data, pipeline root)."""
+              parallelism: int = 2, cache: bool = True, verbose: bool = False) -> dict:
+    """Run the pipeline locally; returns where things are (report, data, pipeline root, log).
+
+    ``verbose``: show everything the steps print, live, besides writing it to ``run.log``.
+    """
     from kfp import local
 
     from latent_verbalizer.pipeline.pipeline import build_pipeline
@@ -64,7 +63,17 @@ def run_local(params: Optional[dict] = None, workdir: Optional[str] = None, stor
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=os.path.join(workdir, "kfp"),
                enable_caching=cache, cache_root=os.path.join(workdir, "kfp-cache"))
     pipeline_func = build_pipeline(parallelism=parallelism, kubernetes_settings=False)
-    log.info("running the pipeline locally with %s", run_params)
-    pipeline_func(**run_params)
+    log_path = os.path.join(workdir, "run.log")
+    console, log_file = open_console(log_path, verbose)
+    print(f"running the pipeline locally: {', '.join(f'{k}={v}' for k, v in sorted(run_params.items()))}\n"
+          f"full logs: {log_path}{'' if verbose else ' (lverb -v run --local shows them live)'}", flush=True)
+    started = dt.datetime.now()
+    try:
+        with log_file, contextlib.redirect_stdout(console), contextlib.redirect_stderr(console):
+            log.info("running the pipeline locally with %s", run_params)
+            pipeline_func(**run_params)
+    finally:
+        print(f"{console.steps_done} steps in {(dt.datetime.now() - started).total_seconds():.0f}s", flush=True)
     report = storage.join(prefix, "report", "report.html")
-    return {"report": report, "storage_prefix": prefix, "pipeline_root": os.path.join(workdir, "kfp"), "params": run_params}
+    return {"report": report, "storage_prefix": prefix, "pipeline_root": os.path.join(workdir, "kfp"),
+            "params": run_params, "log": log_path}
