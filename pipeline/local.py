@@ -57,22 +57,34 @@ def run_local(params: Optional[dict] = None, workdir: Optional[str] = None, stor
     run_params.update(params or {})
     prefix = storage_prefix or os.path.join(workdir, "data")
     run_params["storage_prefix"] = prefix
-    if "shards" not in run_params:
-        shard_dir = storage.join(prefix, "shards") if storage.is_s3(prefix) else os.path.join(workdir, "shards")
-        run_params["shards"] = make_sample_shards(shard_dir)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=os.path.join(workdir, "kfp"),
-               enable_caching=cache, cache_root=os.path.join(workdir, "kfp-cache"))
-    pipeline_func = build_pipeline(parallelism=parallelism, kubernetes_settings=False)
     log_path = os.path.join(workdir, "run.log")
     console, log_file = open_console(log_path, verbose)
-    print(f"running the pipeline locally: {', '.join(f'{k}={v}' for k, v in sorted(run_params.items()))}\n"
-          f"full logs: {log_path}{'' if verbose else ' (lverb -v run --local shows them live)'}", flush=True)
+    ours = logging.getLogger("latent_verbalizer")
+    to_log_file = logging.StreamHandler(console)  # this process's own log lines go where the steps' go
+    to_log_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     started = dt.datetime.now()
     try:
         with log_file, contextlib.redirect_stdout(console), contextlib.redirect_stderr(console):
+            ours.addHandler(to_log_file)
+            ours.propagate = False
+            if "shards" not in run_params:
+                shard_dir = storage.join(prefix, "shards") if storage.is_s3(prefix) else os.path.join(workdir, "shards")
+                run_params["shards"] = make_sample_shards(shard_dir)
+            console.say(f"running the pipeline locally: {', '.join(f'{k}={v}' for k, v in sorted(run_params.items()))}\n"
+                        f"full logs: {log_path}{'' if verbose else ' (lverb -v run --local shows them live)'}")
+            local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=os.path.join(workdir, "kfp"),
+                       enable_caching=cache, cache_root=os.path.join(workdir, "kfp-cache"))
+            pipeline_func = build_pipeline(parallelism=parallelism, kubernetes_settings=False)
             log.info("running the pipeline locally with %s", run_params)
-            pipeline_func(**run_params)
+            try:
+                pipeline_func(**run_params)
+            except BaseException:
+                if not verbose:
+                    console.report_unfinished()
+                raise
     finally:
+        ours.removeHandler(to_log_file)
+        ours.propagate = True
         print(f"{console.steps_done} steps in {(dt.datetime.now() - started).total_seconds():.0f}s", flush=True)
     report = storage.join(prefix, "report", "report.html")
     return {"report": report, "storage_prefix": prefix, "pipeline_root": os.path.join(workdir, "kfp"),

@@ -21,13 +21,23 @@ from collections import deque
 from typing import TextIO
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-STARTED = re.compile(r"Executing task '([^']+)'")
-FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
+# Step boundaries, from the step's own streamed output (KFP's executor logs them inside the
+# step's process). kfp.local's own "Executing task"/"finished" log lines are not used: it
+# swaps the root logger's handlers per task, so with ParallelFor threads some are lost.
+STARTED = re.compile(r"Looking for component `(\w+)`")
+DONE = re.compile(r"Wrote executor output file to (\S+)/executor_output\.json")
+FAILED = re.compile(r"Task '([^']+)' finished with status FAILURE")
 CACHE_HIT = re.compile(r"Task '?([^' ]+)'? cache hit")
 # The summary line of components.common.progress.Progress ("caption sample-000000: 24/24 captions in
 # 12.1s (1.98 captions/s)"), after the log prefix KFP's executor puts before it.
 RATE = re.compile(r"\]: (\S[^:]*: \d+(?:/\d+)? \S+ in [\d.]+s \([\d.]+ \S+/s.*\))\s*$")
 TAIL_LINES = 40
+
+
+class _Step:
+    def __init__(self, component: str):
+        self.component, self.started, self.rate = component, time.perf_counter(), ""
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
 
 
 class RunConsole:
@@ -37,6 +47,7 @@ class RunConsole:
         self.log_file, self.terminal, self.verbose = log_file, terminal, verbose
         self._lock = threading.Lock()
         self._local = threading.local()
+        self._running: dict[int, _Step] = {}  # thread id -> the step it streams
         self.steps_done = 0
 
     # -- the file protocol print() and logging need
@@ -61,28 +72,37 @@ class RunConsole:
 
     # -- one line per step
     def _line(self, line: str) -> None:
+        me = threading.get_ident()
         if m := STARTED.search(line):
-            self._local.step, self._local.started, self._local.rate = m.group(1), time.perf_counter(), ""
-            self._local.tail = deque(maxlen=TAIL_LINES)
+            self._running[me] = _Step(m.group(1))
             return
-        tail = getattr(self._local, "tail", None)
-        if tail is not None and line.strip():
-            tail.append(line)
+        step = self._running.get(me)
+        if step is not None and line.strip():
+            step.tail.append(line)
         if m := RATE.search(line):
-            self._local.rate = m.group(1)
-        elif m := CACHE_HIT.search(line):
-            self._say(f"  {m.group(1):<28} cached (kfp.local cache)")
-        elif m := FINISHED.search(line):
-            step, status = m.group(1), m.group(2)
-            seconds = time.perf_counter() - getattr(self._local, "started", time.perf_counter())
-            rate = getattr(self._local, "rate", "")
+            if step is not None:
+                step.rate = m.group(1)
+        elif m := DONE.search(line):
+            self._running.pop(me, None)
             self.steps_done += 1
-            self._say(f"  {step:<28} {status.lower():<8} {seconds:6.1f}s  {rate}".rstrip())
-            if status != "SUCCESS" and tail and not self.verbose:
-                self._say("    last lines of its log:\n" + "\n".join(f"    | {t}" for t in tail))
+            name = m.group(1).rsplit("/", 1)[-1]
+            seconds = time.perf_counter() - step.started if step else 0.0
+            self.say(f"  {name:<28} {'done':<8} {seconds:6.1f}s  {step.rate if step else ''}".rstrip())
+        elif m := FAILED.search(line):
+            self.say(f"  {m.group(1):<28} FAILED")
+        elif m := CACHE_HIT.search(line):
+            self.say(f"  {m.group(1):<28} cached (kfp.local cache)")
 
-    def _say(self, text: str) -> None:
+    def report_unfinished(self) -> None:
+        """After a failure: the last lines of every step that did not finish."""
+        for step in list(self._running.values()):
+            self.say(f"  {step.component} did not finish; the last lines of its log:\n"
+                     + "\n".join(f"    | {line}" for line in step.tail))
+
+    def say(self, text: str) -> None:
+        """A line for the terminal (and the log file)."""
         with self._lock:
+            self.log_file.write(text + "\n")
             self.terminal.write(text + "\n")
             self.terminal.flush()
 

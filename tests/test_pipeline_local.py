@@ -5,6 +5,7 @@ skips the finished work."""
 import glob
 import json
 import os
+import re
 
 from latent_verbalizer.components.common import storage
 from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, CAPTIONS_SCHEMA, LABELS_SCHEMA, read_table
@@ -23,10 +24,18 @@ def labels_summary(workdir):
     return json.load(open(path))["summary"]
 
 
-def test_local_run_on_s3_then_rerun_skips_finished_work(s3_bucket, tmp_path):
+def test_local_run_on_s3_then_rerun_skips_finished_work(s3_bucket, tmp_path, capfd):
     prefix = s3_bucket + "/run"
     params = {"extract_layers": ",".join(map(str, LAYERS)), "categorize_model": "tiny-random"}
     first = run_local(params, workdir=str(tmp_path / "w1"), storage_prefix=prefix, cache=False)
+
+    # The terminal gets a line per step (with the step's rate), KFP's dumps go to the run's log file.
+    out = capfd.readouterr().out
+    steps = [line for line in out.splitlines() if re.match(r"  [a-z-]+ +done +[\d.]+s", line)]
+    assert [s.split()[0] for s in steps].count("extract-shard") == 2 and len(steps) == 7, out
+    assert all("captions/s" in s for s in steps if s.split()[0] == "caption-shard"), out
+    assert len(out.splitlines()) < 15 and "executor_input" not in out, out
+    assert "Got executor_input" in open(first["log"]).read()
     shards = storage.expand_pattern(first["params"]["shards"])
     assert len(shards) == 2 and all(s.startswith(s3_bucket) for s in shards)
 
