@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("submit", help="upload the pipeline to Kubeflow and start a run (CI); token from KFP_TOKEN")
     s.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline")
     s.add_argument("--namespace", default=None, help="Kubeflow profile namespace")
-    s.add_argument("--experiment", default="latent-verbalizer")
+    s.add_argument("--experiment", default=None, help="Kubeflow experiment (default: the pipeline's name)")
     s.add_argument("--version", default=None, help="pipeline version name (default: package version + git commit)")
     s.add_argument("--package", default="latent_verbalizer.yaml", help="compiled pipeline YAML (default: compile it now)")
     s.add_argument("--params", default=None, help="run parameters as JSON or key=value,key=value")

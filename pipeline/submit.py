@@ -12,10 +12,10 @@ import subprocess
 from typing import Optional
 
 from ..components.common.version import __version__
+from .pipeline import PIPELINE_NAME
 
 log = logging.getLogger(__name__)
 
-PIPELINE_NAME = "latent-verbalizer"
 TOKEN_ENV = "KFP_TOKEN"
 
 
@@ -76,7 +76,7 @@ def ensure_experiment(client, name: str, namespace: Optional[str]) -> str:
 
 
 def submit(host: str, package: str = "latent_verbalizer.yaml", namespace: Optional[str] = None,
-           experiment: str = "latent-verbalizer", version: Optional[str] = None, params: Optional[dict] = None,
+           experiment: Optional[str] = None, version: Optional[str] = None, params: Optional[dict] = None,
            wait: bool = False, timeout: int = 24 * 3600) -> dict:
     """Start a run of the compiled pipeline; returns run id, URL and (with ``wait``) its final state."""
     if not os.path.exists(package):
@@ -90,7 +90,7 @@ def submit(host: str, package: str = "latent_verbalizer.yaml", namespace: Option
     client = make_client(host, namespace)
     version = version or default_version_name()
     pipeline_id, version_id = ensure_pipeline_version(client, package, version)
-    experiment_id = ensure_experiment(client, experiment, namespace)
+    experiment_id = ensure_experiment(client, experiment or PIPELINE_NAME, namespace)
     job_name = f"{PIPELINE_NAME} {version} {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M}"
     run = client.run_pipeline(experiment_id, job_name, params=params or {}, pipeline_id=pipeline_id,
                               version_id=version_id)
