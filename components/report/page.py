@@ -7,7 +7,7 @@ import json
 import math
 from html import escape
 
-from .page_assets import CSS, JS
+from .page_assets import page_css, page_js
 
 # No network at all: a page opened from an S3 console or KFP's artifact viewer fetches nothing.
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
@@ -96,7 +96,7 @@ Search matches caption text and image keys; click a category to filter; the addr
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{escape(title)}</title>
-<style>{CSS}</style></head>
+<style>{page_css()}</style></head>
 <body>
 <header><h1>{escape(title)}</h1><p>{escape(subtitle)}</p></header>
 <nav>{nav}</nav>
@@ -108,6 +108,6 @@ Search matches caption text and image keys; click a category to filter; the addr
 <section id="run"><h2>How this run was made</h2>{run}</section>
 </main>
 <script type="application/json" id="report-data">{json_for_script(browser_data)}</script>
-<script>{JS}</script>
+<script type="module">{page_js()}</script>
 </body></html>
 """
