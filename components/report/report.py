@@ -30,11 +30,11 @@ from ..common import storage
 from ..common.version import __version__
 from . import categories as cat
 from . import plots
-from .images import ShardImages, read_shard_images
 from .inputs import ReportInputs, load_inputs
 from .layer_stats import CaptionGrid, LayerStats, compute_layer_stats
 from .page import page, svg_img, table
 from .provenance_view import find_skipped, provenance_html
+from .thumbnails import ShardImages, read_shard_images
 
 log = logging.getLogger("lverb.report")
 
