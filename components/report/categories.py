@@ -65,29 +65,29 @@ class ShareMatrix:
 
 def share_matrix(aggregate: pa.Table, layers: list[int]) -> ShareMatrix:
     """Aggregate rows -> a matrix over ``layers`` (categories in stacking order)."""
-    agg = aggregate.to_pylist()
-    cats = sorted({r["category"] for r in agg})
-    index = {layer: i for i, layer in enumerate(layers)}
-    for r in agg:
-        if r["layer"] not in index:
+    aggregate_rows = aggregate.to_pylist()
+    categories = sorted({row["category"] for row in aggregate_rows})
+    layer_index = {layer: i for i, layer in enumerate(layers)}
+    for row in aggregate_rows:
+        if row["layer"] not in layer_index:
             raise ValueError(
-                f"aggregate table has layer {r['layer']}, which no caption has (layers {layers[0]}..{layers[-1]}); "
+                f"aggregate table has layer {row['layer']}, which no caption has (layers {layers[0]}..{layers[-1]}); "
                 "pass the aggregate made from these captions"
             )
-    values = np.full((len(layers), len(cats)), np.nan)
-    n_caps = [0] * len(layers)
-    cidx = {c: j for j, c in enumerate(cats)}
-    for r in agg:
-        if r["n_captions"] <= 0:  # a layer without any usable answer: no data, not 0%
+    values = np.full((len(layers), len(categories)), np.nan)
+    n_captions = [0] * len(layers)
+    category_index = {c: j for j, c in enumerate(categories)}
+    for row in aggregate_rows:
+        if row["n_captions"] <= 0:  # a layer without any usable answer: no data, not 0%
             continue
-        i = index[r["layer"]]
+        i = layer_index[row["layer"]]
         if np.isnan(values[i]).all():
             values[i] = 0.0
-        values[i, cidx[r["category"]]] += r["share_percent"]
-        n_caps[i] = max(n_caps[i], int(r["n_captions"]))
-    order = stack_order(cats, values, layers)
-    values = values[:, [cidx[c] for c in order]] if cats else values
-    return ShareMatrix(layers, order, values, n_caps)
+        values[i, category_index[row["category"]]] += row["share_percent"]
+        n_captions[i] = max(n_captions[i], int(row["n_captions"]))
+    order = stack_order(categories, values, layers)
+    values = values[:, [category_index[c] for c in order]] if categories else values
+    return ShareMatrix(layers, order, values, n_captions)
 
 
 def stack_order(categories: list[str], values: np.ndarray, layers: list[int]) -> list[str]:
@@ -97,29 +97,29 @@ def stack_order(categories: list[str], values: np.ndarray, layers: list[int]) ->
     """
     if not categories:
         return []
-    x = np.asarray(layers, dtype=float)
-    v = np.nan_to_num(values)
+    layer_numbers = np.asarray(layers, dtype=float)
+    shares = np.nan_to_num(values)
     keys = []
-    for j, c in enumerate(categories):
-        tot = v[:, j].sum()
-        centre = float((v[:, j] * x).sum() / tot) if tot > 0 else float("inf")
-        keys.append((centre, -tot, c))
-    return [c for _, _, c in sorted(keys)]
+    for j, category in enumerate(categories):
+        total = shares[:, j].sum()
+        centre = float((shares[:, j] * layer_numbers).sum() / total) if total > 0 else float("inf")
+        keys.append((centre, -total, category))
+    return [category for _, _, category in sorted(keys)]
 
 
-def group_small(m: ShareMatrix, min_peak_percent: float) -> ShareMatrix:
+def group_small(matrix: ShareMatrix, min_peak_percent: float) -> ShareMatrix:
     """Categories that never reach ``min_peak_percent`` in any layer merged into ``other``
     (so the chart stays readable and its areas still sum to the layer's total)."""
-    if not m.categories or min_peak_percent <= 0:
-        return m
-    peak = np.nan_to_num(m.values).max(axis=0)
-    keep = [j for j, _ in enumerate(m.categories) if peak[j] >= min_peak_percent]
-    small = [j for j in range(len(m.categories)) if j not in keep]
+    if not matrix.categories or min_peak_percent <= 0:
+        return matrix
+    peak = np.nan_to_num(matrix.values).max(axis=0)
+    keep = [j for j in range(len(matrix.categories)) if peak[j] >= min_peak_percent]
+    small = [j for j in range(len(matrix.categories)) if j not in keep]
     if len(small) <= 1:
-        return m
-    cats = [m.categories[j] for j in keep] + [f"{OTHER} ({len(small)} categories < {min_peak_percent:g}%)"]
-    vals = np.concatenate([m.values[:, keep], m.values[:, small].sum(axis=1, keepdims=True)], axis=1)
-    return ShareMatrix(m.layers, cats, vals, m.n_captions)
+        return matrix
+    categories = [matrix.categories[j] for j in keep] + [f"{OTHER} ({len(small)} categories < {min_peak_percent:g}%)"]
+    values = np.concatenate([matrix.values[:, keep], matrix.values[:, small].sum(axis=1, keepdims=True)], axis=1)
+    return ShareMatrix(matrix.layers, categories, values, matrix.n_captions)
 
 
 # ------------------------------------------------------------------ colours
@@ -137,16 +137,16 @@ _FIXED = {UNKNOWN: "#c7c7c7", "color": "#1f77b4"}
 def category_colours(categories: list[str], weight: dict[str, float] | None = None) -> dict[str, str]:
     """A colour per category: the most distinct colours go to the heaviest categories
     (``weight``, e.g. total share; default: list order); UNKNOWN grey, ``other`` dark grey."""
-    free = [c for c in _PALETTE if c not in _FIXED.values()]
+    free = [colour for colour in _PALETTE if colour not in _FIXED.values()]
     ranked = sorted(categories, key=lambda c: -(weight or {}).get(c, 0.0)) if weight else list(categories)
     assigned: dict[str, str] = {}
-    i = 0
-    for c in ranked:
-        if c in _FIXED:
-            assigned[c] = _FIXED[c]
-        elif c.startswith(OTHER):
-            assigned[c] = "#7f7f7f"
+    next_free = 0
+    for category in ranked:
+        if category in _FIXED:
+            assigned[category] = _FIXED[category]
+        elif category.startswith(OTHER):
+            assigned[category] = "#7f7f7f"
         else:
-            assigned[c] = free[i % len(free)]
-            i += 1
-    return {c: assigned[c] for c in categories}
+            assigned[category] = free[next_free % len(free)]
+            next_free += 1
+    return {category: assigned[category] for category in categories}
