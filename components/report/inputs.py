@@ -131,14 +131,15 @@ def load_categorize_output(inputs: ReportInputs, labels_uri: str, aggregate_uri:
 
 def check_same_categorize_run(labels_meta: dict, labels_uri: str, aggregate_meta: dict, aggregate_uri: str) -> None:
     """The categorize step writes both tables with one set of parameters (model, label set,
-    captions, ...): tables whose parameters differ come from different runs."""
+    captions, ...): tables that differ on a parameter both record come from different runs.
+    (A key only one table records, e.g. the answer schema in the labels', is not compared.)"""
     labels_params, aggregate_params = labels_meta.get("parameters"), aggregate_meta.get("parameters")
     for uri, params, role in ((labels_uri, labels_params, "labels"), (aggregate_uri, aggregate_params, "aggregate")):
         if not isinstance(params, dict):
             raise ValueError(f"--{role} {uri}: no categorize parameters in its metadata, so it cannot be checked "
                              "against the other table; re-run categorize")
-    differing = sorted(k for k in labels_params.keys() | aggregate_params.keys()
-                       if labels_params.get(k) != aggregate_params.get(k))
+    differing = sorted(k for k in labels_params.keys() & aggregate_params.keys()
+                       if labels_params[k] != aggregate_params[k])
     if differing:
         shown = "; ".join(f"{k}: {labels_params.get(k)!r} vs {aggregate_params.get(k)!r}" for k in differing[:4])
         raise ValueError(f"--labels {labels_uri} and --aggregate {aggregate_uri} come from different categorize runs "

@@ -134,6 +134,11 @@ def test_labels_of_another_model_or_label_set_are_refused(tmp_path):
         key = next(iter(changed))
         with pytest.raises(ValueError, match=f"come from different categorize runs \\({key}: "):
             build_report([caps], labels, aggregate, str(tmp_path / "out"))
+    # a parameter only the labels table records (e.g. the answer schema it was held to) is no conflict
+    labels, aggregate = _categorized(rows, entries, tmp_path / "schema",
+                                     made_by=categorize_provenance(answer_schema={"maxItems": 3}),
+                                     aggregate_made_by=categorize_provenance())
+    assert build_report([caps], labels, aggregate, str(tmp_path / "ok")).metrics["captions_in_shares_percent"] == 100
     # labels made from other captions: the captions' text is not in them
     labels, aggregate = _categorized(rows[:1], entries[:1], tmp_path / "fewer")
     with pytest.raises(ValueError, match="1 of the 2 distinct captions have no labels row.*'a brown dog'"):
