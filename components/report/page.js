@@ -50,16 +50,17 @@
   let matches = [];
   function filter() {
     const q = state.q.trim().toLowerCase(), out = [];
-    const lo = Math.max(state.layer , 0), hi = state.layer >= 0 ? state.layer + 1 : L;
+    const lo = Math.max(state.layer, 0), hi = state.layer >= 0 ? state.layer + 1 : L;
     const noFilter = !q && state.cat < 0;
     for (let i = 0; i < N; i++) {
-      let base = i * L, ok = false;
+      const base = i * L;
+      let ok = false;
       if (noFilter) {
         for (let j = lo; j < hi && !ok; j++) { ok = D.images.cap[base + j] >= 0; }
       } else {
         const keyHit = q && state.cat < 0 && keyLower[i].indexOf(q) >= 0;
-        for (let j2 = lo; j2 < hi && !ok; j2++) {
-          const ci = D.images.cap[base + j2];
+        for (let j = lo; j < hi && !ok; j++) {
+          const ci = D.images.cap[base + j];
           ok = ci >= 0 && (keyHit || rowMatches(ci, q));
         }
       }
@@ -94,7 +95,7 @@
       body.appendChild(text("div", `references: ${D.images.refs[i].join(" | ")}`, "refs"));
     }
     const t = text("table", null, "caps");
-    const lo = Math.max(state.layer , 0), hi = state.layer >= 0 ? state.layer + 1 : L;
+    const lo = Math.max(state.layer, 0), hi = state.layer >= 0 ? state.layer + 1 : L;
     const filtering = q || state.cat >= 0;
     for (let j = lo; j < hi; j++) {
       const ci = D.images.cap[i * L + j];
