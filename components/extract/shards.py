@@ -1,8 +1,7 @@
-"""Webdataset shards: making them from image folders, and reading their samples back.
+"""Webdataset shards: making them from image folders, and decoding their images.
 
-A shard is a tar of samples; the files of one sample share a key (``KEY.jpg``,
-``KEY.json``). Reading is a stream (``tarfile`` in ``r|`` mode over
-``storage.open_read``), so a shard on S3 is never copied to disk first.
+Reading a shard's samples back (the tar reader and the key rule) lives in
+``components.common.tar_samples``, shared with the report.
 """
 
 from __future__ import annotations
@@ -12,101 +11,22 @@ import json
 import logging
 import os
 import re
-import tarfile
 import warnings
-from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 from PIL import Image
 
 from ..common import storage
-from ..common.contracts import IMAGE_EXTENSIONS, SkippedSample
+from ..common.contracts import IMAGE_EXTENSIONS
+
+# re-exported: extract.py reads shards through these names
+from ..common.tar_samples import ShardError, iter_samples  # noqa: F401
 
 log = logging.getLogger(__name__)
 
 # Decoding a bigger image than this (after JPEG draft-mode reduction) is refused: an
 # RGB image of 64 Mpx takes ~200 MB; a pod must not be OOM-killed by one odd sample.
 DEFAULT_MAX_PIXELS = 64_000_000
-
-
-class ShardError(RuntimeError):
-    """The shard itself is unreadable (not a tar, truncated archive): it fails alone."""
-
-
-@dataclass
-class Sample:
-    key: str
-    files: dict[str, bytes] = field(default_factory=dict)  # extension -> bytes
-
-    def image_bytes(self) -> tuple[str, bytes] | None:
-        for ext in IMAGE_EXTENSIONS:
-            if ext in self.files:
-                return ext, self.files[ext]
-        return None
-
-
-def _split_name(name: str) -> tuple[str, str]:
-    """webdataset's rule: key is the path up to the first dot of the file name."""
-    dirname, base = os.path.split(name)
-    if "." not in base:
-        return name, ""
-    stem, ext = base.split(".", 1)
-    return os.path.join(dirname, stem) if dirname else stem, ext.lower()
-
-
-def iter_samples(shard_uri: str, skipped: list[SkippedSample]) -> Iterator[Sample]:
-    """Samples of a shard in order, grouped by key.
-
-    Samples without an image and repeated keys are not yielded but appended to
-    ``skipped`` with the reason. An unreadable archive raises ShardError naming the shard.
-    """
-    seen: set[str] = set()
-    current: Sample | None = None
-
-    def finish(sample: Sample | None):
-        if sample is None:
-            return None
-        if sample.key in seen:
-            skipped.append(SkippedSample(sample.key, "duplicate key: an earlier sample of this shard has it"))
-            return None
-        seen.add(sample.key)
-        if sample.image_bytes() is None:
-            have = ", ".join(sorted(sample.files)) or "nothing"
-            skipped.append(SkippedSample(sample.key, f"no image (jpg/jpeg/png/webp) in the sample; it has {have}"))
-            return None
-        return sample
-
-    try:
-        with storage.open_read(shard_uri) as stream:
-            try:
-                archive = tarfile.open(fileobj=stream, mode="r|*")
-            except tarfile.ReadError as e:
-                if "empty" in str(e):
-                    log.warning("%s is empty", shard_uri)
-                    return
-                raise ShardError(f"{shard_uri} is not a tar archive ({e}); webdataset shards are .tar files") from e
-            for member in archive:
-                if not member.isfile():
-                    continue
-                key, ext = _split_name(member.name)
-                data = archive.extractfile(member).read()
-                if current is not None and key != current.key:
-                    done = finish(current)
-                    current = None
-                    if done is not None:
-                        yield done
-                if current is None:
-                    current = Sample(key)
-                if ext in current.files:
-                    skipped.append(SkippedSample(key, f"duplicate key: {key}.{ext} appears twice in the shard"))
-                    continue
-                current.files[ext] = data
-            done = finish(current)
-            if done is not None:
-                yield done
-    except (tarfile.TarError, EOFError) as e:
-        raise ShardError(f"{shard_uri} is a broken tar archive ({type(e).__name__}: {e}); re-create the shard") from e
 
 
 def decode_image(data: bytes, target_size: int = 224, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

@@ -1,8 +1,11 @@
-"""Read the report's inputs (captions, labels, aggregate tables; any storage URI) and check them."""
+"""Read the report's inputs (captions, labels, aggregate tables; any storage URI) and check that
+they belong together: labels and aggregate from one categorize run, over these captions."""
 
 from __future__ import annotations
 
 import logging
+import os
+from collections import Counter
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -15,15 +18,24 @@ from ..common.contracts import (
     read_table,
     table_metadata,
 )
+from .categories import category_map_of
 
 log = logging.getLogger("lverb.report")
 
 
 @dataclass
+class CategorizeOutput:
+    """The categorize step's two tables: a row per distinct caption, and the per-layer shares."""
+
+    labels: pa.Table                 # LABELS_SCHEMA
+    aggregate: pa.Table              # AGGREGATE_SCHEMA
+    category_map: dict[str, str]     # label -> category, from the aggregate's metadata
+
+
+@dataclass
 class ReportInputs:
     captions: pa.Table                      # CAPTIONS_SCHEMA, every file concatenated
-    labels: pa.Table | None                 # LABELS_SCHEMA (None: not given)
-    aggregate: pa.Table | None              # AGGREGATE_SCHEMA (None: not given)
+    categorized: CategorizeOutput | None    # None: no labels given (a report of the captions alone)
     sources: dict[str, list[str]] = field(default_factory=dict)      # role -> URIs read
     provenance: dict[str, list[dict]] = field(default_factory=dict)  # role -> metadata of each file
 
@@ -32,95 +44,126 @@ def resolve_uris(uris: list[str] | str, role: str) -> list[str]:
     """Files named by URIs, brace/glob patterns or folders (every ``*.parquet`` below)."""
     if isinstance(uris, str):
         uris = [uris]
-    out: list[str] = []
+    found: list[str] = []
     for uri in uris:
         if any(ch in uri for ch in "*?[{"):
-            found = storage.expand_pattern(uri)
-            if not found:
+            matched = storage.expand_pattern(uri)
+            if not matched:
                 raise FileNotFoundError(f"--{role} {uri}: the pattern matches nothing; check the path or pattern")
-            out.extend(found)
+            found.extend(matched)
         elif storage.exists(uri) and not _is_local_dir(uri):
-            out.append(uri)
+            found.append(uri)
         else:
-            listed = [u for u in _list(uri) if u.endswith(".parquet")]
+            listed = [u for u in _list_folder(uri) if u.endswith(".parquet")]
             if not listed:
                 raise FileNotFoundError(
                     f"--{role} {uri}: no such file, and no .parquet files under it; "
                     f"pass the {role} Parquet written by the previous step"
                 )
-            out.extend(listed)
-    return list(dict.fromkeys(out))
+            found.extend(listed)
+    return list(dict.fromkeys(found))
 
 
 def _is_local_dir(uri: str) -> bool:
-    import os
-
     return not storage.is_s3(uri) and os.path.isdir(storage.local_path(uri))
 
 
-def _list(uri: str) -> list[str]:
-    import os
-
-    if storage.is_s3(uri):
-        return storage.list_uris(uri)
-    if os.path.isdir(storage.local_path(uri)):
+def _list_folder(uri: str) -> list[str]:
+    if storage.is_s3(uri) or _is_local_dir(uri):
         return storage.list_uris(uri)
     return []
 
 
-def _read(uri: str, schema: pa.Schema, role: str) -> tuple[pa.Table, dict]:
-    """A contract table and its provenance metadata.
-
-    (``contracts.read_table(uri, schema)`` casts to the bare schema, which drops the
-    metadata, so the table is read raw first and checked/cast here.)
-    """
+def read_contract_table(uri: str, schema: pa.Schema, role: str) -> tuple[pa.Table, dict]:
+    """A contract table (the contract's reader) and its provenance metadata; errors name the role."""
     try:
-        raw = read_table(uri)
+        table = read_table(uri, schema)
     except pa.ArrowInvalid as e:
         raise ValueError(f"--{role} {uri}: not a readable Parquet file ({e}); pass the {role} table") from e
-    meta = table_metadata(raw)
-    missing = [n for n in schema.names if n not in raw.column_names]
-    if missing:
-        raise ValueError(f"--{role} {uri}: not a {role} table of the data contract, missing columns {missing}")
-    return raw.select(schema.names).cast(schema), meta
+    except ValueError as e:
+        raise ValueError(f"--{role} {uri}: not a {role} table ({e})") from e
+    return table, table_metadata(table)
 
 
-def load_inputs(captions_uris: list[str] | str, labels_uri: str | None, aggregate_uri: str | None) -> ReportInputs:
-    if not captions_uris:
-        raise ValueError("--captions: no captions tables given; pass the Parquet files of the caption step")
-    cap_files = resolve_uris(captions_uris, "captions")
-    read = [_read(u, CAPTIONS_SCHEMA, "captions") for u in cap_files]
-    tables = [t for t, _ in read]
-    captions = pa.concat_tables(tables) if tables else CAPTIONS_SCHEMA.empty_table()
-    if captions.num_rows == 0:
-        raise ValueError(
-            f"--captions {', '.join(cap_files)}: no caption rows at all; the caption step wrote empty "
-            "tables (no images in the shards, or every sample skipped: see its logs and manifests)"
-        )
-    prov = {"captions": [m for _, m in read]}
-    sources = {"captions": cap_files}
-
-    labels = aggregate = None
-    if labels_uri:
-        (lf,) = _single(labels_uri, "labels")
-        labels, meta = _read(lf, LABELS_SCHEMA, "labels")
-        prov["labels"] = [meta]
-        sources["labels"] = [lf]
-    if aggregate_uri:
-        (af,) = _single(aggregate_uri, "aggregate")
-        aggregate, meta = _read(af, AGGREGATE_SCHEMA, "aggregate")
-        prov["aggregate"] = [meta]
-        sources["aggregate"] = [af]
-    log.info(
-        "report inputs: %d caption rows from %d files%s%s", captions.num_rows, len(cap_files),
-        f", {labels.num_rows} labelled captions" if labels is not None else "",
-        f", {aggregate.num_rows} aggregate rows" if aggregate is not None else "",
-    )
-    return ReportInputs(captions, labels, aggregate, sources, prov)
-
-
-def _single(uri: str, role: str) -> list[str]:
+def single_file(uri: str, role: str) -> str:
     files = resolve_uris(uri, role)
     if len(files) != 1:
         raise ValueError(f"--{role} {uri}: names {len(files)} files; pass exactly one {role} table")
-    return files
+    return files[0]
+
+
+def load_inputs(captions_uris: list[str] | str, labels_uri: str | None, aggregate_uri: str | None) -> ReportInputs:
+    """Read and check the inputs. Labels and aggregate come together (the categorize step writes
+    both) or not at all (a report of the captions alone)."""
+    if not captions_uris:
+        raise ValueError("--captions: no captions tables given; pass the Parquet files of the caption step")
+    if bool(labels_uri) != bool(aggregate_uri):
+        given, other = ("labels", "aggregate") if labels_uri else ("aggregate", "labels")
+        raise ValueError(f"--{given} given without --{other}: the categorize step writes labels.parquet and "
+                         f"aggregate.parquet side by side; pass both (or neither, for a report of the captions alone)")
+    caption_files = resolve_uris(captions_uris, "captions")
+    read = [read_contract_table(u, CAPTIONS_SCHEMA, "captions") for u in caption_files]
+    captions = pa.concat_tables([t.replace_schema_metadata(None) for t, _ in read])
+    if captions.num_rows == 0:
+        raise ValueError(
+            f"--captions {', '.join(caption_files)}: no caption rows at all; the caption step wrote empty "
+            "tables (no images in the shards, or every sample skipped: see its logs and manifests)"
+        )
+    inputs = ReportInputs(captions, None, {"captions": caption_files}, {"captions": [m for _, m in read]})
+    if labels_uri:
+        inputs.categorized = load_categorize_output(inputs, labels_uri, aggregate_uri)
+        check_labels_cover_captions(inputs.categorized.labels, captions, inputs.sources["labels"][0])
+        check_aggregate_fits_captions(inputs.categorized.aggregate, captions, inputs.sources["aggregate"][0])
+    log.info("report inputs: %d caption rows from %d files%s", captions.num_rows, len(caption_files),
+             f", {inputs.categorized.labels.num_rows} labelled captions" if inputs.categorized else "")
+    return inputs
+
+
+def load_categorize_output(inputs: ReportInputs, labels_uri: str, aggregate_uri: str) -> CategorizeOutput:
+    labels_file, aggregate_file = single_file(labels_uri, "labels"), single_file(aggregate_uri, "aggregate")
+    labels, labels_meta = read_contract_table(labels_file, LABELS_SCHEMA, "labels")
+    aggregate, aggregate_meta = read_contract_table(aggregate_file, AGGREGATE_SCHEMA, "aggregate")
+    check_same_categorize_run(labels_meta, labels_file, aggregate_meta, aggregate_file)
+    inputs.sources.update(labels=[labels_file], aggregate=[aggregate_file])
+    inputs.provenance.update(labels=[labels_meta], aggregate=[aggregate_meta])
+    return CategorizeOutput(labels, aggregate, category_map_of(aggregate_meta, aggregate_file))
+
+
+def check_same_categorize_run(labels_meta: dict, labels_uri: str, aggregate_meta: dict, aggregate_uri: str) -> None:
+    """The categorize step writes both tables with one set of parameters (model, label set,
+    captions, ...): tables that differ on a parameter both record come from different runs.
+    (A key only one table records, e.g. the answer schema in the labels', is not compared.)"""
+    labels_params, aggregate_params = labels_meta.get("parameters"), aggregate_meta.get("parameters")
+    for uri, params, role in ((labels_uri, labels_params, "labels"), (aggregate_uri, aggregate_params, "aggregate")):
+        if not isinstance(params, dict):
+            raise ValueError(f"--{role} {uri}: no categorize parameters in its metadata, so it cannot be checked "
+                             "against the other table; re-run categorize")
+    differing = sorted(k for k in labels_params.keys() & aggregate_params.keys()
+                       if labels_params[k] != aggregate_params[k])
+    if differing:
+        shown = "; ".join(f"{k}: {labels_params.get(k)!r} vs {aggregate_params.get(k)!r}" for k in differing[:4])
+        raise ValueError(f"--labels {labels_uri} and --aggregate {aggregate_uri} come from different categorize runs "
+                         f"({shown}); pass the two tables one run wrote")
+
+
+def check_labels_cover_captions(labels: pa.Table, captions: pa.Table, labels_uri: str) -> None:
+    """Categorize labels every distinct caption once: a caption without a labels row means the
+    labels were made from other captions."""
+    labelled = set(labels.column("caption").to_pylist())
+    distinct = list(dict.fromkeys(captions.column("caption").to_pylist()))
+    missing = [c for c in distinct if c not in labelled]
+    if missing:
+        raise ValueError(f"--labels {labels_uri}: {len(missing)} of the {len(distinct)} distinct captions have no "
+                         f"labels row (e.g. {missing[0]!r}): the labels were made from other captions; pass the "
+                         "labels of these captions, or re-run categorize on them")
+
+
+def check_aggregate_fits_captions(aggregate: pa.Table, captions: pa.Table, aggregate_uri: str) -> None:
+    """Each aggregate row counts the captions of its layer that entered the shares: a layer the
+    captions lack, or more captions than the layer has, means another run's aggregate."""
+    rows_per_layer = Counter(captions.column("layer").to_pylist())
+    for layer, n_captions in zip(aggregate.column("layer").to_pylist(), aggregate.column("n_captions").to_pylist()):
+        if n_captions > rows_per_layer.get(layer, 0):
+            raise ValueError(f"--aggregate {aggregate_uri}: layer {layer} counts {n_captions} captions, but the "
+                             f"captions have {rows_per_layer.get(layer, 0)} at that layer: the aggregate was made "
+                             "from other captions; pass the aggregate of these captions, or re-run categorize")

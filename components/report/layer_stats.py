@@ -30,34 +30,33 @@ class CaptionGrid:
     @classmethod
     def from_table(cls, table: pa.Table) -> "CaptionGrid":
         keys = table.column("image_key").to_pylist()
-        layers_col = table.column("layer").to_pylist()
-        shards_col = table.column("shard").to_pylist()
-        layers = sorted(set(layers_col))
-        lidx = {layer: i for i, layer in enumerate(layers)}
-        kidx: dict[str, int] = {}
+        layer_of_row = table.column("layer").to_pylist()
+        layers = sorted(set(layer_of_row))
+        layer_index = {layer: j for j, layer in enumerate(layers)}
+        image_index: dict[str, int] = {}
         shards: list[str] = []
-        for k, s in zip(keys, shards_col):
-            if k not in kidx:
-                kidx[k] = len(kidx)
-                shards.append(s)
-        rows = np.full((len(kidx), len(layers)), -1, dtype=np.int64)
-        dup = 0
-        for r, (k, layer) in enumerate(zip(keys, layers_col)):
-            i, j = kidx[k], lidx[layer]
+        for key, shard in zip(keys, table.column("shard").to_pylist()):
+            if key not in image_index:
+                image_index[key] = len(image_index)
+                shards.append(shard)
+        rows = np.full((len(image_index), len(layers)), -1, dtype=np.int64)
+        duplicates = 0
+        for row, (key, layer) in enumerate(zip(keys, layer_of_row)):
+            i, j = image_index[key], layer_index[layer]
             if rows[i, j] >= 0:
-                dup += 1
+                duplicates += 1
                 continue
-            rows[i, j] = r
+            rows[i, j] = row
         return cls(
             layers=layers,
-            image_keys=list(kidx),
+            image_keys=list(image_index),
             shards=shards,
             rows=rows,
             captions=table.column("caption").to_pylist(),
             entropy=table.column("entropy_bits").to_numpy(zero_copy_only=False).astype(float),
             n_tokens=table.column("n_tokens").to_numpy(zero_copy_only=False),
             stops=table.column("stop").to_pylist(),
-            duplicates=dup,
+            duplicates=duplicates,
         )
 
 
@@ -77,112 +76,144 @@ class LayerStats:
     close_threshold: float = 0.5
 
 
-def _pct(a: np.ndarray, q: float) -> float:
-    return float(np.percentile(a, q)) if a.size else float("nan")
+ENTROPY_PERCENTILES = (("p10", 10), ("p25", 25), ("median", 50), ("p75", 75), ("p90", 90))
+
+
+class TokenCache:
+    """Tokens and token bags of caption texts, each computed once (a caption repeats across
+    images and layers), and the token F1 between two texts."""
+
+    def __init__(self):
+        self._tokens: dict[str, list[str]] = {}
+        self._bags: dict[str, Counter] = {}
+
+    def tokens(self, text: str) -> list[str]:
+        found = self._tokens.get(text)
+        if found is None:
+            found = self._tokens[text] = tokenize(text)
+        return found
+
+    def bag(self, text: str) -> Counter:
+        found = self._bags.get(text)
+        if found is None:
+            found = self._bags[text] = Counter(self.tokens(text))
+        return found
+
+    def f1(self, text: str, other: str) -> float:
+        if text == other:
+            return 1.0
+        bag, other_bag = self.bag(text), self.bag(other)
+        n, n_other = sum(bag.values()), sum(other_bag.values())
+        if n == 0 and n_other == 0:
+            return 1.0
+        common = sum((bag & other_bag).values())
+        if common == 0:
+            return 0.0
+        precision, recall = common / n, common / n_other
+        return 2 * precision * recall / (precision + recall)
+
+
+def _percentile(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q)) if values.size else float("nan")
+
+
+def entropy_by_layer(grid: CaptionGrid) -> tuple[dict[str, list[float]], list[int], list[int]]:
+    """Per layer: the entropy summary (mean, std, percentiles), the caption count, the distinct captions."""
+    entropy: dict[str, list[float]] = {k: [] for k in ("mean", "std", *(name for name, _ in ENTROPY_PERCENTILES))}
+    n_captions, unique = [], []
+    for j in range(len(grid.layers)):
+        rows = grid.rows[:, j]
+        rows = rows[rows >= 0]
+        values = grid.entropy[rows]
+        values = values[np.isfinite(values)]
+        entropy["mean"].append(float(values.mean()) if values.size else float("nan"))
+        entropy["std"].append(float(values.std()) if values.size else float("nan"))
+        for name, q in ENTROPY_PERCENTILES:
+            entropy[name].append(_percentile(values, q))
+        n_captions.append(int(rows.size))
+        unique.append(len({grid.captions[r] for r in rows}))
+    return entropy, n_captions, unique
+
+
+@dataclass
+class DistanceToFinal:
+    f1_means: list[float]        # per layer: mean token F1 to the image's last-layer caption
+    bleu4: list[float]           # per layer: corpus BLEU-4 against the last-layer captions
+    row_f1: np.ndarray           # per captions row (NaN: the image has no final caption)
+    image_f1: np.ndarray         # [n_images, n_layers] (NaN: missing)
+
+
+def distance_to_final(grid: CaptionGrid, cache: TokenCache, grams: NgramCache) -> DistanceToFinal:
+    n_images, n_layers = grid.rows.shape
+    row_f1 = np.full(len(grid.captions), np.nan)
+    image_f1 = np.full((n_images, n_layers), np.nan)
+    final_rows = grid.rows[:, -1]
+    f1_means, bleu4 = [], []
+    for j in range(n_layers):
+        values = []
+        bleu = BleuAccumulator()
+        for i in range(n_images):
+            row, final_row = grid.rows[i, j], final_rows[i]
+            if row < 0 or final_row < 0:
+                continue
+            caption, final = grid.captions[row], grid.captions[final_row]
+            row_f1[row] = image_f1[i, j] = value = cache.f1(caption, final)
+            values.append(value)
+            tokens, final_tokens = cache.tokens(caption), cache.tokens(final)
+            bleu.add(len(tokens), grams(tokens), [len(final_tokens)], grams(final_tokens))
+        f1_means.append(float(np.mean(values)) if values else float("nan"))
+        bleu4.append(bleu.scores()[3] if bleu.items else float("nan"))
+    return DistanceToFinal(f1_means, bleu4, row_f1, image_f1)
+
+
+def settling_layers(grid: CaptionGrid, image_f1: np.ndarray, threshold: float) -> list[int | None]:
+    """Per image: the first layer from which its caption stays close (F1 >= ``threshold``) to the final one."""
+    settles: list[int | None] = []
+    for scores in image_f1:
+        present = [j for j, v in enumerate(scores) if not math.isnan(v)]
+        first = first_stable_index([scores[j] for j in present], threshold) if present else None
+        settles.append(grid.layers[present[first]] if first is not None else None)
+    return settles
+
+
+def agreement_with_references(grid: CaptionGrid, references: dict[str, list[str]], cache: TokenCache,
+                              grams: NgramCache) -> tuple[list[float], list[float], int] | None:
+    """Per layer: corpus BLEU-4 and mean CIDEr-D against the images' reference captions, and how
+    many images have references (None: none has)."""
+    with_refs = [i for i, k in enumerate(grid.image_keys) if references.get(k)]
+    if not with_refs:
+        return None
+    ref_tokens = [[cache.tokens(t) for t in references[grid.image_keys[i]]] for i in with_refs]
+    cider = CiderD(ref_tokens)
+    ref_max_counts = [merge_references([grams(t) for t in refs]) for refs in ref_tokens]
+    ref_lengths = [[len(t) for t in refs] for refs in ref_tokens]
+    bleu4, cider_d = [], []
+    for j in range(len(grid.layers)):
+        bleu = BleuAccumulator()
+        scores = []
+        for position, i in enumerate(with_refs):
+            row = grid.rows[i, j]
+            if row < 0:
+                continue
+            tokens = cache.tokens(grid.captions[row])
+            bleu.add(len(tokens), grams(tokens), ref_lengths[position], ref_max_counts[position])
+            scores.append(cider.score_one(position, tokens))
+        bleu4.append(bleu.scores()[3] if bleu.items else float("nan"))
+        cider_d.append(float(np.mean(scores)) if scores else float("nan"))
+    return bleu4, cider_d, len(with_refs)
 
 
 def compute_layer_stats(grid: CaptionGrid, references: dict[str, list[str]] | None = None,
                         close_threshold: float = 0.5) -> LayerStats:
-    tok_cache: dict[str, list[str]] = {}
-    bag_cache: dict[str, Counter] = {}
-
-    def toks(text: str) -> list[str]:
-        t = tok_cache.get(text)
-        if t is None:
-            t = tok_cache[text] = tokenize(text)
-        return t
-
-    def bag(text: str) -> Counter:
-        b = bag_cache.get(text)
-        if b is None:
-            b = bag_cache[text] = Counter(toks(text))
-        return b
-
-    def f1(a: str, b: str) -> float:
-        if a == b:
-            return 1.0
-        ba, bb = bag(a), bag(b)
-        na, nb = sum(ba.values()), sum(bb.values())
-        if na == 0 and nb == 0:
-            return 1.0
-        common = sum((ba & bb).values())
-        if common == 0:
-            return 0.0
-        p, r = common / na, common / nb
-        return 2 * p * r / (p + r)
-
-    n_img, n_lay = grid.rows.shape
-    ent = {k: [] for k in ("mean", "std", "p10", "p25", "median", "p75", "p90")}
-    n_caps, uniq = [], []
-    for j in range(n_lay):
-        r = grid.rows[:, j]
-        r = r[r >= 0]
-        e = grid.entropy[r]
-        e = e[np.isfinite(e)]
-        ent["mean"].append(float(e.mean()) if e.size else float("nan"))
-        ent["std"].append(float(e.std()) if e.size else float("nan"))
-        for name, q in (("p10", 10), ("p25", 25), ("median", 50), ("p75", 75), ("p90", 90)):
-            ent[name].append(_pct(e, q))
-        n_caps.append(int(r.size))
-        uniq.append(len({grid.captions[i] for i in r}))
-
-    # distance to the final (last-layer) caption
-    row_f1 = np.full(len(grid.captions), np.nan)
-    final_col = grid.rows[:, -1]
-    f1_means, bleu_final = [], []
-    stays: list[int | None] = []
-    f1_img = np.full((n_img, n_lay), np.nan)
-    grams = NgramCache()
-    for j in range(n_lay):
-        vals = []
-        acc = BleuAccumulator()
-        for i in range(n_img):
-            r, fr = grid.rows[i, j], final_col[i]
-            if r < 0 or fr < 0:
-                continue
-            c, fc = grid.captions[r], grid.captions[fr]
-            v = f1(c, fc)
-            row_f1[r] = v
-            f1_img[i, j] = v
-            vals.append(v)
-            ct, ft = toks(c), toks(fc)
-            acc.add(len(ct), grams(ct), [len(ft)], grams(ft))
-        f1_means.append(float(np.mean(vals)) if vals else float("nan"))
-        bleu_final.append(acc.scores()[3] if acc.items else float("nan"))
-    for i in range(n_img):
-        present = [j for j in range(n_lay) if not math.isnan(f1_img[i, j])]
-        if not present:
-            stays.append(None)
-            continue
-        k = first_stable_index([f1_img[i, j] for j in present], close_threshold)
-        stays.append(grid.layers[present[k]] if k is not None else None)
-
+    cache, grams = TokenCache(), NgramCache()
+    entropy, n_captions, unique = entropy_by_layer(grid)
+    distance = distance_to_final(grid, cache, grams)
     stats = LayerStats(
-        layers=grid.layers, entropy=ent, n_captions=n_caps, unique_captions=uniq,
-        f1_to_final=f1_means, bleu4_to_final=bleu_final, row_f1=row_f1, stays_close=stays,
-        close_threshold=close_threshold,
+        layers=grid.layers, entropy=entropy, n_captions=n_captions, unique_captions=unique,
+        f1_to_final=distance.f1_means, bleu4_to_final=distance.bleu4, row_f1=distance.row_f1,
+        stays_close=settling_layers(grid, distance.image_f1, close_threshold), close_threshold=close_threshold,
     )
-
-    if references:
-        with_refs = [i for i, k in enumerate(grid.image_keys) if references.get(k)]
-        if with_refs:
-            ref_toks = [[toks(t) for t in references[grid.image_keys[i]]] for i in with_refs]
-            scorer = CiderD(ref_toks)
-            ref_max = [merge_references([grams(t) for t in rt]) for rt in ref_toks]
-            ref_lens = [[len(t) for t in rt] for rt in ref_toks]
-            bleu_r, cider_r = [], []
-            for j in range(n_lay):
-                acc = BleuAccumulator()
-                scores = []
-                for pos, i in enumerate(with_refs):
-                    r = grid.rows[i, j]
-                    if r < 0:
-                        continue
-                    c = toks(grid.captions[r])
-                    acc.add(len(c), grams(c), ref_lens[pos], ref_max[pos])
-                    scores.append(scorer.score_one(pos, c))
-                bleu_r.append(acc.scores()[3] if acc.items else float("nan"))
-                cider_r.append(float(np.mean(scores)) if scores else float("nan"))
-            stats.bleu4_to_refs, stats.cider_to_refs = bleu_r, cider_r
-            stats.n_with_refs = len(with_refs)
+    agreement = agreement_with_references(grid, references, cache, grams) if references else None
+    if agreement is not None:
+        stats.bleu4_to_refs, stats.cider_to_refs, stats.n_with_refs = agreement
     return stats

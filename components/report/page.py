@@ -7,7 +7,7 @@ import json
 import math
 from html import escape
 
-from .page_assets import CSS, JS
+from .page_assets import page_css, page_js
 
 # No network at all: a page opened from an S3 console or KFP's artifact viewer fetches nothing.
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
@@ -62,11 +62,18 @@ def cards(items: list[tuple[str, str]]) -> str:
 
 
 def page(*, title: str, subtitle: str, headline: list[tuple[str, str]], sections: list[tuple[str, str, str]],
-         browser_data: dict, warnings: list[str]) -> str:
-    """``sections``: (id, heading, inner HTML already escaped) placed before the image browser."""
+         browser_data: dict, warnings: list[str], method_note: str = "", method_deviation: bool = False) -> str:
+    """``sections``: (id, heading, inner HTML already escaped) placed before the image browser.
+    ``method_note``: a line under the title on how the captions were made (e.g. their precision);
+    ``method_deviation`` marks it as a deviation from the study's method."""
     nav = "".join(f'<a href="#{escape(sid)}">{escape(h)}</a>' for sid, h, _ in sections if sid != "run")
     nav += '<a href="#browser">Images</a><a href="#run">How this run was made</a>'
     warn = "".join(f'<div class="warn">{escape(w)}</div>' for w in warnings)
+    method = ""
+    if method_note:
+        marker = '<strong>Method deviation:</strong> ' if method_deviation else ""
+        method = (f'<p id="method" class="method{" deviation" if method_deviation else ""}">'
+                  f'{marker}{escape(method_note)}</p>')
     body = []
     for sid, heading, inner in sections:
         if sid == "run":
@@ -96,9 +103,9 @@ Search matches caption text and image keys; click a category to filter; the addr
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{escape(title)}</title>
-<style>{CSS}</style></head>
+<style>{page_css()}</style></head>
 <body>
-<header><h1>{escape(title)}</h1><p>{escape(subtitle)}</p></header>
+<header><h1>{escape(title)}</h1><p>{escape(subtitle)}</p>{method}</header>
 <nav>{nav}</nav>
 <main>
 {warn}
@@ -108,6 +115,6 @@ Search matches caption text and image keys; click a category to filter; the addr
 <section id="run"><h2>How this run was made</h2>{run}</section>
 </main>
 <script type="application/json" id="report-data">{json_for_script(browser_data)}</script>
-<script>{JS}</script>
+<script type="module">{page_js()}</script>
 </body></html>
 """

@@ -27,45 +27,45 @@ def _layer_axis(ax, layers: list[int]) -> None:
     ax.grid(True, color="#999999", linewidth=0.6, alpha=0.6)
 
 
-def category_share(m: ShareMatrix, colours: dict[str, str]) -> plt.Figure:
+def category_share(matrix: ShareMatrix, colours: dict[str, str]) -> plt.Figure:
     """Stacked area of category share per layer; legend listed top-down as the areas."""
     fig, ax = plt.subplots(figsize=(14, 6))
-    x = np.asarray(m.layers, dtype=float)
-    if not m.categories:
+    x = np.asarray(matrix.layers, dtype=float)
+    if not matrix.categories:
         ax.text(0.5, 0.5, "no labelled captions", ha="center", va="center", transform=ax.transAxes)
         ax.set_ylim(0, 100)
-        _layer_axis(ax, m.layers)
+        _layer_axis(ax, matrix.layers)
         fig.tight_layout()
         return fig
-    vals = m.values
-    missing = np.isnan(vals).all(axis=1)
+    values = matrix.values
+    missing = np.isnan(values).all(axis=1)
     handles = []
     if len(x) == 1:
         bottom = 0.0
-        for j, c in enumerate(m.categories):
-            v = 0.0 if missing[0] else vals[0, j]
+        for j, c in enumerate(matrix.categories):
+            v = 0.0 if missing[0] else values[0, j]
             handles.append(ax.bar(x, [v], bottom=bottom, width=0.6, color=colours[c], label=c,
                                   edgecolor="white", linewidth=0.3))
             bottom += v
         ax.set_xlim(x[0] - 1, x[0] + 1)
-        ax.set_xticks(m.layers)
+        ax.set_xticks(matrix.layers)
     else:
         lower = np.zeros(len(x))
-        for j, c in enumerate(m.categories):
-            upper = lower + np.nan_to_num(vals[:, j])
-            h = ax.fill_between(x, lower, upper, where=~missing, interpolate=False, color=colours[c],
+        for j, c in enumerate(matrix.categories):
+            upper = lower + np.nan_to_num(values[:, j])
+            area = ax.fill_between(x, lower, upper, where=~missing, interpolate=False, color=colours[c],
                                 label=c, linewidth=0.3, edgecolor="white")
-            handles.append(h)
+            handles.append(area)
             lower = upper
         # a layer without labels is a gap, marked so it does not read as "0%"
         for i in np.flatnonzero(missing):
             ax.axvspan(x[i] - 0.5, x[i] + 0.5, facecolor="#eeeeee", hatch="//", edgecolor="#bbbbbb", linewidth=0)
             ax.text(x[i], 50, "no labels", rotation=90, ha="center", va="center", fontsize=9, color="#555555")
-        _layer_axis(ax, m.layers)
+        _layer_axis(ax, matrix.layers)
     ax.set_ylim(0, 100)
     ax.set_ylabel("mean share of caption parts (%)")
     # legend top-down = areas top-down
-    ax.legend(handles[::-1], [h.get_label() for h in handles][::-1], loc="upper left",
+    ax.legend(handles[::-1], [handle.get_label() for handle in handles][::-1], loc="upper left",
               bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=10)
     fig.tight_layout()
     return fig
@@ -74,11 +74,11 @@ def category_share(m: ShareMatrix, colours: dict[str, str]) -> plt.Figure:
 def entropy(stats: LayerStats) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(9, 4.5))
     x = np.asarray(stats.layers, dtype=float)
-    e = {k: np.asarray(v, dtype=float) for k, v in stats.entropy.items()}
-    ax.fill_between(x, e["p10"], e["p90"], color="#1f77b4", alpha=0.15, label="10-90th percentile")
-    ax.fill_between(x, e["p25"], e["p75"], color="#1f77b4", alpha=0.3, label="25-75th percentile")
-    ax.plot(x, e["median"], color="#1f77b4", linestyle="--", linewidth=1.2, label="median")
-    ax.plot(x, e["mean"], color="#d62728", marker="o", markersize=3.5, linewidth=1.6, label="mean")
+    spread = {k: np.asarray(v, dtype=float) for k, v in stats.entropy.items()}
+    ax.fill_between(x, spread["p10"], spread["p90"], color="#1f77b4", alpha=0.15, label="10-90th percentile")
+    ax.fill_between(x, spread["p25"], spread["p75"], color="#1f77b4", alpha=0.3, label="25-75th percentile")
+    ax.plot(x, spread["median"], color="#1f77b4", linestyle="--", linewidth=1.2, label="median")
+    ax.plot(x, spread["mean"], color="#d62728", marker="o", markersize=3.5, linewidth=1.6, label="mean")
     ax.set_ylabel("caption entropy (bits per token)")
     ax.set_ylim(bottom=0)
     _layer_axis(ax, stats.layers)
@@ -112,12 +112,12 @@ def distance_to_final(stats: LayerStats) -> plt.Figure:
         ax2.set_ylim(bottom=0)
         ax.set_title(f"vs reference captions ({stats.n_with_refs} images)", fontsize=11)
         _layer_axis(ax, stats.layers)
-        h1, l1 = ax.get_legend_handles_labels()
-        h2, l2 = ax2.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, frameon=False, fontsize=9, loc="upper left")
-    for a in axes.flat:
+        bleu_handles, bleu_labels = ax.get_legend_handles_labels()
+        cider_handles, cider_labels = ax2.get_legend_handles_labels()
+        ax.legend(bleu_handles + cider_handles, bleu_labels + cider_labels, frameon=False, fontsize=9, loc="upper left")
+    for panel in axes.flat:
         if len(x) == 1:
-            a.set_xlim(x[0] - 1, x[0] + 1)
+            panel.set_xlim(x[0] - 1, x[0] + 1)
     fig.tight_layout()
     return fig
 
@@ -125,11 +125,11 @@ def distance_to_final(stats: LayerStats) -> plt.Figure:
 def stays_close(stats: LayerStats) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(9, 4.5))
     layers = stats.layers
-    vals = [v for v in stats.stays_close if v is not None]
-    counts = np.array([sum(1 for v in vals if v == layer) for layer in layers], dtype=float)
-    n = max(len(stats.stays_close), 1)
-    ax.bar(layers, counts / n * 100, color="#17becf", label="images whose caption settles at this layer")
-    ax.plot(layers, np.cumsum(counts) / n * 100, color="#333333", marker="o", markersize=3,
+    settled = [v for v in stats.stays_close if v is not None]
+    counts = np.array([sum(1 for v in settled if v == layer) for layer in layers], dtype=float)
+    n_images = max(len(stats.stays_close), 1)
+    ax.bar(layers, counts / n_images * 100, color="#17becf", label="images whose caption settles at this layer")
+    ax.plot(layers, np.cumsum(counts) / n_images * 100, color="#333333", marker="o", markersize=3,
             label="cumulative: settled by this layer")
     ax.set_ylabel("% of images")
     ax.set_ylim(0, 100)

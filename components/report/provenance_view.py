@@ -45,19 +45,19 @@ def find_skipped(meta) -> list[dict]:
 def merged(metas: list[dict]) -> list[tuple[str, str]]:
     """One line per key; keys whose value differs between files say so."""
     values: dict[str, list[str]] = {}
-    for m in metas:
-        for k, v in flatten(m).items():
-            values.setdefault(k, [])
-            if v not in values[k]:
-                values[k].append(v)
-    out = []
-    for k, vs in values.items():
-        if len(vs) == 1:
-            out.append((k, vs[0]))
+    for meta in metas:
+        for key, value in flatten(meta).items():
+            values.setdefault(key, [])
+            if value not in values[key]:
+                values[key].append(value)
+    lines = []
+    for key, distinct in values.items():
+        if len(distinct) == 1:
+            lines.append((key, distinct[0]))
         else:
-            shown = ", ".join(vs[:5]) + (", ..." if len(vs) > 5 else "")
-            out.append((k, f"varies between files ({len(vs)} values): {shown}"))
-    return out
+            shown = ", ".join(distinct[:5]) + (", ..." if len(distinct) > 5 else "")
+            lines.append((key, f"varies between files ({len(distinct)} values): {shown}"))
+    return lines
 
 
 def provenance_html(provenance: dict[str, list[dict]], sources: dict[str, list[str]],
@@ -78,8 +78,8 @@ def provenance_html(provenance: dict[str, list[dict]], sources: dict[str, list[s
             parts.append(definition_list(lines))
         elif role != "images":
             parts.append('<p class="note">no provenance in this table\'s metadata</p>')
-        for m in metas:
-            skipped_all.extend(find_skipped(m))
+        for meta in metas:
+            skipped_all.extend(find_skipped(meta))
     parts.append("<h3>This report</h3>")
     parts.append(definition_list(report_params))
     parts.append(f"<h3>Skipped samples ({len(skipped_all)})</h3>")

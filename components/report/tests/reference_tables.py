@@ -147,19 +147,18 @@ def write_reference_tables(out_dir: str, n_images: int | None = None, layers=ran
     os.makedirs(out_dir, exist_ok=True)
     paths = {"captions": os.path.join(out_dir, "captions-batch0.parquet"),
              "labels": os.path.join(out_dir, "labels.parquet")}
-    made = provenance(model=MODEL, pretrained=PRETRAINED, layers=list(layers), seq_len=30)
+    made = provenance(model=MODEL, pretrained=PRETRAINED, layers=list(layers), seq_len=30, precision="fp32")
     made.update({"model": MODEL, "pretrained": PRETRAINED,
                  "skipped": [{"key": "000123-broken", "reason": "image decode failed: truncated JPEG"}]})
     write_table(paths["captions"], captions, CAPTIONS_SCHEMA, "latent-verbalizer/captions", 1, made)
-    write_table(paths["labels"], labels, LABELS_SCHEMA, "latent-verbalizer/labels", 1,
-                {**provenance(model=LLM, source="llama70b_labels raw answers"), "model": LLM})
+    # as the categorize step writes them: one set of parameters on both tables, and the
+    # label -> category map in the aggregate's metadata
+    categorize_made = provenance(captions=[paths["captions"]], model=LLM, labels="llama70b_labels raw answers")
+    write_table(paths["labels"], labels, LABELS_SCHEMA, "latent-verbalizer/labels", 1, categorize_made)
     if with_aggregate:
         mapping = merge_map()
         agg = aggregate_table(captions, labels, mapping)
         paths["aggregate"] = os.path.join(out_dir, "aggregate.parquet")
-        cat_map: dict[str, list[str]] = defaultdict(list)
-        for label, c in mapping.items():
-            cat_map[c].append(label)
-        write_table(paths["aggregate"], agg, AGGREGATE_SCHEMA, "latent-verbalizer/labels", 1,
-                    {**provenance(method="first label per part, merged"), "category_map": dict(cat_map)})
+        write_table(paths["aggregate"], agg, AGGREGATE_SCHEMA, "latent-verbalizer/labels/aggregate", 1,
+                    {**categorize_made, "category_map": mapping})
     return paths

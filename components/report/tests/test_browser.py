@@ -93,8 +93,8 @@ def test_hostile_captions_render_as_text(browser, tmp_path):
     from latent_verbalizer.components.report.report import build_report
     from latent_verbalizer.components.report.tests.test_edge_cases import HOSTILE, hostile_inputs
 
-    caps, labels = hostile_inputs(tmp_path)
-    build_report([caps], labels, None, str(tmp_path / "out"))
+    caps, labels, aggregate = hostile_inputs(tmp_path)
+    build_report([caps], labels, aggregate, str(tmp_path / "out"))
     b = browser
     b.open(str(tmp_path / "out" / "report.html"))
     b.wait_for(READY)

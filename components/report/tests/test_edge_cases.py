@@ -13,12 +13,16 @@ import pytest
 from latent_verbalizer.components.common.contracts import (
     AGGREGATE_SCHEMA,
     CAPTIONS_SCHEMA,
-    LABELS_SCHEMA,
     provenance,
     write_table,
 )
 from latent_verbalizer.components.report import cli
 from latent_verbalizer.components.report.report import build_report
+from latent_verbalizer.components.report.tests.categorized_tables import (
+    categorize_provenance,
+    labels_table,
+    write_categorized,
+)
 from latent_verbalizer.components.report.tests.page_parsing import category_cells, embedded_data
 
 HOSTILE = [
@@ -29,24 +33,26 @@ HOSTILE = [
 ]
 
 
-def _captions(rows: list[tuple[str, int, str]], path: str, entropy: float = 3.0) -> str:
+def _captions(rows: list[tuple[str, int, str]], path: str, entropy: float = 3.0, **made_by) -> str:
     t = pa.table({
         "image_key": [r[0] for r in rows], "shard": ["s0"] * len(rows), "layer": [r[1] for r in rows],
         "caption": [r[2] for r in rows], "token_ids": [[1, 2, 3]] * len(rows), "n_tokens": [3] * len(rows),
         "stop": ["eos"] * len(rows), "entropy_bits": [entropy + r[1] for r in rows], "mean_logprob": [-1.0] * len(rows),
     }, schema=CAPTIONS_SCHEMA)
-    write_table(path, t, CAPTIONS_SCHEMA, "latent-verbalizer/captions", 1, provenance(model="m<x>"))
+    write_table(path, t, CAPTIONS_SCHEMA, "latent-verbalizer/captions", 1,
+                provenance(**{"model": "m<x>", "precision": "fp32", **made_by}))
     return path
 
 
-def _labels(entries: list[tuple[str, list[tuple[str, list[str]]], str]], path: str) -> str:
-    t = pa.table({
-        "caption": [e[0] for e in entries],
-        "parts": [[{"text": p, "labels": labs} for p, labs in e[1]] for e in entries],
-        "model": ["llm"] * len(entries), "status": [e[2] for e in entries],
-    }, schema=LABELS_SCHEMA)
-    write_table(path, t, LABELS_SCHEMA, "latent-verbalizer/labels", 1, provenance())
-    return path
+IDENTITY_MAP = {label: label for label in ("animal", "numbers", "object", "color", "position", "actions", "style",
+                                           "shape", "<b>evil label</b>")}
+
+
+def _categorized(rows: list[tuple[str, int, str]], entries, out_dir, category_map=None, **write_args) -> tuple[str, str]:
+    """labels.parquet and aggregate.parquet of ``entries`` over the caption ``rows``, as categorize writes them."""
+    os.makedirs(out_dir, exist_ok=True)
+    return write_categorized(str(out_dir), [(layer, c) for _, layer, c in rows], labels_table(entries),
+                             category_map or IDENTITY_MAP, **write_args)
 
 
 def test_no_captions_given_or_found(tmp_path):
@@ -66,31 +72,124 @@ def test_empty_captions_table_is_a_clear_error(tmp_path):
 
 
 def test_wrong_table_is_named(tmp_path):
-    labels = _labels([("a dog", [("a dog", ["animal"])], "ok")], str(tmp_path / "labels.parquet"))
+    caps = _captions([("k1", 0, "a dog")], str(tmp_path / "c.parquet"))
+    labels, _ = _categorized([("k1", 0, "a dog")], [("a dog", [("a dog", ["animal"])], "ok")], tmp_path)
     with pytest.raises(ValueError, match="labels.parquet: not a captions table.*missing columns"):
         build_report([labels], None, None, str(tmp_path / "out"))
+    with pytest.raises(ValueError, match="--aggregate .*labels.parquet: not a aggregate table.*missing columns"):
+        build_report([caps], labels, labels, str(tmp_path / "out"))
     (tmp_path / "junk.parquet").write_bytes(b"not parquet")
     with pytest.raises(ValueError, match="junk.parquet: not a readable Parquet"):
         build_report([str(tmp_path / "junk.parquet")], None, None, str(tmp_path / "out"))
 
 
-def test_captions_without_labels_and_empty_labels_table(tmp_path):
-    caps = _captions([("k1", 0, "red red red"), ("k1", 1, "a red car")], str(tmp_path / "c.parquet"))
+def test_captions_alone_and_an_empty_labels_table(tmp_path):
+    rows = [("k1", 0, "red red red"), ("k1", 1, "a red car")]
+    caps = _captions(rows, str(tmp_path / "c.parquet"))
     r = build_report([caps], None, None, str(tmp_path / "a"))
     assert "No labels given" in r.html and r.metrics["images"] == 1
-    empty = _labels([], str(tmp_path / "l.parquet"))
-    r = build_report([caps], empty, None, str(tmp_path / "b"))
-    assert "No caption has a valid labelled part" in r.html
-    assert r.metrics["captions_unlabelled"] == 2 and r.metrics["answers_valid_percent"] == 0.0
+    labels, aggregate = _categorized(rows, [("red red red", [], "unparseable"), ("a red car", [], "no_parts")],
+                                     tmp_path / "t")
+    r = build_report([caps], labels, aggregate, str(tmp_path / "b"))
+    assert "No caption has a valid labelled part" in r.html or "no valid labels" in r.html
+    assert r.metrics["captions_in_shares_percent"] == 0.0
+    assert r.metrics["answers_unparseable"] == 1 and r.metrics["answers_no_parts"] == 1
+
+
+def test_labels_and_aggregate_come_together(tmp_path):
+    """The report no longer aggregates labels itself: the categorize step's aggregate is required."""
+    rows = [("k1", 0, "a dog")]
+    caps = _captions(rows, str(tmp_path / "c.parquet"))
+    labels, aggregate = _categorized(rows, [("a dog", [("a dog", ["animal"])], "ok")], tmp_path)
+    with pytest.raises(ValueError, match="--labels given without --aggregate.*aggregate.parquet"):
+        build_report([caps], labels, None, str(tmp_path / "out"))
+    with pytest.raises(ValueError, match="--aggregate given without --labels"):
+        build_report([caps], None, aggregate, str(tmp_path / "out"))
+
+
+def test_aggregate_without_the_category_map_is_an_error_not_a_fallback(tmp_path):
+    """Old code fell back to raw labels (and swallowed any error reading a map path): now the
+    missing map is named, with the fix."""
+    rows = [("k1", 0, "a dog")]
+    caps = _captions(rows, str(tmp_path / "c.parquet"))
+    labels, aggregate = _categorized(rows, [("a dog", [("a dog", ["animal"])], "ok")], tmp_path)
+    from latent_verbalizer.components.common.contracts import read_table, table_metadata
+
+    table = read_table(aggregate)
+    for broken in ({}, {"category_map": "/nowhere/merged_categories.yaml"}, {"category_map": {"animal": ["a"]}}):
+        meta = {k: v for k, v in table_metadata(table).items() if k != "category_map"}
+        write_table(aggregate, table, AGGREGATE_SCHEMA, "latent-verbalizer/labels/aggregate", 1, {**meta, **broken})
+        with pytest.raises(ValueError, match=r"--aggregate .*aggregate.parquet: .*(no label-to-category map|"
+                                             r"must map each label).*re-run categorize"):
+            build_report([caps], labels, aggregate, str(tmp_path / "out"))
+
+
+def test_labels_of_another_model_or_label_set_are_refused(tmp_path):
+    rows = [("k1", 0, "a dog"), ("k1", 1, "a brown dog")]
+    caps = _captions(rows, str(tmp_path / "c.parquet"))
+    entries = [("a dog", [("a dog", ["animal"])], "ok"), ("a brown dog", [("a brown dog", ["animal"])], "ok")]
+    for changed in ({"model": "another-llm"}, {"labels": "other-labels.yaml"}):
+        labels, aggregate = _categorized(rows, entries, tmp_path / next(iter(changed)),
+                                         aggregate_made_by=categorize_provenance(**changed))
+        key = next(iter(changed))
+        with pytest.raises(ValueError, match=f"come from different categorize runs \\({key}: "):
+            build_report([caps], labels, aggregate, str(tmp_path / "out"))
+    # a parameter only the labels table records (e.g. the answer schema it was held to) is no conflict
+    labels, aggregate = _categorized(rows, entries, tmp_path / "schema",
+                                     made_by=categorize_provenance(answer_schema={"maxItems": 3}),
+                                     aggregate_made_by=categorize_provenance())
+    assert build_report([caps], labels, aggregate, str(tmp_path / "ok")).metrics["captions_in_shares_percent"] == 100
+    # labels made from other captions: the captions' text is not in them
+    labels, aggregate = _categorized(rows[:1], entries[:1], tmp_path / "fewer")
+    with pytest.raises(ValueError, match="1 of the 2 distinct captions have no labels row.*'a brown dog'"):
+        build_report([caps], labels, aggregate, str(tmp_path / "out"))
+
+
+def test_every_status_flag_is_counted(tmp_path):
+    """Flags are counted one by one, whatever their name (answer_limit is the categorize step's
+    newest; an unknown one must show up too)."""
+    rows = [(f"k{i}", 0, f"caption {i}") for i in range(5)]
+    caps = _captions(rows, str(tmp_path / "c.parquet"))
+    statuses = ["ok", "answer_limit", "truncated;part_not_in_caption", "part_not_in_caption;brand_new_flag", "ok"]
+    entries = [(f"caption {i}", [(f"caption {i}", ["object"])], st) for i, st in enumerate(statuses)]
+    labels, aggregate = _categorized(rows, entries, tmp_path)
+    r = build_report([caps], labels, aggregate, str(tmp_path / "out"))
+    assert {k: v for k, v in r.metrics.items() if k.startswith("answers_")} == {
+        "answers_ok": 2, "answers_answer_limit": 1, "answers_truncated": 1, "answers_part_not_in_caption": 2,
+        "answers_brand_new_flag": 1}
+    assert "part_not_in_caption: 2" in r.html and "brand_new_flag: 1" in r.markdown
+
+
+def test_caption_precision_in_the_header(tmp_path):
+    from html import unescape
+
+    def header(result) -> str:
+        return unescape(result.html[result.html.index("<header>"):result.html.index("</header>")])
+
+    rows = [("k1", 0, "a dog")]
+    r = build_report([_captions(rows, str(tmp_path / "fp32.parquet"))], None, None, str(tmp_path / "a"))
+    assert "captions decoded in fp32, the study's method" in header(r) and "Method deviation" not in r.html
+    bf16 = _captions(rows, str(tmp_path / "bf16.parquet"), precision="bf16")
+    r = build_report([bf16], None, None, str(tmp_path / "b"))
+    assert "Method deviation" in header(r) and "bf16: a deviation from the study's fp32 method" in header(r)
+    assert "agreement with fp32 was not measured" in header(r) and "Method deviation" in r.markdown
+    measured = _captions(rows, str(tmp_path / "m.parquet"), precision="bf16",
+                         fp32_agreement={"captions_identical_percent": 52.0})
+    r = build_report([measured], None, None, str(tmp_path / "c"))
+    assert "measured agreement with fp32: captions_identical_percent 52.0" in header(r)
+    unknown = _captions(rows, str(tmp_path / "u.parquet"), precision=None)
+    r = build_report([unknown], None, None, str(tmp_path / "d"))
+    assert "caption precision: not recorded" in header(r)
 
 
 def test_one_layer_only(tmp_path):
-    caps = _captions([(f"k{i}", 23, f"a dog number {i}") for i in range(5)], str(tmp_path / "c.parquet"))
-    labels = _labels([(f"a dog number {i}", [("a dog", ["animal"]), (f"number {i}", ["numbers"])], "ok")
-                      for i in range(5)], str(tmp_path / "l.parquet"))
-    r = build_report([caps], labels, None, str(tmp_path / "out"))
+    rows = [(f"k{i}", 23, f"a dog number {i}") for i in range(5)]
+    caps = _captions(rows, str(tmp_path / "c.parquet"))
+    labels, aggregate = _categorized(rows, [(f"a dog number {i}", [("a dog", ["animal"]), (f"number {i}", ["numbers"])],
+                                             "ok") for i in range(5)], tmp_path)
+    r = build_report([caps], labels, aggregate, str(tmp_path / "out"))
     assert r.metrics["layers"] == 1 and r.metrics["images"] == 5
-    cells = category_cells(r.html)
+    cells = {k: v for k, v in category_cells(r.html).items() if v}
     assert cells == {(23, "animal"): 50.0, (23, "numbers"): 50.0}
     assert r.metrics["median_layer_caption_settles"] == 23
     assert os.path.getsize(tmp_path / "out" / "plots" / "category_share.png") > 1000
@@ -109,46 +208,44 @@ def test_a_layer_with_no_valid_labels(tmp_path):
             else:
                 entries.append((c, [("caption", ["object"]), (f"layer {layer}", ["color" if layer == 0 else "position"])], "ok"))
     caps = _captions(rows, str(tmp_path / "c.parquet"))
-    labels = _labels(entries, str(tmp_path / "l.parquet"))
-    r = build_report([caps], labels, None, str(tmp_path / "out"))
+    labels, aggregate = _categorized(rows, entries, tmp_path)
+    r = build_report([caps], labels, aggregate, str(tmp_path / "out"))
     cells = category_cells(r.html)
-    assert [v for k, v in cells.items() if k[0] == 1] == [None] * 3  # empty cells: no numbers invented
+    assert {v for k, v in cells.items() if k[0] == 1} == {None}  # empty cells: no numbers invented
     assert cells[(0, "color")] == 50.0 and cells[(2, "position")] == 50.0
     assert "no valid labels at layer 1" in r.html and "no valid labels at layer 1" in r.markdown
-    assert r.metrics["answers_valid_percent"] == pytest.approx(100 * 8 / 12)
-    # an aggregate that lists layer 1 with n_captions 0 (as the categorize step writes it): a gap too
-    agg = pa.table({"layer": [0, 0, 1, 1, 2, 2], "category": ["objects", "color"] * 2 + ["objects", "position"],
-                    "share_percent": [50.0, 50.0, 0.0, 0.0, 50.0, 50.0], "n_captions": [4, 4, 0, 0, 4, 4]},
-                   schema=AGGREGATE_SCHEMA)
-    write_table(str(tmp_path / "agg.parquet"), agg, AGGREGATE_SCHEMA, "latent-verbalizer/labels", 1, provenance())
-    r2 = build_report([caps], labels, str(tmp_path / "agg.parquet"), str(tmp_path / "out2"))
-    assert "no valid labels at layer 1" in r2.markdown and "do not sum to 100" not in r2.markdown
-    assert [v for k, v in category_cells(r2.html).items() if k[0] == 1] == [None] * 3
+    assert "do not sum to 100" not in r.markdown
+    assert r.metrics["captions_in_shares_percent"] == pytest.approx(100 * 8 / 12)
+    # the salvaged parts of a cut-off answer are still coloured in the browser
+    data = embedded_data(r.html)
+    k = data["captions"].index("caption 0 at layer 1")
+    assert data["categories"][data["spans"][k][2]] == "object"
 
 
 def test_aggregate_for_other_captions_is_refused(tmp_path):
-    caps = _captions([("k", 0, "a"), ("k", 1, "b")], str(tmp_path / "c.parquet"))
-    agg = pa.table({"layer": [7], "category": ["x"], "share_percent": [100.0], "n_captions": [1]}, schema=AGGREGATE_SCHEMA)
-    write_table(str(tmp_path / "agg.parquet"), agg, AGGREGATE_SCHEMA, "latent-verbalizer/labels", 1, provenance())
-    with pytest.raises(ValueError, match="aggregate table has layer 7"):
-        build_report([caps], None, str(tmp_path / "agg.parquet"), str(tmp_path / "out"))
+    rows = [("k", 0, "a"), ("k", 1, "b")]
+    caps = _captions(rows, str(tmp_path / "c.parquet"))
+    entries = [("a", [("a", ["object"])], "ok"), ("b", [("b", ["object"])], "ok")]
+    labels, aggregate = _categorized([("k", 7, "a"), ("k", 1, "b")], entries, tmp_path)
+    with pytest.raises(ValueError, match="layer 7 counts 1 captions, but the captions have 0.*made from other captions"):
+        build_report([caps], labels, aggregate, str(tmp_path / "out"))
 
 
-def hostile_inputs(tmp_path) -> tuple[str, str]:
+def hostile_inputs(tmp_path) -> tuple[str, str, str]:
     rows = [(f"img<{i}>&\"'", layer, HOSTILE[(i + layer) % len(HOSTILE)]) for i in range(3) for layer in range(2)]
     caps = _captions(rows, str(tmp_path / "c.parquet"))
-    labels = _labels([
+    labels, aggregate = _categorized(rows, [
         (HOSTILE[0], [("<script>", ["<b>evil label</b>"]), ("alert(1)", ["actions"])], "ok"),
         (HOSTILE[1], [("</script><img src=x onerror=alert(2)>", ["object"])], "ok"),
         (HOSTILE[2], [("& <b>bold</b>", ["style"])], "part_not_in_caption"),
         (HOSTILE[3], [("🐈 cat", ["animal"]), ("<svg onload=alert(3)>", ["shape"])], "ok"),
-    ], str(tmp_path / "l.parquet"))
-    return caps, labels
+    ], tmp_path)
+    return caps, labels, aggregate
 
 
 def test_html_special_characters_are_escaped_never_injected(tmp_path):
-    caps, labels = hostile_inputs(tmp_path)
-    r = build_report([caps], labels, None, str(tmp_path / "out"))
+    caps, labels, aggregate = hostile_inputs(tmp_path)
+    r = build_report([caps], labels, aggregate, str(tmp_path / "out"))
     html = r.html
     # no caption, key or label text appears raw anywhere in the page
     for bad in ("<script>alert", "</script><img", "<img src=x", "<svg onload", "<b>evil", "<b>bold", "img<0>"):
@@ -178,10 +275,12 @@ def test_cli_writes_the_report_and_reports_bad_input(reference_tables, tmp_path,
     assert os.path.exists(tmp_path / "r" / "report.html")
     metrics = json.load(open(tmp_path / "r" / "metrics.json"))
     assert all(math.isfinite(v) for v in metrics.values())
-    args = parser.parse_args(["report", "--captions", str(tmp_path / "nope.parquet"), "--labels", "x", "--out", "o"])
+    args = parser.parse_args(["report", "--captions", str(tmp_path / "nope.parquet"), "--labels", "x", "--aggregate", "y",
+                              "--out", "o"])
     with pytest.raises(FileNotFoundError, match="nope.parquet"):
         args.func(args)
-    args = parser.parse_args(["report", "--captions", "c", "--labels", "x", "--out", "o", "--close-f1", "2"])
+    args = parser.parse_args(["report", "--captions", "c", "--labels", "x", "--aggregate", "y", "--out", "o",
+                              "--close-f1", "2"])
     with pytest.raises(ValueError, match="--close-f1"):
         args.func(args)
 

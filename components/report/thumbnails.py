@@ -6,17 +6,13 @@ import base64
 import io
 import json
 import logging
-import re
-import tarfile
 from dataclasses import dataclass, field
 
 from ..common import storage
-from ..common.contracts import IMAGE_EXTENSIONS
+from ..common.contracts import SkippedSample
+from ..common.tar_samples import Sample, iter_samples
 
 log = logging.getLogger("lverb.report")
-
-# webdataset's own rule: the key is the path up to the first dot of the file name
-_KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)[.]([^/]*)$")
 
 
 @dataclass
@@ -27,21 +23,24 @@ class ShardImages:
     shards: list[str] = field(default_factory=list)
 
 
-def _references(ext: str, data: bytes) -> list[str]:
-    if ext == "txt":
-        text = data.decode("utf-8", "replace").strip()
-        return [text] if text else []
-    try:
-        obj = json.loads(data)
-    except ValueError:
-        return []
-    if isinstance(obj, dict):
-        caps = obj.get("captions")
-        if caps is None and isinstance(obj.get("caption"), str):
-            caps = [obj["caption"]]
-        if isinstance(caps, list):
-            return [str(c) for c in caps if isinstance(c, str) and c.strip()]
-    return []
+def reference_captions(sample: Sample) -> list[str]:
+    """A sample's reference captions: its ``txt``, and its ``json``'s ``captions`` (or ``caption``)."""
+    found: list[str] = []
+    if "txt" in sample.files:
+        text = sample.files["txt"].decode("utf-8", "replace").strip()
+        found += [text] if text else []
+    if "json" in sample.files:
+        try:
+            obj = json.loads(sample.files["json"])
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict):
+            captions = obj.get("captions")
+            if captions is None and isinstance(obj.get("caption"), str):
+                captions = [obj["caption"]]
+            if isinstance(captions, list):
+                found += [str(c) for c in captions if isinstance(c, str) and c.strip()]
+    return found
 
 
 def thumbnail(data: bytes, px: int, quality: int = 70) -> str:
@@ -66,27 +65,22 @@ def read_shard_images(pattern: str, wanted_keys: set[str], thumbnail_px: int = 9
                                 "the pipeline read (e.g. data/{000000..000004}.tar or s3://bucket/shards/*.tar)")
     out = ShardImages(shards=shards)
     limit = max_thumbnails if max_thumbnails is not None else len(wanted_keys)
+    # Samples the reader skips (no image, repeated key) were never captioned: extract's
+    # manifest already records them, and the report lists them from the captions' metadata.
+    ignored: list[SkippedSample] = []
     for uri in shards:
-        with storage.open_read(uri) as f, tarfile.open(fileobj=f, mode="r|*") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                m = _KEY_EXT.match(member.name)
-                if not m:
-                    continue
-                key, ext = m.group(1), m.group(2).lower()
-                if key not in wanted_keys:
-                    continue
-                if ext in ("json", "txt"):
-                    refs = _references(ext, tar.extractfile(member).read())
-                    if refs:
-                        out.references.setdefault(key, []).extend(refs)
-                elif ext in IMAGE_EXTENSIONS and key not in out.thumbnails and len(out.thumbnails) < limit:
-                    data = tar.extractfile(member).read()
-                    try:
-                        out.thumbnails[key] = thumbnail(data, thumbnail_px)
-                    except Exception as e:  # a broken image must not sink the report
-                        out.unreadable.append((key, f"{type(e).__name__}: {e}"))
+        for sample in iter_samples(uri, ignored):
+            if sample.key not in wanted_keys:
+                continue
+            references = reference_captions(sample)
+            if references:
+                out.references.setdefault(sample.key, []).extend(references)
+            if sample.key in out.thumbnails or len(out.thumbnails) >= limit:
+                continue
+            try:
+                out.thumbnails[sample.key] = thumbnail(sample.image_bytes()[1], thumbnail_px)
+            except Exception as e:  # noqa: BLE001 -- PIL raises many types; a broken image must not sink the report
+                out.unreadable.append((sample.key, f"{type(e).__name__}: {e}"))
     log.info("images: %d thumbnails, %d images with reference captions, from %d shards",
              len(out.thumbnails), len(out.references), len(shards))
     return out

@@ -1,0 +1,215 @@
+// The report page's image browser: search, category filter and paging over the data that
+// report.py embeds as JSON (<script id="report-data">). Inlined into the page as a module
+// script (strict mode), so the page stays one self-contained file.
+(() => {
+  const D = JSON.parse(document.getElementById("report-data").textContent);
+  const L = D.layers.length, N = D.images.keys.length;
+  const capLower = D.captions.map((c) => c.toLowerCase());
+  const keyLower = D.images.keys.map((k) => k.toLowerCase());
+  const el = (id) => document.getElementById(id);
+  const state = { q: "", cat: -1, layer: -1, only: false, page: 0, size: 20 };
+
+  // caption index -> set of category indices it contains
+  const capCats = D.spans.map((s) => {
+    const m = {};
+    for (let i = 2; i < s.length; i += 4) { m[s[i]] = true; }
+    return m;
+  });
+
+  function text(tag, t, cls) {
+    const e = document.createElement(tag);
+    if (t !== undefined && t !== null) { e.textContent = String(t); }
+    if (cls) { e.className = cls; }
+    return e;
+  }
+
+  function captionNode(ci) {
+    let c = D.captions[ci], s = D.spans[ci], out = document.createElement("span"), pos = 0;
+    for (let i = 0; i < s.length; i += 4) {
+      const a = s[i], b = s[i + 1], cat = s[i + 2], lab = s[i + 3];
+      if (a > pos) { out.appendChild(document.createTextNode(c.slice(pos, a))); }
+      const sp = text("span", c.slice(a, b), "part");
+      sp.style.background = `${D.colours[cat]}55`;
+      sp.style.boxShadow = `inset 0 -2px 0 ${D.colours[cat]}`;
+      sp.title = D.categories[cat] + (D.labelSets[lab] ? ` (${D.labelSets[lab]})` : "");
+      out.appendChild(sp);
+      pos = b;
+    }
+    if (pos < c.length) { out.appendChild(document.createTextNode(c.slice(pos))); }
+    if (!c.length) { out.appendChild(text("i", "(empty caption)")); }
+    return out;
+  }
+
+  function rowMatches(ci, q) {
+    if (ci < 0) { return false; }
+    if (state.cat >= 0 && !capCats[ci][state.cat]) { return false; }
+    if (q && capLower[ci].indexOf(q) < 0) { return false; }
+    return true;
+  }
+
+  let matches = [];
+  function filter() {
+    const q = state.q.trim().toLowerCase(), out = [];
+    const lo = Math.max(state.layer, 0), hi = state.layer >= 0 ? state.layer + 1 : L;
+    const noFilter = !q && state.cat < 0;
+    for (let i = 0; i < N; i++) {
+      const base = i * L;
+      let ok = false;
+      if (noFilter) {
+        for (let j = lo; j < hi && !ok; j++) { ok = D.images.cap[base + j] >= 0; }
+      } else {
+        const keyHit = q && state.cat < 0 && keyLower[i].indexOf(q) >= 0;
+        for (let j = lo; j < hi && !ok; j++) {
+          const ci = D.images.cap[base + j];
+          ok = ci >= 0 && (keyHit || rowMatches(ci, q));
+        }
+      }
+      if (ok) { out.push(i); }
+    }
+    matches = out;
+  }
+
+  function fmt(v, d) { return v < 0 ? "" : (v / 100).toFixed(d); }
+
+  function card(i) {
+    const q = state.q.trim().toLowerCase();
+    const thumbs = D.images.thumbs;
+    const box = text("div", null, `img-card${thumbs ? "" : " nothumb"}`);
+    box.setAttribute("data-key", D.images.keys[i]);
+    const side = text("div", null, "side");
+    if (thumbs) {
+      if (thumbs[i]) {
+        const im = document.createElement("img");
+        im.alt = D.images.keys[i];
+        im.loading = "lazy";
+        im.src = `data:image/jpeg;base64,${thumbs[i]}`;
+        side.appendChild(im);
+      } else { side.appendChild(text("div", "(no image)")); }
+    }
+    side.appendChild(text("div", D.images.keys[i], "key"));
+    side.appendChild(text("div", `shard ${D.images.shards[D.images.shard[i]]}`));
+    const settle = D.images.settle[i];
+    side.appendChild(text("div", settle === null ? "caption never settles" : `settles at layer ${settle}`));
+    const body = document.createElement("div");
+    if (D.images.refs?.[i]?.length) {
+      body.appendChild(text("div", `references: ${D.images.refs[i].join(" | ")}`, "refs"));
+    }
+    const t = text("table", null, "caps");
+    const lo = Math.max(state.layer, 0), hi = state.layer >= 0 ? state.layer + 1 : L;
+    const filtering = q || state.cat >= 0;
+    for (let j = lo; j < hi; j++) {
+      const ci = D.images.cap[i * L + j];
+      if (ci < 0) { continue; }
+      const hit = filtering && rowMatches(ci, q);
+      if (state.only && filtering && !hit) { continue; }
+      const tr = document.createElement("tr");
+      if (hit) { tr.className = "hit"; }
+      if (j === L - 1) { tr.className += " final"; }
+      tr.setAttribute("data-layer", D.layers[j]);
+      tr.appendChild(text("td", `L${D.layers[j]}`, "n"));
+      const td = text("td", null, "c");
+      td.appendChild(captionNode(ci));
+      tr.appendChild(td);
+      const e = text("td", fmt(D.images.ent[i * L + j], 2), "n");
+      e.title = "entropy (bits per token)";
+      tr.appendChild(e);
+      const f = text("td", fmt(D.images.f1[i * L + j], 2), "n");
+      f.title = "token F1 vs the last layer's caption";
+      tr.appendChild(f);
+      t.appendChild(tr);
+    }
+    body.appendChild(t);
+    box.appendChild(side);
+    box.appendChild(body);
+    return box;
+  }
+
+  function render() {
+    const t0 = performance.now();
+    const res = el("results"), pages = Math.max(1, Math.ceil(matches.length / state.size));
+    state.page = Math.min(Math.max(0, state.page), pages - 1);
+    const frag = document.createDocumentFragment();
+    const start = state.page * state.size, end = Math.min(matches.length, start + state.size);
+    for (let k = start; k < end; k++) { frag.appendChild(card(matches[k])); }
+    if (!matches.length) { frag.appendChild(text("div", "No image matches.", "empty")); }
+    res.replaceChildren(frag);
+    el("count").textContent = `${matches.length} of ${N} images`;
+    const pl = `page ${state.page + 1} of ${pages}`;
+    document.querySelectorAll(".pageinfo").forEach((p) => { p.textContent = pl; });
+    document.querySelectorAll(".prev").forEach((b) => { b.disabled = state.page <= 0; });
+    document.querySelectorAll(".next").forEach((b) => { b.disabled = state.page >= pages - 1; });
+    document.querySelectorAll(".chip").forEach((c) => {
+      c.classList.toggle("on", Number(c.getAttribute("data-cat")) === state.cat);
+    });
+    window.__lverb.lastRenderMs = performance.now() - t0;
+    window.__lverb.matches = matches.length;
+    window.__lverb.q = state.q;
+  }
+
+  function saveHash() {
+    const p = [];
+    if (state.q) { p.push(`q=${encodeURIComponent(state.q)}`); }
+    if (state.cat >= 0) { p.push(`cat=${encodeURIComponent(D.categories[state.cat])}`); }
+    if (state.layer >= 0) { p.push(`layer=${D.layers[state.layer]}`); }
+    if (state.page) { p.push(`page=${state.page + 1}`); }
+    const h = p.join("&");
+    if ((`#${h}`) !== location.hash && !(h === "" && location.hash === "")) {
+      history.replaceState(null, "", h ? `#${h}` : location.pathname + location.search);
+    }
+  }
+
+  function readHash() {
+    const h = location.hash.replace(/^#/, "");
+    h.split("&").forEach((kv) => {
+      if (!kv) { return; }
+      const i = kv.indexOf("="), k = kv.slice(0, i), v = decodeURIComponent(kv.slice(i + 1));
+      if (k === "q") { state.q = v; }
+      if (k === "cat") { state.cat = D.categories.indexOf(v); }
+      if (k === "layer") { state.layer = D.layers.indexOf(Number(v)); }
+      if (k === "page") { state.page = Math.max(0, (Number(v) || 1) - 1); }
+    });
+  }
+
+  function update(resetPage) {
+    if (resetPage) { state.page = 0; }
+    filter();
+    render();
+    try { saveHash(); } catch (_e) { /* file:// in some viewers forbids history changes */ }
+  }
+
+  function setup() {
+    window.__lverb = { ready: false };
+    const cs = el("category"), ls = el("layer");
+    D.categories.forEach((c, i) => {
+      const o = text("option", c); o.value = String(i); cs.appendChild(o);
+      const chip = text("span", null, "chip");
+      chip.setAttribute("data-cat", String(i));
+      const sw = document.createElement("i"); sw.style.background = D.colours[i];
+      chip.appendChild(sw); chip.appendChild(document.createTextNode(c));
+      chip.addEventListener("click", () => {
+        state.cat = state.cat === i ? -1 : i; cs.value = String(state.cat); update(true);
+      });
+      el("legend").appendChild(chip);
+    });
+    D.layers.forEach((l, i) => { const o = text("option", `layer ${l}`); o.value = String(i); ls.appendChild(o); });
+    readHash();
+    el("search").value = state.q; cs.value = String(state.cat); ls.value = String(state.layer);
+    el("size").value = String(state.size);
+    let timer = null;
+    el("search").addEventListener("input", () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => { state.q = el("search").value; update(true); }, N > 2000 ? 120 : 0);
+    });
+    cs.addEventListener("change", () => { state.cat = Number(cs.value); update(true); });
+    ls.addEventListener("change", () => { state.layer = Number(ls.value); update(true); });
+    el("only").addEventListener("change", () => { state.only = el("only").checked; update(false); });
+    el("size").addEventListener("change", () => { state.size = Number(el("size").value); update(true); });
+    document.querySelectorAll(".prev").forEach((b) => { b.addEventListener("click", () => { state.page--; update(false); }); });
+    document.querySelectorAll(".next").forEach((b) => { b.addEventListener("click", () => { state.page++; update(false); }); });
+    update(false);
+    window.__lverb.ready = true;
+    window.__lverb.readyMs = performance.now();
+    document.body.setAttribute("data-ready", "1");
+  }
+  setup();
+})();

@@ -1,0 +1,154 @@
+"""The report page's sections (charts, tables, provenance), assembled into the one-file page."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from html import escape
+
+from . import categories as cat
+from .browser_data import LabelView, browser_data
+from .inputs import ReportInputs
+from .layer_stats import CaptionGrid, LayerStats
+from .page import page, svg_img, table
+from .precision import CaptionPrecision
+from .provenance_view import find_skipped, provenance_html
+from .summary import layer_rows, metric_text, status_text
+from .thumbnails import ShardImages
+
+
+@dataclass
+class ReportContent:
+    """Everything the page shows, computed by ``report.build_report``."""
+
+    title: str
+    inputs: ReportInputs
+    grid: CaptionGrid
+    stats: LayerStats
+    labels: LabelView
+    shares: cat.ShareMatrix | None      # every category (the table)
+    chart: cat.ShareMatrix | None       # small categories grouped (the figure)
+    colours: dict[str, str]
+    svgs: dict[str, bytes]              # figure name -> SVG
+    metrics: dict[str, float]
+    images: ShardImages | None
+    precision: CaptionPrecision
+    warnings: list[str]
+    report_params: list[tuple[str, str]]
+
+
+def headline_cards(content: ReportContent) -> list[tuple[str, str]]:
+    metrics = content.metrics
+
+    def value(key, digits=2, suffix=""):
+        return metric_text(metrics, key, digits, suffix)
+
+    cards = [
+        ("images", value("images", 0)), ("layers", value("layers", 0)), ("captions", value("captions", 0)),
+        ("distinct captions", value("unique_captions", 0)),
+        ("captions in the category shares", value("captions_in_shares_percent", 1, "%")),
+        ("entropy first / last layer", f"{value('entropy_first_layer_mean')} / {value('entropy_last_layer_mean')}"),
+        ("colour stops dominating at layer", value("layer_colour_stops_dominating", 0)),
+        ("median layer a caption settles", value("median_layer_caption_settles", 1)),
+    ]
+    if "cider_d_last_layer" in metrics:
+        cards.append(("CIDEr-D last layer vs refs", value("cider_d_last_layer", 3)))
+    return cards
+
+
+def categories_section(content: ReportContent) -> tuple[str, str, str]:
+    shares = content.shares
+    heading = "Category share per layer"
+    if shares is None:
+        return ("categories", heading,
+                '<p class="note">No labels given: run the categorize step and pass --labels and --aggregate.</p>')
+    if not shares.categories:
+        return ("categories", heading, '<p class="note">No caption has a valid labelled part: nothing to chart.</p>')
+    inner = ('<p class="note">Mean share of caption parts per category, per layer (from the categorize step\'s '
+             'aggregate table). Areas are stacked from the bottom in the order the legend lists them from the '
+             'bottom up; categories that peak earlier lie lower.</p>'
+             + svg_img(content.svgs["category_share"], "category share per layer", "chart-categories"))
+    rows = []
+    for i, layer in enumerate(shares.layers):
+        rows.append([layer, shares.n_captions[i]] + [None if math.isnan(v) else float(v) for v in shares.values[i]])
+
+    def cell_attrs(r, c):
+        if c < 2:
+            return ""
+        return (f' data-layer="{shares.layers[r]}" data-category="{escape(shares.categories[c - 2])}"'
+                f' data-value="{"" if rows[r][c] is None else repr(rows[r][c])}"')
+
+    inner += ("<details><summary>the table (every category, percent)</summary>"
+              + table(["layer", "labelled captions"] + shares.categories, rows, "category-table", 0, cell_attrs)
+              + "</details>")
+    return "categories", heading, inner
+
+
+def entropy_section(content: ReportContent) -> tuple[str, str, str]:
+    return ("entropy", "Caption entropy per layer",
+            '<p class="note">Mean over the generated tokens of the entropy of the full next-token '
+            'distribution (bits), per caption; the bands show the spread over images.</p>'
+            + svg_img(content.svgs["entropy"], "caption entropy per layer", "chart-entropy"))
+
+
+def distance_section(content: ReportContent) -> tuple[str, str, str]:
+    with_refs = content.stats.cider_to_refs is not None
+    note = ('<p class="note">How far each layer\'s caption is from the last layer\'s: token F1 (mean over '
+            'images) and corpus BLEU-4' + (', and against the reference captions carried by the shards: '
+                                            'corpus BLEU-4 and CIDEr-D' if with_refs else
+                                            ' (no reference captions in the inputs: pass --images with shards carrying '
+                                            'json captions for BLEU/CIDEr against them)') + '.</p>')
+    rows = layer_rows(content.stats, content.shares)
+    return ("distance", "Distance to the final caption",
+            note + svg_img(content.svgs["distance_to_final"], "distance to the final caption", "chart-distance")
+            + svg_img(content.svgs["stays_close"], "first layer a caption stays close", "chart-settle")
+            + "<details open><summary>per-layer numbers</summary>"
+            + table(list(rows[0]), [list(r.values()) for r in rows], "layer-table", 0) + "</details>")
+
+
+def run_section(content: ReportContent) -> tuple[str, str, str]:
+    grid, inputs, images = content.grid, content.inputs, content.images
+    counts = [
+        ("images", f"{len(grid.image_keys):,}"), ("layers", ", ".join(map(str, grid.layers))),
+        ("caption rows", f"{int((grid.rows >= 0).sum()):,}"),
+        ("stop reasons", ", ".join(f"{k}: {v:,}" for k, v in Counter(grid.stops).most_common())),
+        ("caption precision", content.precision.text),
+    ]
+    if inputs.categorized is not None:
+        counts.append(("labels rows (distinct captions)", f"{inputs.categorized.labels.num_rows:,}"))
+        counts.append(("label status flags (distinct captions)", status_text(content.labels)))
+    if images is not None:
+        counts.append(("thumbnails", f"{len(images.thumbnails):,}"))
+        counts.append(("images with reference captions", f"{len(images.references):,}"))
+    return ("run", "How this run was made",
+            provenance_html(inputs.provenance, inputs.sources, counts, content.report_params))
+
+
+def subtitle(content: ReportContent) -> str:
+    grid, inputs = content.grid, content.inputs
+    text = f"{len(grid.image_keys):,} images x {len(grid.layers)} layers"
+    first_meta = (inputs.provenance.get("captions") or [{}])[0]
+    params = first_meta.get("parameters") or {}
+    model = first_meta.get("model") or params.get("model")
+    if model:
+        pretrained = first_meta.get("pretrained") or params.get("pretrained")
+        text += f" · {model}" + (f" / {pretrained}" if pretrained else "")
+    skipped = sum(len(find_skipped(m)) for metas in inputs.provenance.values() for m in metas)
+    if skipped:
+        text += f" · {skipped} sample{'s' if skipped != 1 else ''} skipped (see the end)"
+    return text
+
+
+def report_html(content: ReportContent) -> str:
+    sections = [categories_section(content), entropy_section(content), distance_section(content),
+                run_section(content)]
+    chart, shares = content.chart, content.shares
+    # the browser lists the table's categories, not the chart's "other" group
+    browser_categories = [c for c in content.colours if chart is None or c not in chart.categories
+                          or c in shares.categories]
+    data = browser_data(content.grid, content.stats, content.labels, browser_categories, content.colours,
+                        content.images)
+    return page(title=content.title, subtitle=subtitle(content), headline=headline_cards(content), sections=sections,
+                browser_data=data, warnings=content.warnings, method_note=content.precision.text,
+                method_deviation=content.precision.deviation)

@@ -1,0 +1,57 @@
+"""The report's KFP wrapper, called through ``.python_func`` with real artifacts and tables."""
+
+from __future__ import annotations
+
+import json
+
+from kfp import dsl
+
+from latent_verbalizer.components.report.component import make_report_op
+from latent_verbalizer.components.report.tests.page_parsing import category_cells, embedded_data
+from latent_verbalizer.components.report.tests.test_edge_cases import _captions, _categorized
+from tests.images import encode, random_rgb, write_tar
+
+
+def _pointer(path, content: dict) -> dsl.Dataset:
+    path.write_text(json.dumps(content))
+    return dsl.Dataset(uri=str(path))
+
+
+def test_wrapper_reads_the_pointers_and_fills_every_output(tmp_path):
+    rows = [(f"k{i}", layer, f"a {'red' if layer else 'blue'} thing {i}") for i in range(4) for layer in (0, 1)]
+    first = _captions(rows[:4], str(tmp_path / "captions-0.parquet"))
+    second = _captions(rows[4:], str(tmp_path / "captions-1.parquet"))
+    entries = [(c, [(c.rsplit(" ", 1)[0], ["color"])], "ok") for _, _, c in rows]
+    labels, aggregate = _categorized(rows, entries, tmp_path / "labels")
+    shard = write_tar(str(tmp_path / "shard-000000.tar"), [(f"k{i}.jpg", encode(random_rgb(), "JPEG")) for i in range(4)])
+    report, summary, metrics = (dsl.HTML(uri=str(tmp_path / "report.html")),
+                                dsl.Markdown(uri=str(tmp_path / "summary.md")), dsl.Metrics(uri=str(tmp_path / "m")))
+
+    make_report_op("unused-image").python_func(
+        captions=[_pointer(tmp_path / "c0.json", {"captions": first}), _pointer(tmp_path / "c1.json", {"captions": second})],
+        labels=_pointer(tmp_path / "l.json", {"labels": labels, "aggregate": aggregate}),
+        storage_prefix=str(tmp_path / "prefix"), shards=shard, report=report, summary=summary, metrics=metrics,
+    )
+
+    html = open(report.path, encoding="utf-8").read()
+    assert html == open(tmp_path / "prefix" / "report" / "report.html", encoding="utf-8").read()
+    data = embedded_data(html)
+    assert data["images"]["keys"] == ["k0", "k1", "k2", "k3"] and all(data["images"]["thumbs"])
+    assert category_cells(html)[(1, "color")] == 100.0
+    assert open(summary.path).read().startswith("# latent-verbalizer report\n\n4 images x 2 layers = 8 captions")
+    assert metrics.metadata["images"] == 4.0 and metrics.metadata["captions_in_shares_percent"] == 100.0
+    assert metrics.metadata == json.load(open(tmp_path / "prefix" / "report" / "metrics.json"))
+
+
+def test_wrapper_without_shards_embeds_no_thumbnails(tmp_path):
+    rows = [("k0", 0, "a dog")]
+    caps = _captions(rows, str(tmp_path / "captions.parquet"))
+    labels, aggregate = _categorized(rows, [("a dog", [("a dog", ["animal"])], "ok")], tmp_path / "labels")
+    report = dsl.HTML(uri=str(tmp_path / "report.html"))
+    make_report_op("unused-image").python_func(
+        captions=[_pointer(tmp_path / "c.json", {"captions": caps})],
+        labels=_pointer(tmp_path / "l.json", {"labels": labels, "aggregate": aggregate}),
+        storage_prefix=str(tmp_path / "prefix"), shards="", report=report,
+        summary=dsl.Markdown(uri=str(tmp_path / "s.md")), metrics=dsl.Metrics(uri=str(tmp_path / "m")),
+    )
+    assert embedded_data(open(report.path, encoding="utf-8").read())["images"]["thumbs"] is None
