@@ -164,3 +164,18 @@ def test_full_size_coca_vit_l14_matches_reference_loop():
         _, own = big.model._encode_image(pixels)
     dec = CachedCocaDecoder(big.model, settings=short)
     assert dec.generate(own).token_ids == dec.generate(embs[2:]).token_ids
+
+
+def test_results_leave_the_device_once_per_batch_not_once_per_row(tiny, tiny_layer_embs, monkeypatch):
+    """On a GPU each ``.tolist()`` waits for the device: the decoder copies its results to the
+    host with a fixed number of copies per batch, however many rows it holds."""
+    calls = []
+    real_tolist = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda self: calls.append(self.shape) or real_tolist(self))
+    decoder = CachedCocaDecoder(tiny.model)
+    counts = []
+    for rows in (2, 12):
+        calls.clear()
+        decoder.generate(tiny_layer_embs[:rows])
+        counts.append(len(calls))
+    assert counts[0] == counts[1] <= 5, counts

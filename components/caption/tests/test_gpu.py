@@ -81,7 +81,7 @@ def decoder_memory(model, rows: int) -> tuple[int, int]:
     """(bytes of a float32 decoder's weights, peak bytes of decoding ``rows`` rows with it)."""
     decoder = CachedCocaDecoder(model)
     embs = torch.randn(rows, 255, 768, device="cuda")
-    peak, _ = peak_extra_bytes(lambda: decoder.generate(embs))
+    peak = peak_extra_bytes(lambda: decoder.generate(embs))[0]
     return sum(t.numel() * t.element_size() for t in [*decoder.parameters(), *decoder.buffers()]), peak
 
 

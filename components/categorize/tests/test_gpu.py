@@ -61,9 +61,7 @@ def test_gpu_mask_gives_the_same_tokens_as_the_cpu_mask(tiny):
     generator_rng = torch.Generator().manual_seed(0)
     last = torch.zeros(rows, 1, dtype=torch.long)
     steps = 0
-    for _ in range(60):
-        if all(on_cpu.done):
-            break
+    for _ in range(40):  # rows whose answer ended keep their last mask on both sides
         scores = torch.randn(rows, vocab, generator=generator_rng)
         masked_cpu = on_cpu(last, scores.clone())
         masked_gpu = on_gpu(last.cuda(), scores.cuda()).cpu()
@@ -72,7 +70,7 @@ def test_gpu_mask_gives_the_same_tokens_as_the_cpu_mask(tiny):
         last = masked_cpu.argmax(-1, keepdim=True)
         assert torch.equal(last, masked_gpu.argmax(-1, keepdim=True))
         steps += 1
-    assert steps >= 10
+    assert steps == 40
     report("categorize: xgrammar mask, GPU vs CPU", [f"{steps} constrained steps x {rows} rows: identical masks and tokens"])
 
 
@@ -116,7 +114,7 @@ def test_two_processes_on_one_gpu_answer_as_one_process(tmp_path, small_labels):
 
 def test_real_out_of_memory_backs_off_and_matches_an_uncapped_run(tiny, on_cuda):
     suffixes = tiny.suffixes(CAPTIONS * 4)
-    per4, _ = peak_extra_bytes(lambda: run(generator(tiny, on_cuda), suffixes[:4], 4))
+    per4 = peak_extra_bytes(lambda: run(generator(tiny, on_cuda), suffixes[:4], 4))[0]
     gen = generator(tiny, on_cuda)
     with capped_gpu_memory(int(per4 * 2.5)):
         capped = run(gen, suffixes, 64)
