@@ -62,4 +62,5 @@ def backoff_batches(total: int, backoff: OutOfMemoryBackoff,
         ok, result = backoff.attempt(run, n, start, n)
         if ok:
             yield start, n, result
+            result = None  # not held while the next batch runs (it may be a batch of GPU tensors)
             start += n

@@ -297,6 +297,7 @@ class ShardExtractor:
 
         for start, n, outputs in backoff_batches(len(keys), self.backoff, forward_part):
             self.copy_out(keys[start:start + n], outputs)
+            del outputs  # freed before the next forward: the copies already queued on the stream keep their order
 
     def run(self, samples, skipped: list[SkippedSample]) -> list[ChunkInfo]:
         """Extract ``samples`` (decoding failures go to ``skipped``); returns the chunks written."""
