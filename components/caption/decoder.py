@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..common.models import EOS_TOKEN_ID, PAD_TOKEN_ID, SOT_TOKEN_ID
-from ..common.precision import DTYPES, parse_dtype
+from ..common.precision import parse_dtype, torch_dtype
 
 LN2 = math.log(2.0)
 
@@ -99,7 +99,7 @@ class CachedCocaDecoder(nn.Module):
     def __init__(self, coca: nn.Module, precision: str = "float32", settings: GreedySettings | None = None):
         super().__init__()
         self.precision = parse_dtype(precision, ("float32", "bfloat16"), what="--precision")
-        self.dtype = DTYPES[self.precision]
+        self.dtype = torch_dtype(self.precision)
         self.settings = settings or GreedySettings()
         text, dec, visual = coca.text, coca.text_decoder, coca.visual
         self.attn_pool = copy.deepcopy(visual.attn_pool)
