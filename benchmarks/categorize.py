@@ -179,7 +179,7 @@ def main() -> None:
         f"constraint overhead: grammar mask {mask_ms:.2f} ms per decoding step (batch of {len(cons_caps)}); "
         f"step {1000 * step_cons:.1f} ms constrained vs {1000 * step_plain:.1f} ms unconstrained; "
         f"constrained random model wrote {cons.stats.new_tokens / len(cons_caps):.1f} tokens per answer "
-        f"(bound from the schema: {max_new_tokens(ls)})",
+        f"(stopped at {cons.max_new_tokens} steps; bound from the schema: {max_new_tokens(ls)})",
         "",
         f"output tokens per caption (Llama-3 tokenizer), the study's 12,000 answers: raw format mean {toks['raw_mean']:.1f}, "
         f"max {toks['raw_max']}; re-encoded in our compact format (+ stop token) mean {toks['ours_mean']:.1f}, "
