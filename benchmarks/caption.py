@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 from latent_verbalizer.components.caption.caption import auto_decode_batch  # noqa: E402
 from latent_verbalizer.components.caption.decoder import CachedCocaDecoder, GreedySettings  # noqa: E402
 from latent_verbalizer.components.common.models import EOS_TOKEN_ID, SOT_TOKEN_ID, load_coca, vision_block_outputs  # noqa: E402
+from latent_verbalizer.components.common.precision import exact_float32_math  # noqa: E402
 
 FIXED = GreedySettings(seq_len=30, min_seq_len=29)  # 29 decoder forwards for every row
 
@@ -79,8 +80,12 @@ def main() -> None:
     ap.add_argument("--reference-batch", type=int, default=None, help="reference batch (default 256, small 16)")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--cpu", action="store_true", help="full-size model on the CPU (slow; small --rows advised)")
+    ap.add_argument("--quick", action="store_true", help="GPU run sized for benchmarks/gpu_check.sh's time budget "
+                    "(2048 rows, one timed repeat)")
     ap.add_argument("--results", default=None, help="append the Markdown report to this file")
     args = ap.parse_args()
+    if args.quick:
+        args.rows, args.repeats = args.rows or 2048, args.repeats or 1
 
     device = "cpu" if args.small or args.cpu or not torch.cuda.is_available() else "cuda"
     if not (args.small or args.cpu) and device == "cpu":
@@ -89,6 +94,7 @@ def main() -> None:
     ref_batch = args.reference_batch or (16 if args.small else 256)
     repeats = args.repeats or (1 if args.small else 3)
     loaded = load_coca("tiny-random" if args.small else "coca_ViT-L-14", "random", device="cpu")
+    tf32 = exact_float32_math()["tf32"]  # as `lverb caption` does for float32; bf16 is unaffected
     model = loaded.model.to(device).eval()
 
     # image embeddings from real block outputs of random images, every layer
@@ -102,7 +108,8 @@ def main() -> None:
     what = "smoke, tiny-random" if args.small else "coca_ViT-L-14, random weights"
     report = [f"### caption benchmark ({what}, {device_name(device)})",
               "", f"- device: {device_name(device)}; torch {torch.__version__}",
-              f"- fixed length: 29 decoder forwards per caption; ours: {rows} rows, reference batch {ref_batch}", "",
+              f"- fixed length: 29 decoder forwards per caption; ours: {rows} rows, reference batch {ref_batch}; "
+              f"TF32 {'on' if tf32 else 'off'} for float32 (both ours and the reference)", "",
               "| decoder | captions/s | speed-up vs reference | peak GPU memory |", "| --- | --- | --- | --- |"]
 
     def peak_reset():

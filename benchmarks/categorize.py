@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -39,7 +40,8 @@ from latent_verbalizer.components.categorize.models import (  # noqa: E402
 )
 from latent_verbalizer.components.categorize.prompt import render, split_prompt  # noqa: E402
 
-REFERENCE = (REPO / ".." / "shared" / "reference").resolve()
+# the study's outputs: ../shared/reference beside the checkout, or LVERB_REFERENCE_DIR (gpu_check.sh carries a copy)
+REFERENCE = Path(os.environ.get("LVERB_REFERENCE_DIR") or (REPO / ".." / "shared" / "reference")).resolve()
 
 
 def sync():
@@ -96,8 +98,15 @@ def main() -> None:
     ap.add_argument("--captions", type=int, default=None, help="captions for our batched run (default 512, small: 16)")
     ap.add_argument("--reference-calls", type=int, default=None, help="one-per-call captions (default 8, small: 2)")
     ap.add_argument("--batch-size", type=int, default=None, help="default 128 (small: 8)")
+    ap.add_argument("--constrained-steps", type=int, default=None,
+                    help="decoding steps of the constraint-overhead run (default: the answer schema's bound)")
+    ap.add_argument("--quick", action="store_true", help="GPU run sized for benchmarks/gpu_check.sh's time budget "
+                    "(6 reference calls, constraint overhead over 32 captions x 200 steps)")
     ap.add_argument("--results", default=None, help="append the Markdown report to this file")
     args = ap.parse_args()
+    if args.quick:
+        args.reference_calls = args.reference_calls or 6
+        args.constrained_steps = args.constrained_steps or 200
 
     cuda = torch.cuda.is_available()
     if not cuda and not args.small:
@@ -147,8 +156,8 @@ def main() -> None:
     # ---- constraint overhead: the same batches with the grammar on
     stops = stop_token_ids(tok, model)
     grammar = compile_answer_grammar(tok, ls, config.vocab_size, stops)
-    cons = Generator(model, pp.prefix_ids, grammar, stops, tok.pad_token_id, max_new_tokens(ls))
-    cons_caps = suffixes[: min(len(suffixes), bs)]
+    cons = Generator(model, pp.prefix_ids, grammar, stops, tok.pad_token_id, args.constrained_steps or max_new_tokens(ls))
+    cons_caps = suffixes[: min(len(suffixes), 32 if args.quick else bs)]
     cons_s = run_ours(cons, cons_caps, bs)
     mask_ms = 1000 * cons.stats.mask_seconds / max(cons.stats.steps, 1)
     step_cons = cons_s / max(cons.stats.steps, 1)
@@ -170,7 +179,7 @@ def main() -> None:
         f"constraint overhead: grammar mask {mask_ms:.2f} ms per decoding step (batch of {len(cons_caps)}); "
         f"step {1000 * step_cons:.1f} ms constrained vs {1000 * step_plain:.1f} ms unconstrained; "
         f"constrained random model wrote {cons.stats.new_tokens / len(cons_caps):.1f} tokens per answer "
-        f"(bound from the schema: {max_new_tokens(ls)})",
+        f"(stopped at {cons.max_new_tokens} steps; bound from the schema: {max_new_tokens(ls)})",
         "",
         f"output tokens per caption (Llama-3 tokenizer), the study's 12,000 answers: raw format mean {toks['raw_mean']:.1f}, "
         f"max {toks['raw_max']}; re-encoded in our compact format (+ stop token) mean {toks['ours_mean']:.1f}, "

@@ -184,8 +184,8 @@ def child_peak_rss(shard: str, out: str, model: str, device: str, batch: str) ->
     """Run our extract in a child process; returns its images/s and peak RSS (MB)."""
     code = (
         "import json,resource,sys,time;sys.path.insert(0,%r);"
-        "from components.common.models import load_coca;"
-        "from components.extract.extract import ExtractSettings,extract_shard;"
+        "from latent_verbalizer.components.common.models import load_coca;"
+        "from latent_verbalizer.components.extract.extract import ExtractSettings,extract_shard;"
         "s=ExtractSettings(model=%r,pretrained='random',dtype='float16',batch_size=%r,device=%r);"
         "l=load_coca(s.model,s.pretrained,device=%r);t=time.perf_counter();"
         "m=extract_shard(%r,%r,l,s,%r);print(json.dumps({'images':m.image_count,'seconds':time.perf_counter()-t,"
@@ -201,8 +201,12 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=None, help="images per shard (default 2048, small 64)")
     ap.add_argument("--reference-images", type=int, default=None, help="images for the reference style (default 256, small 32)")
     ap.add_argument("--disk", default=None, help="a folder on local disk (default: a temp folder)")
+    ap.add_argument("--quick", action="store_true", help="GPU run sized for benchmarks/gpu_check.sh's time budget "
+                    "(1024 images, 128 for the reference style, no peak-memory child processes)")
     ap.add_argument("--results", default=None, help="append the Markdown report to this file")
     args = ap.parse_args()
+    if args.quick:
+        args.images, args.reference_images = args.images or 1024, args.reference_images or 128
 
     device = "cpu" if args.small or not torch.cuda.is_available() else "cuda"
     if not args.small and device == "cpu":
@@ -214,15 +218,21 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="lverb-bench-", dir=args.disk)
     shm = tempfile.mkdtemp(prefix="lverb-bench-", dir="/dev/shm") if os.path.isdir("/dev/shm") else work
     loaded = load_coca(model_name, "random", device=device)
-    shard = make_shard(os.path.join(work, "bench-000000.tar"), n)
-    ref_shard = make_shard(os.path.join(work, "ref-000000.tar"), n_ref)
     tokens, width = loaded.model.visual.positional_embedding.shape[0], loaded.model.visual.transformer.width
     per_image_fp16 = loaded.n_layers * tokens * width * 2
+    room = min(shutil.disk_usage(shm).free, shutil.disk_usage(work).free)
+    if n * per_image_fp16 > 0.7 * room:  # the features of one destination at a time must fit (/dev/shm may be small)
+        fit = max(64, int(0.7 * room // per_image_fp16))
+        print(f"only {room / 1e9:.1f} GB free for features: {fit} images instead of {n}")
+        n, n_ref = fit, min(n_ref, max(16, fit // 8))
+    shard = make_shard(os.path.join(work, "bench-000000.tar"), n)
+    ref_shard = make_shard(os.path.join(work, "ref-000000.tar"), n_ref)
 
     rows = []
     ref_s, ref_bytes = reference_style(load_coca(model_name, "random"), ref_shard, os.path.join(shm, "ref"),
                                        device, 16 if args.small else 64)
     ref_rate = n_ref / ref_s
+    shutil.rmtree(os.path.join(shm, "ref"), ignore_errors=True)
     rows.append(("reference style: fp32, hooks to pageable memory, sync writes -> /dev/shm", ref_rate,
                  ref_bytes / ref_s / 1e6, "1.0x", ""))
 
@@ -256,11 +266,14 @@ def main() -> None:
                      f"bound by {limit} (decode {decode:.0f} img/s with {decode_threads(settings)} threads, "
                      f"compute {compute:.0f} img/s, copy {bounds['device-to-host copy']:.0f} img/s, "
                      f"write {bw:.2f} GB/s = {bounds['the write']:.0f} img/s)"))
+        if dest == shm:
+            fidelity = feature_fidelity(loaded, shard, os.path.join(shm, "bench-000000"), device)
+        if not storage.is_s3(dest):
+            shutil.rmtree(os.path.join(dest, "bench-000000"), ignore_errors=True)
 
-    fidelity = feature_fidelity(loaded, shard, os.path.join(shm, "bench-000000"), device)
     small_n, big_n = (64, 256) if args.small else (512, 2048)
     peaks = []
-    for size in (small_n, big_n):
+    for size in () if args.quick else (small_n, big_n):
         s = make_shard(os.path.join(work, f"mem{size}-000000.tar"), size)
         peaks.append((size, child_peak_rss(s, os.path.join(shm, f"mem{size}"), model_name, device, batch)))
 
@@ -271,7 +284,8 @@ def main() -> None:
               "| run | images/s | MB/s written | vs reference | what bounds it |", "| --- | --- | --- | --- | --- |"]
     report += [f"| {r[0]} | {r[1]:.1f} | {r[2]:.0f} | {r[3]} | {r[4]} |" for r in rows]
     report += ["", "Peak host memory of our extract (child process, /dev/shm destination): " +
-               ", ".join(f"{size} images: {p['peak_rss_mb']:.0f} MB ({p['images'] / p['seconds']:.1f} img/s)" for size, p in peaks),
+               (", ".join(f"{size} images: {p['peak_rss_mb']:.0f} MB ({p['images'] / p['seconds']:.1f} img/s)"
+                          for size, p in peaks) or "not measured (--quick)"),
                "", f"Fidelity of the stored float16 features (computed as our path computes them: half precision on a GPU, fp32 on a CPU) to an fp32 forward with hooks, "
                f"first chunk: relative error (Frobenius) per layer, worst {fidelity['worst']:.2e} (layer {fidelity['worst_layer']}), "
                f"median {fidelity['median']:.2e}",

@@ -28,7 +28,7 @@ LOCAL_DEFAULTS = {
     "extract_model": "tiny-random",
     "extract_pretrained": "random",
     "extract_batch_size": "16",
-    "caption_precision": "auto",
+    "caption_precision": "float32",
     "categorize_model": "smollm2-135m",
     "categorize_gpus": 1,
 }

@@ -25,8 +25,11 @@ from ..common.contracts import (
     provenance,
     write_table,
 )
+from ..common.devices import resolve_device
 from ..common.features import iter_feature_chunks, read_manifest
-from ..common.models import load_coca, parse_layers, resolve_device
+from ..common.models import load_coca, parse_layers
+from ..common.oom import OutOfMemoryBackoff, backoff_batches
+from ..common.precision import exact_float32_math, parse_dtype
 from ..common.progress import Progress
 from .decoder import CachedCocaDecoder, DecodedCaptions, GreedySettings, caption_text
 
@@ -35,12 +38,13 @@ log = logging.getLogger(__name__)
 CAPTIONS_NAME = "captions.parquet"
 CPU_BATCH = 64
 MAX_BATCH = 4096
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass
 class CaptionSettings:
     layers: str = "all"
-    precision: str = "auto"          # fp32 | bf16 | auto (bf16 on GPU, fp32 on CPU)
+    precision: str = "float32"       # float32: the study's exact method; bfloat16: fast, opt-in
     batch_size: str | int = "auto"
     seq_len: int = 30
     min_seq_len: int = 5
@@ -49,12 +53,9 @@ class CaptionSettings:
     pretrained: str | None = None
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    if precision == "auto":
-        return "bf16" if device.startswith("cuda") else "fp32"
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"--precision {precision!r}: use fp32, bf16 or auto")
-    return precision
+def parse_precision(precision: str) -> str:
+    """``float32`` (the study's exact method) or ``bfloat16`` (fast; opt-in), from the dtype vocabulary."""
+    return parse_dtype(precision, PRECISIONS, what="--precision")
 
 
 def auto_decode_batch(decoder: CachedCocaDecoder, n_image_tokens: int, device: str) -> int:
@@ -74,7 +75,8 @@ class CaptionBatcher:
     """Collects (image, layer) rows and decodes them in batches of ``batch_size``."""
 
     def __init__(self, decoder: CachedCocaDecoder, tokenizer, batch_size: int, progress: Progress):
-        self.decoder, self.tokenizer, self.batch_size, self.progress = decoder, tokenizer, batch_size, progress
+        self.decoder, self.tokenizer, self.progress = decoder, tokenizer, progress
+        self.backoff = OutOfMemoryBackoff(batch_size, "caption", advice="decode on a GPU with more free memory")
         self.pending: list[tuple[list[str], int, torch.Tensor]] = []  # (image keys, layer, embeddings)
         self.n_pending = 0
         self.rows: list[dict] = []
@@ -83,42 +85,35 @@ class CaptionBatcher:
         self.shard = shard
         self.pending.append((keys, layer, embs))
         self.n_pending += len(keys)
-        while self.n_pending >= self.batch_size:
-            self._decode(self.batch_size)
+        while self.n_pending >= self.backoff.batch_size:
+            self._decode(self.backoff.batch_size)
 
     def flush(self) -> None:
         while self.n_pending:
-            self._decode(min(self.n_pending, self.batch_size))
+            self._decode(min(self.n_pending, self.backoff.batch_size))
 
     def _take(self, n: int):
         keys, layers, parts = [], [], []
         while n:
-            k, layer, e = self.pending[0]
-            m = min(n, len(k))
-            keys += k[:m]
-            layers += [layer] * m
-            parts.append(e[:m])
-            if m == len(k):
+            group_keys, layer, group_embs = self.pending[0]
+            taken = min(n, len(group_keys))
+            keys += group_keys[:taken]
+            layers += [layer] * taken
+            parts.append(group_embs[:taken])
+            if taken == len(group_keys):
                 self.pending.pop(0)
             else:
-                self.pending[0] = (k[m:], layer, e[m:])
-            n -= m
-            self.n_pending -= m
+                self.pending[0] = (group_keys[taken:], layer, group_embs[taken:])
+            n -= taken
+            self.n_pending -= taken
         return keys, layers, torch.cat(parts)
 
-    def _generate(self, embs: torch.Tensor) -> list:
+    def _generate(self, embs: torch.Tensor) -> list[DecodedCaptions]:
         """Decode; on out-of-memory halve the batch (for the rest of the shard too) and go on."""
-        try:
-            return [self.decoder.generate(embs)]
-        except torch.OutOfMemoryError:
-            if len(embs) == 1:
-                raise
-            half = len(embs) // 2
-            self.batch_size = max(1, half)
-            log.warning("out of GPU memory decoding %d rows, halving the batch to %d", len(embs), half)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            return self._generate(embs[:half]) + self._generate(embs[half:])
+        def decode(start: int, n: int) -> DecodedCaptions:
+            return self.decoder.generate(embs[start:start + n])
+
+        return [decoded for _, _, decoded in backoff_batches(len(embs), self.backoff, decode)]
 
     def _decode(self, n: int) -> None:
         keys, layers, embs = self._take(n)
@@ -166,8 +161,7 @@ def caption_shard(features_dir: str, out_uri: str, decoder: CachedCocaDecoder, t
                 embs = decoder.image_embeddings(chunk.layers[layer].to(device))
                 if batcher is None:
                     size = auto_decode_batch(decoder, embs.shape[1], device) if batch == "auto" else int(batch)
-                    log.info("%s: layers %s, decode batch %d, precision %s", name, layers, size,
-                             "fp32" if decoder.dtype == torch.float32 else "bf16")
+                    log.info("%s: layers %s, decode batch %d, precision %s", name, layers, size, made_by["precision"])
                     batcher = CaptionBatcher(decoder, tokenizer, size, progress)
                 batcher.add(chunk.image_keys, layer, embs, name)
         if batcher is not None:
@@ -216,11 +210,13 @@ def run_caption(features_uri: str, out_uri: str, settings: CaptionSettings) -> l
         raise ValueError(f"features under {features_uri} were made by {first.model}, not {settings.model}; "
                          "captions must come from the model that made the features")
     device = resolve_device(settings.device)
-    precision = resolve_precision(settings.precision, device)
+    precision = parse_precision(settings.precision)
     loaded = load_coca(first.model, settings.pretrained or first.pretrained, device="cpu")
     greedy = GreedySettings(seq_len=settings.seq_len, min_seq_len=settings.min_seq_len)
     decoder = CachedCocaDecoder(loaded.model, precision=precision, settings=greedy).to(device)
     loaded.model = None  # the decoder holds copies of what it needs
     made_by = {"model": first.model, "pretrained": settings.pretrained or first.pretrained, "precision": precision,
                "seq_len": greedy.seq_len, "min_seq_len": greedy.min_seq_len}
+    if precision == "float32":  # the exact path: float32 computed as float32, also on Ampere and newer GPUs
+        made_by["tf32"] = exact_float32_math()["tf32"]
     return [caption_shard(d, out_uri, decoder, loaded.tokenizer, settings, device, made_by) for d in shard_dirs]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..common.precision import dtype_argument
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("caption", help="a caption for every (image, layer) of extracted features",
@@ -29,8 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def add_decode_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="fp32: token-for-token the study's loop; bf16: fast (auto: bf16 on GPU, fp32 on CPU)")
+    p.add_argument("--precision", default="float32", type=dtype_argument(("float32", "bfloat16"), "--precision"),
+                   help="float32 (default): token-for-token the study's loop; bfloat16: faster, opt-in "
+                        "(a near-tie between two tokens can resolve differently); fp32/bf16 accepted")
     p.add_argument("--seq-len", type=int, default=30, help="tokens at most, including the start token (study: 30)")
     p.add_argument("--min-seq-len", type=int, default=5, help="EOS banned while shorter than this (study: 5)")
     p.add_argument("--device", default="auto", help="cuda, cuda:N, cpu or auto")
@@ -48,14 +51,10 @@ def _caption(args) -> int:
 
 
 def _interpret(args) -> int:
-    from latent_verbalizer.components.common.models import resolve_device
-
-    from .caption import resolve_precision
     from .decoder import GreedySettings
     from .interpret import interpret_images, print_json, print_table
 
-    precision = resolve_precision(args.precision, resolve_device(args.device))
-    rows = interpret_images(args.images, model=args.model, pretrained=args.pretrained, precision=precision,
+    rows = interpret_images(args.images, model=args.model, pretrained=args.pretrained, precision=args.precision,
                             device=args.device, layers=args.layers,
                             settings=GreedySettings(seq_len=args.seq_len, min_seq_len=args.min_seq_len))
     (print_json if args.json else print_table)(rows)

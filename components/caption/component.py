@@ -21,7 +21,7 @@ def caption_shard(
         features: the extract step's manifest of this shard.
         storage_prefix: where bulk data goes; captions land under <prefix>/captions/<shard>/captions.parquet.
         layers: 'all' (every extracted layer) or 0-based block indices.
-        precision: fp32 (token-for-token the study's loop), bf16 (fast), or auto (bf16 on GPU).
+        precision: float32 (the study's exact method, token for token) or bfloat16 (faster, opt-in; near-ties can resolve differently).
         batch_size: (image, layer) pairs decoded together, or 'auto'.
         seq_len: most tokens per caption including the start token (study: 30).
         min_seq_len: end-of-text banned while shorter than this (study: 5).

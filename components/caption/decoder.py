@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..common.models import EOS_TOKEN_ID, PAD_TOKEN_ID, SOT_TOKEN_ID
+from ..common.precision import parse_dtype, torch_dtype
 
 LN2 = math.log(2.0)
 
@@ -90,16 +91,15 @@ def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
 class CachedCocaDecoder(nn.Module):
     """Greedy captions from image tokens with a KV cache; reads the weights of an open_clip CoCa.
 
-    ``precision``: ``fp32`` (token-for-token the reference loop) or ``bf16`` (fast; a
-    near-tie between two tokens can resolve differently). Modules are copied, so the
-    model given is not changed.
+    ``precision``: ``float32`` (token-for-token the reference loop, with TF32 off on the
+    GPU: ``common.precision.exact_float32_math``) or ``bfloat16`` (fast; a near-tie between
+    two tokens can resolve differently). Modules are copied, so the model given is not changed.
     """
 
-    def __init__(self, coca: nn.Module, precision: str = "fp32", settings: GreedySettings | None = None):
+    def __init__(self, coca: nn.Module, precision: str = "float32", settings: GreedySettings | None = None):
         super().__init__()
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"--precision {precision!r}: use fp32 or bf16")
-        self.dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+        self.precision = parse_dtype(precision, ("float32", "bfloat16"), what="--precision")
+        self.dtype = torch_dtype(self.precision)
         self.settings = settings or GreedySettings()
         text, dec, visual = coca.text, coca.text_decoder, coca.visual
         self.attn_pool = copy.deepcopy(visual.attn_pool)
@@ -187,11 +187,11 @@ class CachedCocaDecoder(nn.Module):
     @torch.no_grad()
     def generate(self, image_embs: torch.Tensor, compact_below: float = 0.5) -> DecodedCaptions:
         """Greedy captions for a batch of image embeddings ``[rows, n_image_tokens, dim]``."""
-        st = self.settings
+        greedy = self.settings
         rows, device = image_embs.shape[0], image_embs.device
         cache = self.new_cache(image_embs.to(self.dtype))
-        out = torch.full((rows, st.seq_len), st.pad_token_id, dtype=torch.long, device=device)
-        out[:, 0] = st.sot_token_id
+        out = torch.full((rows, greedy.seq_len), greedy.pad_token_id, dtype=torch.long, device=device)
+        out[:, 0] = greedy.sot_token_id
         length = torch.ones(rows, dtype=torch.long, device=device)       # tokens incl. start
         entropy_sum = torch.zeros(rows, dtype=torch.float64, device=device)
         logprob_sum = torch.zeros(rows, dtype=torch.float64, device=device)
@@ -199,16 +199,16 @@ class CachedCocaDecoder(nn.Module):
         active = torch.arange(rows, device=device)                       # original row of each cache row
         running = torch.ones(rows, dtype=torch.bool, device=device)      # per cache row
 
-        for pos in range(st.seq_len - 1):
+        for pos in range(greedy.seq_len - 1):
             cur_len = pos + 1
             logits = self.step(out[active, pos], pos, cache)
             logp = torch.log_softmax(logits, dim=-1)
             entropy = -(logp.exp() * logp).sum(-1) / LN2
-            if cur_len + 1 == st.seq_len:
-                nxt = torch.full_like(active, st.eos_token_id)
+            if cur_len + 1 == greedy.seq_len:
+                nxt = torch.full_like(active, greedy.eos_token_id)
             else:
-                if cur_len < st.min_seq_len:
-                    logits[:, st.eos_token_id] = -float("inf")
+                if cur_len < greedy.min_seq_len:
+                    logits[:, greedy.eos_token_id] = -float("inf")
                 nxt = logits.argmax(-1)
             chosen_lp = logp.gather(1, nxt[:, None])[:, 0]
 
@@ -217,11 +217,11 @@ class CachedCocaDecoder(nn.Module):
             length[live] += 1
             entropy_sum[live] += entropy[running].double()
             logprob_sum[live] += chosen_lp[running].double()
-            ended = running & ((nxt == st.eos_token_id) | (nxt == st.pad_token_id))
-            if cur_len + 1 == st.seq_len:
+            ended = running & ((nxt == greedy.eos_token_id) | (nxt == greedy.pad_token_id))
+            if cur_len + 1 == greedy.seq_len:
                 stop_code[active[ended]] = 2
             else:
-                stop_code[active[ended]] = torch.where(nxt[ended] == st.eos_token_id, 0, 1)
+                stop_code[active[ended]] = torch.where(nxt[ended] == greedy.eos_token_id, 0, 1)
             running &= ~ended
             n_running = int(running.sum())
             if n_running == 0:
@@ -232,9 +232,12 @@ class CachedCocaDecoder(nn.Module):
                 active, running = active[keep], running[keep]
 
         n_gen = (length - 1).clamp(min=1).double()
-        token_ids = [out[i, 1:length[i]].tolist() for i in range(rows)]
-        stops = [("eos", "pad", "length")[c] for c in stop_code.tolist()]
-        return DecodedCaptions(token_ids, stops, (entropy_sum / n_gen).tolist(), (logprob_sum / n_gen).tolist())
+        # One device-to-host copy per batch (a .tolist() per row would wait on the GPU once per row).
+        tokens_host, lengths_host, stops_host, entropy_host, logprob_host = (
+            t.cpu().tolist() for t in (out, length, stop_code, entropy_sum / n_gen, logprob_sum / n_gen))
+        token_ids = [row[1:n] for row, n in zip(tokens_host, lengths_host)]
+        stops = [("eos", "pad", "length")[code] for code in stops_host]
+        return DecodedCaptions(token_ids, stops, entropy_host, logprob_host)
 
 
 def caption_text(tokenizer, token_ids: list[int]) -> str:

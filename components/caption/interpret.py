@@ -9,7 +9,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..common.models import load_coca, parse_layers, resolve_device, vision_block_outputs
+from ..common.devices import resolve_device
+from ..common.models import load_coca, parse_layers, vision_block_outputs
+from ..common.precision import exact_float32_math
 from .decoder import CachedCocaDecoder, GreedySettings, caption_text
 
 
@@ -23,7 +25,7 @@ class LayerCaption:
 
 
 def interpret_images(paths: list[str], model: str = "tiny-random", pretrained: str | None = None,
-                     precision: str = "fp32", device: str = "auto", layers: str = "all",
+                     precision: str = "float32", device: str = "auto", layers: str = "all",
                      settings: GreedySettings | None = None) -> list[LayerCaption]:
     """Every selected layer's caption of every image, decoded in one batch per image."""
     from PIL import Image
@@ -32,6 +34,8 @@ def interpret_images(paths: list[str], model: str = "tiny-random", pretrained: s
     loaded = load_coca(model, pretrained, device="cpu")
     chosen = parse_layers(layers, loaded.n_layers)
     decoder = CachedCocaDecoder(loaded.model, precision=precision, settings=settings).to(device)
+    if decoder.precision == "float32":
+        exact_float32_math()
     visual = loaded.model.visual.to(device)
     results = []
     for path in paths:

@@ -36,11 +36,11 @@ def categorize_captions(
         with open(artifact.path) as f:
             uris.append(json.load(f)["captions"])
     out = storage.join(storage_prefix, "labels")
-    import torch
+    from latent_verbalizer.components.common.devices import usable_gpus
 
-    # On Kubeflow the pod sees exactly the GPUs it was given; kfp.local on a laptop may see none.
-    usable = min(int(gpus), torch.cuda.device_count() if torch.cuda.is_available() else 0)
-    summary = run_categorize(uris, out, model=model, gpus=usable or None, batch_size=batch_size)
+    # On Kubeflow the pod sees the GPUs it was given (the pipeline sets LVERB_REQUIRE_GPU: seeing fewer
+    # is an error); a kfp.local run on a laptop may see none, and then runs on the CPU (gpus=0).
+    summary = run_categorize(uris, out, model=model, gpus=usable_gpus(int(gpus)), batch_size=batch_size)
     result = {"labels": storage.join(out, "labels.parquet"), "aggregate": storage.join(out, "aggregate.parquet"),
               "captions": uris, "summary": summary}
     with open(labels.path, "w") as f:

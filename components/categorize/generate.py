@@ -19,6 +19,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
+from ..common.oom import OutOfMemoryBackoff, backoff_batches
 from .grammar import GrammarLogitsProcessor
 
 log = logging.getLogger(__name__)
@@ -159,23 +160,17 @@ class Generator:
     def generate(self, suffixes: Sequence[Sequence[int]], batch_size: int) -> Iterator[tuple[list[int], list[Answer]]]:
         """Yield ``(indices, answers)`` batch by batch, in the given order. Halves the batch
         size on out-of-memory (and keeps it halved); gives up only at batch size 1."""
-        bs = max(1, int(batch_size))
-        i = 0
-        while i < len(suffixes):
-            idx = list(range(i, min(i + bs, len(suffixes))))
-            try:
-                answers = self.generate_batch([suffixes[k] for k in idx])
-            except torch.OutOfMemoryError:
-                self.stats.ooms += 1
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                if bs == 1:
-                    raise RuntimeError("out of memory at batch size 1: use more GPUs (--gpus) or a smaller model") from None
-                bs = max(1, bs // 2)
-                log.warning("out of memory: batch size halved to %d", bs)
-                continue
-            i += len(idx)
-            yield idx, answers
+        backoff = OutOfMemoryBackoff(max(1, int(batch_size)), "categorize",
+                                     advice="use more GPUs (--gpus) or a smaller model")
+
+        def answer(start: int, n: int) -> list[Answer]:
+            return self.generate_batch(suffixes[start:start + n])
+
+        try:
+            for start, n, answers in backoff_batches(len(suffixes), backoff, answer):
+                yield list(range(start, start + n)), answers
+        finally:
+            self.stats.ooms += backoff.ooms
 
     @property
     def batch_size_now(self) -> int:

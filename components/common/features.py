@@ -29,9 +29,9 @@ import torch
 
 from . import storage
 from .contracts import MANIFEST_NAME, ChunkInfo, FeatureManifest
+from .precision import torch_dtype
 
-TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-SAFETENSORS_DTYPES = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}
+SAFETENSORS_DTYPES = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}  # the names of common.precision
 _FROM_SAFETENSORS = {v: k for k, v in SAFETENSORS_DTYPES.items()}
 
 
@@ -72,7 +72,7 @@ def write_feature_chunk(uri: str, tensors: dict[int, torch.Tensor], metadata: di
     header: dict = {"__metadata__": metadata}
     offset = 0
     for layer, t in tensors.items():
-        dtype = next(k for k, v in TORCH_DTYPES.items() if v == t.dtype)
+        dtype = str(t.dtype).removeprefix("torch.")
         n = t.numel() * t.element_size()
         header[tensor_name(layer)] = {
             "dtype": SAFETENSORS_DTYPES[dtype],
@@ -151,7 +151,7 @@ def read_chunk_layer(header: ChunkHeader, layer: int) -> torch.Tensor:
         raise CorruptChunkError(f"{header.uri}: layer {layer} is cut short ({len(buf)} of {end - begin} bytes); "
                                 "re-run extract for this shard")
     _check_part(header.uri, name, buf, header.sha256)
-    dtype = TORCH_DTYPES[_FROM_SAFETENSORS[entry["dtype"]]]
+    dtype = torch_dtype(_FROM_SAFETENSORS[entry["dtype"]])
     return torch.frombuffer(buf, dtype=dtype).reshape(entry["shape"]) if buf else torch.empty(entry["shape"], dtype=dtype)
 
 

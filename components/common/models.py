@@ -171,15 +171,6 @@ def parse_layers(spec: str | list[int] | None, n_layers: int) -> list[int]:
     return sorted(out)
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> cuda when a GPU is visible, else cpu; a clear error for a missing GPU."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu")
-    return device
-
-
 @torch.no_grad()
 def vision_block_outputs(visual: torch.nn.Module, images: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
     """Outputs ``[n, tokens, width]`` of the selected residual blocks of a CoCa vision tower.

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..common import storage
+from ..common.precision import dtype_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--out", required=True, help="folder or s3:// prefix for the features")
     add_model_arguments(e)
     e.add_argument("--layers", default="all", help="'all' or block indices, e.g. 0,5,23 (0-based)")
-    e.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"], help="stored feature dtype")
+    e.add_argument("--dtype", default="float16", type=dtype_argument(),
+                   help="stored feature dtype: float16 (default), bfloat16 or float32 (fp16/bf16/fp32 accepted)")
     e.add_argument("--batch-size", default="auto", help="images per batch and chunk, or 'auto' (from free GPU memory)")
     e.add_argument("--device", default="auto", help="cuda, cuda:N, cpu or auto")
     e.add_argument("--writers", type=int, default=2, help="chunks written to storage concurrently")

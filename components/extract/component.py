@@ -23,7 +23,7 @@ def extract_shard(
         model: open_clip CoCa architecture, e.g. coca_ViT-L-14, or tiny-random (offline).
         pretrained: pretrained tag, local/PVC checkpoint path, s3:// object, or 'random'; empty: the study's weights.
         layers: 'all' or 0-based block indices, e.g. 0,5,23.
-        dtype: stored feature dtype: float16, bfloat16 or float32.
+        dtype: stored feature dtype: float16, bfloat16 or float32 (fp16, bf16, fp32 accepted).
         batch_size: images per batch, or 'auto' (from free GPU memory).
         features: small JSON manifest pointing at the features (the bulk data stays in storage).
     """

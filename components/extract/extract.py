@@ -36,14 +36,11 @@ from ..common.contracts import (
     provenance,
     shard_name,
 )
-from ..common.features import (
-    TORCH_DTYPES,
-    digest_feature_chunk,
-    read_chunk_header,
-    read_manifest,
-    write_feature_chunk,
-)
-from ..common.models import LoadedCoca, load_coca, parse_layers, resolve_device, vision_block_outputs
+from ..common.devices import resolve_device
+from ..common.features import digest_feature_chunk, read_chunk_header, read_manifest, write_feature_chunk
+from ..common.models import LoadedCoca, load_coca, parse_layers, vision_block_outputs
+from ..common.oom import OutOfMemoryBackoff, backoff_batches
+from ..common.precision import exact_float32_math, parse_dtype, torch_dtype
 from ..common.progress import Progress
 from .shards import DEFAULT_MAX_PIXELS, ShardError, decode_image, iter_samples
 
@@ -59,7 +56,7 @@ class ExtractSettings:
     model: str = "tiny-random"
     pretrained: str | None = None
     layers: str = "all"
-    dtype: str = "float16"
+    dtype: str = "float16"           # stored feature dtype: float16, bfloat16 or float32 (common.precision)
     batch_size: str | int = "auto"
     device: str = "auto"
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -128,7 +125,7 @@ class ChunkWriters:
 
     def buffers(self, shape_by_layer: dict[int, tuple], dtype: torch.dtype, pin: bool):
         for _ in range(self.n_buffers):
-            self.free.put({l: torch.empty(s, dtype=dtype, pin_memory=pin) for l, s in shape_by_layer.items()})
+            self.free.put({layer: torch.empty(shape, dtype=dtype, pin_memory=pin) for layer, shape in shape_by_layer.items()})
 
     def take(self) -> dict[int, torch.Tensor]:
         return self.free.get()
@@ -182,139 +179,186 @@ def _existing_chunks(shard_dir: str, shard_uri: str, fingerprint: dict) -> list[
     return out
 
 
-def extract_shard(shard_uri: str, out_uri: str, loaded: LoadedCoca, settings: ExtractSettings, device: str) -> FeatureManifest:
-    """Extract one shard into ``out_uri/<shard name>/``; returns its manifest."""
-    name = shard_name(shard_uri)
-    shard_dir = storage.join(out_uri, name)
-    layers = parse_layers(settings.layers, loaded.n_layers)
-    if settings.dtype not in TORCH_DTYPES:
-        raise ValueError(f"--dtype {settings.dtype!r}: use one of {', '.join(TORCH_DTYPES)}")
-    fingerprint = parameters_fingerprint(loaded.name, loaded.pretrained, layers, settings.dtype)
-
+def finished_manifest(shard_dir: str, shard_uri: str, fingerprint: dict) -> FeatureManifest | None:
+    """The manifest of an earlier extraction of this shard with the same parameters, or None
+    when there is none; an error when the folder holds another shard's or other parameters' features."""
     done = read_manifest(shard_dir)
-    if done is not None and done.shard != shard_uri:
+    if done is None:
+        return None
+    if done.shard != shard_uri:
         raise ValueError(f"{shard_dir} holds the features of {done.shard}, not {shard_uri}: two shards share the name "
-                         f"{name!r}; rename one or use another --out")
-    if done is not None:
-        existing = parameters_fingerprint(done.model, done.pretrained, done.layers, done.dtype)
-        if existing == fingerprint:
-            log.info("%s: already extracted (%d images), skipping", name, done.image_count)
-            return done
+                         f"{storage.basename(shard_dir)!r}; rename one or use another --out")
+    existing = parameters_fingerprint(done.model, done.pretrained, done.layers, done.dtype)
+    if existing != fingerprint:
         raise ValueError(
             f"{shard_dir} already holds features made with {existing}, not {fingerprint}; "
             "use another --out for different parameters"
         )
+    return done
 
-    previous = _existing_chunks(shard_dir, shard_uri, fingerprint)
-    chunks: list[ChunkInfo] = [info for info, _ in previous]
-    done_keys = {k for _, keys in previous for k in keys}
-    if previous:
-        log.info("%s: resuming, %d chunks (%d images) already written", name, len(previous), len(done_keys))
 
-    tokens, width = _tokens_and_width(loaded)
-    image_size = max(_as_pair(loaded.model.visual.image_size))
-    out_dtype = TORCH_DTYPES[settings.dtype]
-    per_image = len(layers) * tokens * width * out_dtype.itemsize
+def choose_batch_size(settings: ExtractSettings, device: str, per_image_bytes: int, tokens: int, width: int,
+                      name: str) -> int:
+    """``--batch-size`` (bounded by the host memory of one pinned buffer) or, for ``auto``, from free GPU memory."""
     if settings.batch_size == "auto":
-        batch = auto_batch_size(device, per_image, settings.max_chunk_bytes, width, tokens)
-    else:
-        batch = int(settings.batch_size)
-        if batch < 1:
-            raise ValueError("--batch-size must be >= 1 or 'auto'")
-        host_bound = max(1, settings.max_chunk_bytes // per_image)
-        if batch > host_bound:  # (writers + 1) pinned buffers of this size are held
-            log.warning("%s: --batch-size %d would pin %.1f GB per buffer; using %d", name, batch,
-                        batch * per_image / 1e9, host_bound)
-            batch = host_bound
-    log.info("%s: layers %s, batch %d, %.1f MB of features per image", name, layers, batch, per_image / 1e6)
+        return auto_batch_size(device, per_image_bytes, settings.max_chunk_bytes, width, tokens)
+    batch = int(settings.batch_size)
+    if batch < 1:
+        raise ValueError("--batch-size must be >= 1 or 'auto'")
+    host_bound = max(1, settings.max_chunk_bytes // per_image_bytes)
+    if batch > host_bound:  # (writers + 1) pinned buffers of this size are held
+        log.warning("%s: --batch-size %d would pin %.1f GB per buffer; using %d", name, batch,
+                    batch * per_image_bytes / 1e9, host_bound)
+        batch = host_bound
+    return batch
 
-    use_cuda = device.startswith("cuda")
-    # Half-precision compute on the GPU in the stored dtype; fp32 on the CPU (and for fp32 features).
-    autocast_dtype = out_dtype if use_cuda and out_dtype != torch.float32 else None
-    writers = ChunkWriters(max(1, settings.writers))
-    writers.buffers({l: (batch, tokens, width) for l in layers}, out_dtype, pin=use_cuda)
-    skipped: list[SkippedSample] = []
-    base_meta = {
-        "model": loaded.name, "pretrained": loaded.pretrained, "layers": json.dumps(layers),
-        "dtype": settings.dtype, "parameters": json.dumps(fingerprint), "shard": shard_uri,
-    }
-    # After the highest surviving chunk: writers finish out of order, so a killed run can
-    # leave chunk 3 without chunk 2; reusing a number would overwrite finished images.
-    next_index = max((int(c.key[len(CHUNK_PREFIX):].split(".")[0]) for c in chunks), default=-1) + 1
-    progress = Progress(f"extract {name}", "img")
 
-    def prepare(sample):
+def next_chunk_index(chunks: list[ChunkInfo]) -> int:
+    """After the highest surviving chunk: writers finish out of order, so a killed run can
+    leave chunk 3 without chunk 2; reusing a number would overwrite finished images."""
+    return max((int(c.key[len(CHUNK_PREFIX):].split(".")[0]) for c in chunks), default=-1) + 1
+
+
+class ShardExtractor:
+    """One shard's extraction: images decoded in threads, the vision tower's forward in
+    batches (halved on out-of-memory), each selected block's output cast on the device and
+    copied asynchronously into a pinned host buffer, and the chunk written in the background
+    once a CUDA event says the copy is complete."""
+
+    def __init__(self, shard_uri: str, shard_dir: str, loaded: LoadedCoca, layers: list[int], dtype: str,
+                 settings: ExtractSettings, device: str, batch_size: int, fingerprint: dict, first_index: int):
+        self.shard_uri, self.shard_dir, self.loaded, self.layers = shard_uri, shard_dir, loaded, layers
+        self.settings, self.device, self.next_index = settings, device, first_index
+        self.name = storage.basename(shard_dir)
+        self.out_dtype = torch_dtype(dtype)
+        self.use_cuda = device.startswith("cuda")
+        # Half-precision compute on the GPU in the stored dtype; fp32 on the CPU (and for fp32 features).
+        self.autocast_dtype = self.out_dtype if self.use_cuda and self.out_dtype != torch.float32 else None
+        self.image_size = max(_as_pair(loaded.model.visual.image_size))
+        tokens, width = _tokens_and_width(loaded)
+        self.backoff = OutOfMemoryBackoff(batch_size, f"extract {self.name}", advice="set a smaller --batch-size "
+                                          "or use a GPU with more free memory")
+        self.writers = ChunkWriters(max(1, settings.writers))
+        self.writers.buffers({layer: (batch_size, tokens, width) for layer in layers}, self.out_dtype, pin=self.use_cuda)
+        self.chunk_metadata = {
+            "model": loaded.name, "pretrained": loaded.pretrained, "layers": json.dumps(layers),
+            "dtype": dtype, "parameters": json.dumps(fingerprint), "shard": shard_uri,
+        }
+        self.progress = Progress(f"extract {self.name}", "img")
+
+    def decode(self, sample) -> tuple[str, torch.Tensor | None, str | None]:
+        """(key, pixels, None) or (key, None, why the image was skipped)."""
         try:
-            img = decode_image(sample.image_bytes()[1], target_size=image_size, max_pixels=settings.max_pixels)
-            return sample.key, loaded.preprocess(img), None
+            image = decode_image(sample.image_bytes()[1], target_size=self.image_size, max_pixels=self.settings.max_pixels)
+            return sample.key, self.loaded.preprocess(image), None
         except ValueError as e:
             return sample.key, None, str(e)
 
-    def write_chunk(index: int, keys: list[str], host: dict[int, torch.Tensor], n: int, event):
-        if event is not None:
-            event.synchronize()
+    def forward(self, pixels: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The selected blocks' outputs of one batch, on the device (may run out of memory)."""
+        images = torch.stack(pixels).to(self.device, non_blocking=True)
+        with torch.autocast(device_type="cuda", dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            return vision_block_outputs(self.loaded.model.visual, images, self.layers)
+
+    def write_chunk(self, index: int, keys: list[str], host: dict[int, torch.Tensor], n: int,
+                    copied: torch.cuda.Event | None) -> ChunkInfo:
+        """Runs on a writer thread: waits for the copy into ``host``, then writes the chunk."""
+        if copied is not None:
+            copied.synchronize()
         key = f"{CHUNK_PREFIX}{index:05d}.safetensors"
-        meta = dict(base_meta, image_keys=json.dumps(keys))
-        nbytes, sha = write_feature_chunk(storage.join(shard_dir, key), {l: host[l][:n] for l in layers}, meta)
-        progress.update(0, nbytes)
+        metadata = dict(self.chunk_metadata, image_keys=json.dumps(keys))
+        nbytes, sha = write_feature_chunk(storage.join(self.shard_dir, key),
+                                          {layer: host[layer][:n] for layer in self.layers}, metadata)
+        self.progress.update(0, nbytes)
         return ChunkInfo(key=key, images=n, bytes=nbytes, sha256=sha)
 
-    def run_batch(keys: list[str], pixels: list[torch.Tensor]):
-        nonlocal next_index, batch
-        start = 0
-        while start < len(keys):
-            n = min(batch, len(keys) - start)
-            try:
-                images = torch.stack(pixels[start:start + n]).to(device, non_blocking=True)
-                with torch.autocast(device_type="cuda", dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    outs = vision_block_outputs(loaded.model.visual, images, layers)
-            except torch.OutOfMemoryError:
-                if n == 1:
-                    raise
-                batch = max(1, n // 2)
-                log.warning("%s: out of GPU memory at batch %d, halving to %d", name, n, batch)
-                torch.cuda.empty_cache()
-                continue
-            host = writers.take()
-            for l, o in zip(layers, outs):
-                host[l][:n].copy_(o.to(out_dtype), non_blocking=use_cuda)
-            event = None
-            if use_cuda:
-                event = torch.cuda.Event()
-                event.record()
-            writers.submit(write_chunk, host, next_index, keys[start:start + n], host, n, event)
-            next_index += 1
-            progress.update(n)
-            start += n
+    def copy_out(self, keys: list[str], outputs: list[torch.Tensor]) -> None:
+        """Cast on the device, copy into a free pinned buffer without waiting, hand it to a writer."""
+        host = self.writers.take()
+        n = len(keys)
+        for layer, output in zip(self.layers, outputs):
+            host[layer][:n].copy_(output.to(self.out_dtype), non_blocking=self.use_cuda)
+        copied = None
+        if self.use_cuda:
+            copied = torch.cuda.Event()
+            copied.record()
+        self.writers.submit(self.write_chunk, host, self.next_index, keys, host, n, copied)
+        self.next_index += 1
+        self.progress.update(n)
 
-    try:
-        threads = decode_threads(settings)
+    def run_batch(self, keys: list[str], pixels: list[torch.Tensor]) -> None:
+        def forward_part(start: int, n: int) -> list[torch.Tensor]:
+            return self.forward(pixels[start:start + n])
+
+        for start, n, outputs in backoff_batches(len(keys), self.backoff, forward_part):
+            self.copy_out(keys[start:start + n], outputs)
+            del outputs  # freed before the next forward: the copies already queued on the stream keep their order
+
+    def run(self, samples, skipped: list[SkippedSample]) -> list[ChunkInfo]:
+        """Extract ``samples`` (decoding failures go to ``skipped``); returns the chunks written."""
+        threads = decode_threads(self.settings)
+        window = max(self.backoff.batch_size, 4 * threads)
         with ThreadPoolExecutor(max_workers=threads) as decoders:
             pending_keys: list[str] = []
             pending_pixels: list[torch.Tensor] = []
-            samples = (s for s in iter_samples(shard_uri, skipped) if s.key not in done_keys)
-            for key, pixels, error in bounded_map(decoders, prepare, samples, window=max(batch, 4 * threads)):
+            for key, pixels, error in bounded_map(decoders, self.decode, samples, window=window):
                 if error is not None:
                     skipped.append(SkippedSample(key, error))
                     continue
                 pending_keys.append(key)
                 pending_pixels.append(pixels)
-                if len(pending_keys) >= batch:
-                    run_batch(pending_keys, pending_pixels)
+                if len(pending_keys) >= self.backoff.batch_size:
+                    self.run_batch(pending_keys, pending_pixels)
                     pending_keys, pending_pixels = [], []
             if pending_keys:
-                run_batch(pending_keys, pending_pixels)
-        chunks.extend(writers.drain())
+                self.run_batch(pending_keys, pending_pixels)
+        return self.writers.drain()
+
+    def close(self) -> None:
+        self.writers.close()
+        self.progress.close()
+
+
+def extract_shard(shard_uri: str, out_uri: str, loaded: LoadedCoca, settings: ExtractSettings, device: str) -> FeatureManifest:
+    """Extract one shard into ``out_uri/<shard name>/``; returns its manifest."""
+    name = shard_name(shard_uri)
+    shard_dir = storage.join(out_uri, name)
+    layers = parse_layers(settings.layers, loaded.n_layers)
+    dtype = parse_dtype(settings.dtype)
+    fingerprint = parameters_fingerprint(loaded.name, loaded.pretrained, layers, dtype)
+    done = finished_manifest(shard_dir, shard_uri, fingerprint)
+    if done is not None:
+        log.info("%s: already extracted (%d images), skipping", name, done.image_count)
+        return done
+
+    previous = _existing_chunks(shard_dir, shard_uri, fingerprint)
+    chunks: list[ChunkInfo] = [info for info, _ in previous]
+    done_keys = {key for _, keys in previous for key in keys}
+    if previous:
+        log.info("%s: resuming, %d chunks (%d images) already written", name, len(previous), len(done_keys))
+
+    tokens, width = _tokens_and_width(loaded)
+    per_image = len(layers) * tokens * width * torch_dtype(dtype).itemsize
+    batch = choose_batch_size(settings, device, per_image, tokens, width, name)
+    log.info("%s: layers %s, batch %d, %.1f MB of features per image", name, layers, batch, per_image / 1e6)
+    math = exact_float32_math() if dtype == "float32" else {}  # fp32 features: float32 computed as float32
+
+    skipped: list[SkippedSample] = []
+    extractor = ShardExtractor(shard_uri, shard_dir, loaded, layers, dtype, settings, device, batch, fingerprint,
+                               first_index=next_chunk_index(chunks))
+    try:
+        samples = (s for s in iter_samples(shard_uri, skipped) if s.key not in done_keys)
+        chunks.extend(extractor.run(samples, skipped))
     finally:
-        writers.close()
-        progress.close()
+        extractor.close()
 
     chunks.sort(key=lambda c: c.key)
+    made_by = provenance(**fingerprint, batch_size=extractor.backoff.batch_size, device=device,
+                         **({"tf32": math["tf32"]} if math else {}))
     manifest = FeatureManifest(
         shard=shard_uri, model=loaded.name, pretrained=loaded.pretrained, layers=layers,
-        dtype=settings.dtype, tokens=tokens, width=width,
-        image_count=sum(c.images for c in chunks), objects=chunks, skipped=skipped,
-        made_by=provenance(**fingerprint, batch_size=batch, device=device),
+        dtype=dtype, tokens=tokens, width=width,
+        image_count=sum(c.images for c in chunks), objects=chunks, skipped=skipped, made_by=made_by,
     )
     storage.write_json(storage.join(shard_dir, MANIFEST_NAME), manifest.to_json())
     log.info("%s: %d images, %d chunks, %d skipped", name, manifest.image_count, len(chunks), len(skipped))
@@ -332,6 +376,7 @@ def run_extract(shard_uris: list[str], out_uri: str, settings: ExtractSettings) 
     if not shard_uris:
         raise ValueError("no shards given")
     check_unique_shard_names(shard_uris)
+    parse_dtype(settings.dtype)  # fail before loading the model
     device = resolve_device(settings.device)
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))  # events and streams of the copies live on this GPU

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import weakref
 
 import pyarrow as pa
 import pytest
@@ -46,7 +47,7 @@ def test_captions_for_every_image_and_layer_on_s3(s3_bucket, tmp_path):
         assert 0 < r["entropy_bits"] < 16 and r["mean_logprob"] < 0
     meta = table_metadata(table)
     assert meta["format"] == CAPTIONS_FORMAT and meta["parameters"]["model"] == "tiny-random"
-    assert meta["parameters"]["precision"] == "fp32" and meta["package_version"]
+    assert meta["parameters"]["precision"] == "float32" and meta["parameters"]["tf32"] is False and meta["package_version"]
 
     # a re-run skips finished shards (the Parquet object is not rewritten)
     client = storage.s3_client()
@@ -112,16 +113,22 @@ def test_out_of_memory_halves_the_decode_batch(tmp_path, monkeypatch):
     (plain,) = run_caption(str(tmp_path / "f"), str(tmp_path / "c1"), CaptionSettings(device="cpu", batch_size=8))
     real = CachedCocaDecoder.generate
     sizes = []
+    failed_caches = []  # the KV cache of each failed batch: freed before the retry starts
+    alive_at_retry = []
 
     def tight_memory(self, embs, *args, **kwargs):
         sizes.append(len(embs))
+        alive_at_retry.extend(ref() is not None for ref in failed_caches)
         if len(embs) > 3:
+            cache = self.new_cache(self.image_embeddings(torch.zeros(len(embs), 65, 64)))
+            failed_caches.append(weakref.ref(cache))
             raise torch.OutOfMemoryError("injected: CUDA out of memory")
         return real(self, embs, *args, **kwargs)
 
     monkeypatch.setattr(CachedCocaDecoder, "generate", tight_memory)
     (squeezed,) = run_caption(str(tmp_path / "f"), str(tmp_path / "c2"), CaptionSettings(device="cpu", batch_size=8))
     assert sizes[0] == 6 and max(sizes[1:]) <= 3
+    assert alive_at_retry and not any(alive_at_retry)  # the retry came after the handler was left
     a = read_table(str(tmp_path / "c1" / "o-000000" / "captions.parquet"), CAPTIONS_SCHEMA).to_pylist()
     b = read_table(str(tmp_path / "c2" / "o-000000" / "captions.parquet"), CAPTIONS_SCHEMA).to_pylist()
     assert [(r["image_key"], r["layer"], r["token_ids"]) for r in a] == [(r["image_key"], r["layer"], r["token_ids"]) for r in b]

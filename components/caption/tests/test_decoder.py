@@ -40,7 +40,7 @@ def tiny_layer_embs(tiny):
 
 
 def assert_same_as_reference(model, embs, settings=GreedySettings()):
-    ours = CachedCocaDecoder(model, "fp32", settings).generate(embs)
+    ours = CachedCocaDecoder(model, "float32", settings).generate(embs)
     ref = reference_greedy(model, embs, seq_len=settings.seq_len, min_seq_len=settings.min_seq_len)
     for i, (ids, ent, lp) in enumerate(ref):
         assert ours.token_ids[i] == ids, f"row {i}"
@@ -131,8 +131,8 @@ def test_last_layer_equals_models_own_image_tokens(tiny):
 
 
 def test_bf16_runs_and_mostly_agrees(tiny, tiny_layer_embs):
-    fp32 = CachedCocaDecoder(tiny.model, "fp32").generate(tiny_layer_embs[:6])
-    bf16 = CachedCocaDecoder(tiny.model, "bf16").generate(tiny_layer_embs[:6])
+    fp32 = CachedCocaDecoder(tiny.model, "float32").generate(tiny_layer_embs[:6])
+    bf16 = CachedCocaDecoder(tiny.model, "bfloat16").generate(tiny_layer_embs[:6])
     assert all(len(t) >= 1 for t in bf16.token_ids)
     first = sum(a[0] == b[0] for a, b in zip(fp32.token_ids, bf16.token_ids))
     assert first >= 4  # near-uniform random weights: ties can flip, most first tokens agree
@@ -143,7 +143,7 @@ def test_bad_settings_are_refused(tiny):
         GreedySettings(seq_len=5, min_seq_len=5)
     with pytest.raises(ValueError, match="exceeds the model's context"):
         CachedCocaDecoder(tiny.model, settings=GreedySettings(seq_len=500))
-    with pytest.raises(ValueError, match="use fp32 or bf16"):
+    with pytest.raises(ValueError, match="use one of float32, bfloat16"):
         CachedCocaDecoder(tiny.model, precision="fp8")
 
 
@@ -164,3 +164,18 @@ def test_full_size_coca_vit_l14_matches_reference_loop():
         _, own = big.model._encode_image(pixels)
     dec = CachedCocaDecoder(big.model, settings=short)
     assert dec.generate(own).token_ids == dec.generate(embs[2:]).token_ids
+
+
+def test_results_leave_the_device_once_per_batch_not_once_per_row(tiny, tiny_layer_embs, monkeypatch):
+    """On a GPU each ``.tolist()`` waits for the device: the decoder copies its results to the
+    host with a fixed number of copies per batch, however many rows it holds."""
+    calls = []
+    real_tolist = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda self: calls.append(self.shape) or real_tolist(self))
+    decoder = CachedCocaDecoder(tiny.model)
+    counts = []
+    for rows in (2, 12):
+        calls.clear()
+        decoder.generate(tiny_layer_embs[:rows])
+        counts.append(len(calls))
+    assert counts[0] == counts[1] <= 5, counts

@@ -1,0 +1,46 @@
+"""The KFP wrapper of extract, called as a plain function (``.python_func``): parameters
+mapped, the pointer artifact written, failures raised (as kubeflow/pipelines-components'
+``tests/test_component_unit.py`` does)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kfp.dsl import Artifact
+
+from latent_verbalizer.components.common.devices import REQUIRE_GPU_ENV, GpuNotVisibleError
+from latent_verbalizer.components.common.features import read_manifest
+from latent_verbalizer.components.extract.component import make_extract_op
+from tests.images import jpeg_shard
+
+
+def extract(tmp_path, shard: str, **overrides) -> Artifact:
+    features = Artifact(name="features", uri=str(tmp_path / "features.json"), metadata={})
+    params = dict(shard=shard, storage_prefix=str(tmp_path / "run"), model="tiny-random", pretrained="", layers="0,3",
+                  dtype="fp16", batch_size="2")
+    make_extract_op("unused-image").python_func(**{**params, **overrides}, features=features)
+    return features
+
+
+def test_wrapper_maps_parameters_and_writes_the_pointer(tmp_path, monkeypatch):
+    monkeypatch.delenv(REQUIRE_GPU_ENV, raising=False)  # a kfp.local run on a machine without a GPU
+    shard = jpeg_shard(str(tmp_path / "w-000000.tar"), 3)
+    features = extract(tmp_path, shard)
+    pointer = json.loads(open(features.path).read())
+    assert pointer == {"features": str(tmp_path / "run" / "features" / "w-000000"), "shard": shard, "images": 3,
+                       "skipped": 0, "layers": [0, 3], "model": "tiny-random"}
+    assert features.metadata["images"] == 3
+    manifest = read_manifest(pointer["features"])
+    assert manifest.dtype == "float16"  # fp16 given, stored in the one vocabulary
+    assert manifest.made_by["parameters"]["batch_size"] == 2 and manifest.made_by["parameters"]["device"] == "cpu"
+
+
+def test_wrapper_fails_on_a_bad_shard_and_on_a_missing_gpu(tmp_path, monkeypatch):
+    (tmp_path / "bad-000000.tar").write_bytes(b"not a tar")
+    with pytest.raises(RuntimeError, match="bad-000000.tar"):
+        extract(tmp_path, str(tmp_path / "bad-000000.tar"))
+    monkeypatch.setenv(REQUIRE_GPU_ENV, "1")  # what the pipeline sets on GPU steps
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises(GpuNotVisibleError, match="CUDA_VISIBLE_DEVICES"):
+        extract(tmp_path, jpeg_shard(str(tmp_path / "g-000000.tar"), 1))
