@@ -13,6 +13,7 @@ import os
 from typing import Optional
 
 from ..components.common import storage
+from .params import match_parameter_types
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ LOCAL_DEFAULTS = {
     "extract_batch_size": "16",
     "caption_precision": "auto",
     "categorize_model": "smollm2-135m",
-    "categorize_gpus": 1,
+    "categorize_gpus": "1",
 }
 
 
@@ -64,6 +65,7 @@ def run_local(params: Optional[dict] = None, workdir: Optional[str] = None, stor
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=os.path.join(workdir, "kfp"),
                enable_caching=cache, cache_root=os.path.join(workdir, "kfp-cache"))
     pipeline_func = build_pipeline(parallelism=parallelism, kubernetes_settings=False)
+    run_params = match_parameter_types(run_params, pipeline_func)
     log.info("running the pipeline locally with %s", run_params)
     pipeline_func(**run_params)
     report = storage.join(prefix, "report", "report.html")
