@@ -72,8 +72,9 @@ pip_env="PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1"
 [ -n "${PIP_FIND_LINKS:-}" ] && pip_env+=" PIP_FIND_LINKS=$PIP_FIND_LINKS"
 
 # The hooks are run by mmdebstrap as `sh -c HOOK exec ROOT`: "$1" is expanded there, not here.
-tarball=$(mktemp --suffix=.tar)
-trap 'rm -f "$tarball"' EXIT
+# mmdebstrap writes the root filesystem as a tar stream straight into `docker import`, under a
+# temporary name that becomes IMAGE only when both succeeded (a cut stream is never cached).
+partial="$image-partial-$$"
 mmdebstrap --variant=minbase --mode=root \
     --include=python3,python3-venv,ca-certificates,passwd,procps \
     --customize-hook='mkdir -p "$1/usr/local/share/ca-certificates" && { cp /usr/local/share/ca-certificates/*.crt "$1/usr/local/share/ca-certificates/" 2>/dev/null || true; } && chroot "$1" update-ca-certificates >/dev/null' \
@@ -81,8 +82,7 @@ mmdebstrap --variant=minbase --mode=root \
     --customize-hook='chroot "$1" python3 -m venv /opt/conda' \
     --customize-hook="${mounts}chroot \"\$1\" env $pip_env /opt/conda/bin/python -m pip install -q torch==$torch_version torchvision==$torchvision_version; rc=\$?; ${unmounts}exit \$rc" \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin "$1"/root/.cache' \
-    "$suite" "$tarball"
-
+    "$suite" - |
 "$docker" import \
     --change 'ENV PATH=/opt/conda/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' \
@@ -90,5 +90,7 @@ mmdebstrap --variant=minbase --mode=root \
     --change 'ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility' \
     --change 'WORKDIR /workspace' \
     --message "stand-in for pytorch/pytorch:$torch_version runtime (Debian $suite, torch $torch_version, torchvision $torchvision_version)" \
-    "$tarball" "$image" >/dev/null
+    - "$partial" >/dev/null
+"$docker" tag "$partial" "$image"
+"$docker" rmi "$partial" >/dev/null
 echo "$image"

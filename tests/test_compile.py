@@ -221,3 +221,30 @@ def test_registry_and_tag_options(tmp_path):
     assert images == {"reg.example.com/ml/latent-verbalizer:1.2.3"}
     with pytest.raises(ValueError, match="pin the image"):
         compile_pipeline(str(tmp_path / "q.yaml"), tag="latest")
+
+
+def undeclared_task_inputs(pipeline_spec) -> list[str]:
+    """Task inputs that name a DAG input the enclosing DAG does not declare (nothing feeds them)."""
+    out = []
+
+    def walk(dag: dict, declared: dict, where: str):
+        for name, task in dag.get("tasks", {}).items():
+            for key, source in task.get("inputs", {}).get("parameters", {}).items():
+                parent = source.get("componentInputParameter")
+                if parent is not None and parent not in declared:
+                    out.append(f"{where}/{name}: {key} <- {parent}")
+            component = pipeline_spec["components"][task["componentRef"]["name"]]
+            if "dag" in component:
+                walk(component["dag"], component.get("inputDefinitions", {}).get("parameters", {}), f"{where}/{name}")
+
+    walk(pipeline_spec["root"]["dag"], pipeline_spec["root"].get("inputDefinitions", {}).get("parameters", {}), "root")
+    return out
+
+
+@pytest.mark.xfail(strict=True, reason="kfp 2.17's compiler does not pass a pod-spec parameter used only in "
+                   "set_accelerator_type() into a ParallelFor's DAG: extract/caption name "
+                   "pipelinechannel--gpu_accelerator_type, which the loop does not declare. Not yet run on a "
+                   "real KFP backend: whether its driver resolves it (or fails the task) is open (issue 10 note).")
+def test_every_task_input_is_fed_by_its_dag(docs):
+    pipeline_spec, _ = docs
+    assert undeclared_task_inputs(pipeline_spec) == []

@@ -186,7 +186,8 @@ def test_a_code_change_rebuilds_only_the_last_layers(lverb_image, tmp_path):
     before, after = image_layers(lverb_image), image_layers("lverb.local/latent-verbalizer:image-test-rebuild")
     shared = next(i for i, (a, b) in enumerate(zip(before, after)) if a != b)
     assert len(after) == len(before)
-    assert len(before) - shared == 1, f"{len(before) - shared} layers rebuilt for a code change, expected only the package's"
+    # the two layers of our package: the wheel copied in from the build stage, and its install
+    assert len(before) - shared == 2, f"{len(before) - shared} layers rebuilt for a code change, expected only the package's"
     record_figures({"rebuild_seconds_after_one_line_change": round(seconds, 1)})
     subprocess.run([docker_cmd(), "rmi", "lverb.local/latent-verbalizer:image-test-rebuild"], capture_output=True)
 
