@@ -3,7 +3,7 @@ PY ?= .venv/bin/python
 REGISTRY ?= ghcr.io/latent-verbalizer
 TAG ?= $(shell $(PY) -c "import latent_verbalizer; print(latent_verbalizer.__version__)" 2>/dev/null || echo 0.1.0)
 
-.PHONY: setup demo test test-all pipeline check-pipeline images bench
+.PHONY: setup demo test image-test pipeline check-pipeline images bench
 
 setup:            ## venv, pinned torch pair, the package, offline model files
 	scripts/setup.sh
@@ -13,6 +13,12 @@ demo: setup       ## the whole pipeline locally on sample images, offline (kfp.l
 
 test: setup       ## the default test suite (starts its own S3 server)
 	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/python -m pytest -q
+
+image-test: setup ## build the image (stand-in base, no pulls) and run every step and the pipeline in it
+	mkdir -p build
+	PATH="$(CURDIR)/.venv/bin:$$PATH" LVERB_IMAGE_FIGURES="$(CURDIR)/build/image-test-figures.json" \
+	  .venv/bin/python -m pytest -q -m image tests/image
+	@cat build/image-test-figures.json
 
 pipeline:         ## re-compile the committed pipeline YAML
 	.venv/bin/lverb compile --output latent_verbalizer.yaml

@@ -12,6 +12,9 @@
 #   BASE_IMAGE=...    another CUDA PyTorch base (default: the pinned one in the Dockerfile)
 #   OFFLINE_MODELS=0  leave the ~100 MB of offline demo models out of the image
 #   IMAGE_NAME=...    repository name under REGISTRY (default: latent-verbalizer)
+#   BUILD_NETWORK=... network of the build's RUN steps, e.g. host (pip then reaches what
+#                     this host reaches: docker/README.md, "Building where nothing can be pulled")
+#   DOCKER_BUILDKIT=0 the classic builder (default 1, BuildKit; 0 where buildx is missing)
 set -euo pipefail
 
 usage() {
@@ -52,9 +55,12 @@ args=(build
 if [ -n "${BASE_IMAGE:-}" ]; then
     args+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
 fi
+if [ -n "${BUILD_NETWORK:-}" ]; then
+    args+=(--network "$BUILD_NETWORK")
+fi
 
 echo "building $image (revision $revision)" >&2
-DOCKER_BUILDKIT=1 "$docker" "${args[@]}" "$root"
+DOCKER_BUILDKIT=${DOCKER_BUILDKIT:-1} "$docker" "${args[@]}" "$root"
 
 if [ "${PUSH:-0}" = 1 ]; then
     "$docker" push "$image"

@@ -20,6 +20,7 @@ from typing import Optional
 
 from ..components.common import storage
 from ..components.extract.shards import write_shards
+from .params import match_parameter_types
 from .run_console import open_console
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ LOCAL_DEFAULTS = {
     "extract_batch_size": "16",
     "caption_precision": "float32",
     "categorize_model": "smollm2-135m",
-    "categorize_gpus": 1,
+    "categorize_gpus": "1",
 }
 
 
@@ -75,6 +76,7 @@ def run_local(params: Optional[dict] = None, workdir: Optional[str] = None, stor
             local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=os.path.join(workdir, "kfp"),
                        enable_caching=cache, cache_root=os.path.join(workdir, "kfp-cache"))
             pipeline_func = build_pipeline(parallelism=parallelism, kubernetes_settings=False)
+            run_params = match_parameter_types(run_params, pipeline_func)
             log.info("running the pipeline locally with %s", run_params)
             try:
                 pipeline_func(**run_params)

@@ -39,7 +39,13 @@ def _with_storage_secrets(task, hf: bool = False):
 
 
 def _on_gpus(task, count, accelerator_type, node_selector, tolerations, cpu: str, memory: str, shm: str = SHM_SIZE):
-    """GPU limits, scheduling, /dev/shm, the weights volume, retries: what every GPU step needs."""
+    """GPU limits, scheduling, /dev/shm, the weights volume, retries: what every GPU step needs.
+
+    ``count`` and ``accelerator_type`` are a constant string or a STRING pipeline parameter:
+    KFP's driver reads the pod-spec fields it resolves at run time with GetStringValue(), so a
+    number-typed parameter there becomes "" and the GPU limit is silently dropped
+    (tests/test_compile.py lints the compiled YAML for it). Preflight checks the count.
+    """
     task.set_accelerator_type(accelerator_type).set_accelerator_limit(count)
     task.set_cpu_request(cpu).set_memory_request(memory)
     kubernetes.add_toleration_json(task, tolerations)
@@ -81,7 +87,7 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
         caption_seq_len: int = 30,
         caption_min_seq_len: int = 5,
         categorize_model: str = "meta-llama/Llama-3.1-70B-Instruct",
-        categorize_gpus: int = 8,
+        categorize_gpus: str = "8",
         categorize_batch_size: str = "auto",
         gpu_accelerator_type: str = "nvidia.com/gpu",
         gpu_node_selector: dict = {},
@@ -102,7 +108,7 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
             caption_seq_len: most tokens per caption, including the start token (study: 30).
             caption_min_seq_len: end-of-text banned while shorter than this (study: 5).
             categorize_model: the labelling LLM: Hugging Face id, /models/... folder, s3:// prefix, or smollm2-135m.
-            categorize_gpus: GPUs for the labelling step (sharded or replicated as the model's size requires).
+            categorize_gpus: GPUs for the labelling step, a whole number >= 1, e.g. 8 (sharded or replicated as the model's size requires).
             categorize_batch_size: captions per generation batch, or 'auto'.
             gpu_accelerator_type: Kubernetes GPU resource name, e.g. nvidia.com/gpu.
             gpu_node_selector: node labels for GPU steps, e.g. {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}.
@@ -124,7 +130,7 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
                                    pretrained=extract_pretrained).set_display_name("caption")
             if kubernetes_settings:
                 for task in (extracted, captioned):
-                    _on_gpus(task, 1, gpu_accelerator_type, gpu_node_selector, gpu_tolerations, cpu="8", memory="64Gi")
+                    _on_gpus(task, "1", gpu_accelerator_type, gpu_node_selector, gpu_tolerations, cpu="8", memory="64Gi")
 
         labelled = categorize_op(captions=dsl.Collected(captioned.outputs["captions"]), storage_prefix=storage_prefix,
                                  model=categorize_model, gpus=categorize_gpus,

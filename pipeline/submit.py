@@ -87,6 +87,11 @@ def submit(host: str, package: str = "latent_verbalizer.yaml", namespace: Option
         if any(s in key.lower() for s in ("secret", "token", "password", "access_key")):
             raise ValueError(f"--params {key}: secrets never go in pipeline parameters; use Kubernetes secrets "
                              "(manifests/README.md)")
+    from kfp import components
+
+    from .params import match_parameter_types
+
+    params = match_parameter_types(params or {}, components.load_component_from_file(package))
     client = make_client(host, namespace)
     version = version or default_version_name()
     pipeline_id, version_id = ensure_pipeline_version(client, package, version)

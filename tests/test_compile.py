@@ -12,6 +12,8 @@ from latent_verbalizer.pipeline.compile import COMPILED, compile_pipeline
 GPU_EXECUTORS = ("exec-extract-shard", "exec-caption-shard", "exec-categorize-captions")
 GPU_TASKS = ("extract", "caption", "categorize")
 SECRETISH = re.compile(r"(secret|token|password|access_key)", re.I)
+PARAMETER_PLACEHOLDER = re.compile(r"\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}")
+PIPELINE_CHANNEL = "pipelinechannel--"
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +42,118 @@ def all_tasks(pipeline_spec):
 
     walk(pipeline_spec["root"]["dag"])
     return dict(out)
+
+
+def pod_spec_parameter_faults(pipeline_spec, platform_spec) -> list[str]:
+    """Pod-spec fields fed by a run-time parameter that is not a STRING.
+
+    KFP's driver fills the pod-spec fields it resolves at run time (container image, CPU,
+    memory and accelerator type/count; PVC and secret names) with GetStringValue(): a number
+    parameter becomes "" and the field is silently left out, e.g. a GPU step with no GPU
+    limit (KFP 2.17, backend/src/v2/driver/resolve.go). The *Json fields (node selector,
+    tolerations) are unmarshalled from the value itself, so structs and lists are fine there.
+    Each parameter is traced from the task that runs the executor to where its value comes
+    from: the enclosing DAG's input (or the pipeline's, for a loop's pipelinechannel--) or
+    another task's output.
+    """
+    components = pipeline_spec["components"]
+    root_inputs = pipeline_spec["root"].get("inputDefinitions", {}).get("parameters", {})
+    platform = (platform_spec or {}).get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {})
+    platform_executors = platform.get("executors", {})
+
+    def source_type(dag_inputs: dict, dag: dict, source: dict):
+        if "componentInputParameter" in source:
+            name = source["componentInputParameter"]
+            if name in dag_inputs:
+                return dag_inputs[name]["parameterType"]
+            if name.startswith(PIPELINE_CHANNEL) and name[len(PIPELINE_CHANNEL):] in root_inputs:
+                return root_inputs[name[len(PIPELINE_CHANNEL):]]["parameterType"]
+            if name in root_inputs:
+                return root_inputs[name]["parameterType"]
+            return f"undeclared ({name})"
+        if "taskOutputParameter" in source:
+            ref = source["taskOutputParameter"]
+            producer = components[dag["tasks"][ref["producerTask"]]["componentRef"]["name"]]
+            return producer["outputDefinitions"]["parameters"][ref["outputParameterKey"]]["parameterType"]
+        return "STRING" if isinstance(source.get("runtimeValue", {}).get("constant"), str) else "constant"
+
+    def pod_spec_parameters(executor: str):
+        """(field, parameter name, whether a JSON field) of every parameter feeding the pod spec."""
+        container = pipeline_spec["deploymentSpec"]["executors"][executor].get("container", {})
+        for field in ("image", "resources"):
+            for parameter in PARAMETER_PLACEHOLDER.findall(str(container.get(field, ""))):
+                yield f"container.{field}", parameter, False
+
+        def walk(node, path):
+            if isinstance(node, dict):
+                for key, value in node.items():
+                    if key == "componentInputParameter":
+                        yield ".".join(path), value, any(p.endswith("Json") for p in path)
+                    else:
+                        yield from walk(value, path + [key])
+            elif isinstance(node, list):
+                for item in node:
+                    yield from walk(item, path)
+
+        yield from walk(platform_executors.get(executor, {}), [])
+
+    faults = []
+
+    def check_dag(dag: dict, dag_inputs: dict):
+        for task_name, task in dag.get("tasks", {}).items():
+            component = components[task["componentRef"]["name"]]
+            if "dag" in component:
+                check_dag(component["dag"], component.get("inputDefinitions", {}).get("parameters", {}))
+                continue
+            task_inputs = task.get("inputs", {}).get("parameters", {})
+            for field, parameter, is_json in pod_spec_parameters(component["executorLabel"]):
+                source = task_inputs.get(parameter, {"componentInputParameter": parameter})
+                declared = source_type(dag_inputs, dag, source)
+                allowed = ("STRING", "STRUCT", "LIST") if is_json else ("STRING",)
+                if declared not in allowed:
+                    faults.append(f"{task_name}: {field} takes {parameter!r}, a {declared} parameter")
+
+    check_dag(pipeline_spec["root"]["dag"], root_inputs)
+    return faults
+
+
+def test_lint_pod_spec_fields_take_only_string_parameters(docs):
+    assert pod_spec_parameter_faults(*docs) == []
+    pipeline_spec, _ = docs
+    categorize = pipeline_spec["deploymentSpec"]["executors"]["exec-categorize-captions"]["container"]
+    assert "categorize_gpus" in categorize["resources"]["accelerator"]["resourceCount"], "the GPU count is the user's"
+
+
+def test_lint_finds_a_gpu_limit_fed_by_an_int_parameter(tmp_path):
+    """What the pipeline compiled to before: an int parameter as a GPU count, which KFP's driver drops."""
+    from kfp import compiler, dsl, kubernetes
+
+    @dsl.component(base_image="python:3.11-slim")
+    def step(n: int):
+        print(n)
+
+    @dsl.pipeline(name="int-fed-limit")
+    def int_fed(gpus: int = 8, accelerator: str = "nvidia.com/gpu", pvc: int = 3):
+        task = step(n=gpus)
+        task.set_accelerator_type(accelerator).set_accelerator_limit(gpus)
+        kubernetes.mount_pvc(task, pvc_name=pvc, mount_path="/models")
+
+    @dsl.pipeline(name="string-fed-limit")
+    def string_fed(gpus: str = "8", accelerator: str = "nvidia.com/gpu"):
+        task = step(n=1)
+        task.set_accelerator_type(accelerator).set_accelerator_limit(gpus)
+
+    for func in (int_fed, string_fed):
+        compiler.Compiler().compile(func, str(tmp_path / f"{func.name}.yaml"))
+    def lint(name):
+        docs = list(yaml.safe_load_all((tmp_path / f"{name}.yaml").read_text()))
+        return pod_spec_parameter_faults(docs[0], docs[1] if len(docs) > 1 else None)
+
+    faults = lint("int-fed-limit")
+    assert any("container.resources takes 'pipelinechannel--gpus', a NUMBER_INTEGER parameter" in f for f in faults), faults
+    assert not any("accelerator" in f for f in faults), "the string accelerator type is fine"
+    assert any("pvcMount" in f and "NUMBER_INTEGER" in f for f in faults), faults
+    assert lint("string-fed-limit") == []
 
 
 def test_committed_yaml_is_not_stale(fresh):
@@ -107,3 +221,30 @@ def test_registry_and_tag_options(tmp_path):
     assert images == {"reg.example.com/ml/latent-verbalizer:1.2.3"}
     with pytest.raises(ValueError, match="pin the image"):
         compile_pipeline(str(tmp_path / "q.yaml"), tag="latest")
+
+
+def undeclared_task_inputs(pipeline_spec) -> list[str]:
+    """Task inputs that name a DAG input the enclosing DAG does not declare (nothing feeds them)."""
+    out = []
+
+    def walk(dag: dict, declared: dict, where: str):
+        for name, task in dag.get("tasks", {}).items():
+            for key, source in task.get("inputs", {}).get("parameters", {}).items():
+                parent = source.get("componentInputParameter")
+                if parent is not None and parent not in declared:
+                    out.append(f"{where}/{name}: {key} <- {parent}")
+            component = pipeline_spec["components"][task["componentRef"]["name"]]
+            if "dag" in component:
+                walk(component["dag"], component.get("inputDefinitions", {}).get("parameters", {}), f"{where}/{name}")
+
+    walk(pipeline_spec["root"]["dag"], pipeline_spec["root"].get("inputDefinitions", {}).get("parameters", {}), "root")
+    return out
+
+
+@pytest.mark.xfail(strict=True, reason="kfp 2.17's compiler does not pass a pod-spec parameter used only in "
+                   "set_accelerator_type() into a ParallelFor's DAG: extract/caption name "
+                   "pipelinechannel--gpu_accelerator_type, which the loop does not declare. Not yet run on a "
+                   "real KFP backend: whether its driver resolves it (or fails the task) is open (issue 10 note).")
+def test_every_task_input_is_fed_by_its_dag(docs):
+    pipeline_spec, _ = docs
+    assert undeclared_task_inputs(pipeline_spec) == []

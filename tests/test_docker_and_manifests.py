@@ -124,8 +124,16 @@ def test_dockerfile_rules():
     for var in ("HOME=/home/lverb", "HF_HOME=", "LVERB_OFFLINE_MODELS="):
         assert var in envs
     runs = " ".join(a for w, a in ins[last_from:] if w == "RUN")
-    assert '"/tmp/lverb-deps[llm]"' in runs and "--no-cache-dir" in runs, "package with the llm extra"
+    assert "['optional-dependencies']['llm']" in runs and "--no-cache-dir" in runs, "dependencies with the llm extra"
     assert "--constraint /tmp/base-constraints.txt" in runs, "the base image's torch must stay"
+    # layer order: what changes least first, so a code change rebuilds only the last layers
+    final = ins[last_from:]
+    copies = [(i, a) for i, (w, a) in enumerate(final) if w == "COPY"]
+    deps_run = next(i for i, (w, a) in enumerate(final) if w == "RUN" and "requirements.txt" in a)
+    code_copy = next(i for i, a in copies if a.startswith("--from=wheel"))
+    assert [a.split()[0] for i, a in copies if i < deps_run] == ["pyproject.toml"], "dependencies see only pyproject.toml"
+    assert all(i > deps_run for i, (w, a) in enumerate(final) if w == "RUN" and "offline_models" in a)
+    assert code_copy > max(i for i, (w, a) in enumerate(final) if w == "RUN" and "offline_models" in a)
 
 
 def test_build_sh_is_clean_and_checks_its_arguments(tmp_path):
@@ -279,3 +287,41 @@ def test_ci_workflow_compiles_and_submits_with_token_from_env():
     assert submit["env"]["KFP_TOKEN"] == "${{ secrets.KFP_TOKEN }}"
     assert "--token" not in text and "KFP_TOKEN" not in runs, "the token never goes on a command line"
     assert "${{" not in runs, "expressions go through env, not into scripts (injection)"
+
+
+def workflow_jobs() -> dict[str, dict]:
+    jobs = {}
+    for f in sorted(WORKFLOWS.glob("*.y*ml")):
+        jobs.update(yaml.safe_load(f.read_text())["jobs"])
+    return jobs
+
+
+def test_ci_workflow_matches_the_github_workflow_schema(tmp_path):
+    """Offline: check-jsonschema's vendored schema of GitHub workflows (SchemaStore)."""
+    checker = tool("check-jsonschema", "check-jsonschema")
+    files = [str(f) for f in sorted(WORKFLOWS.glob("*.y*ml"))]
+    out = run([checker, "--builtin-schema", "vendor.github-workflows", *files])
+    assert out.returncode == 0, f"{out.stdout}{out.stderr}"
+    # the same check fails on a planted fault (a job without runs-on, a misspelt key)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("on: push\njobs:\n  t:\n    step:\n      - run: echo\n")
+    out = run([checker, "--builtin-schema", "vendor.github-workflows", str(bad)])
+    assert out.returncode != 0, out.stdout
+
+
+def test_ci_workflow_runs_the_tests_before_building_or_submitting():
+    jobs = workflow_jobs()
+
+    def upstream(name: str) -> set[str]:
+        needs = jobs[name].get("needs", [])
+        needs = [needs] if isinstance(needs, str) else needs
+        return set(needs).union(*(upstream(n) for n in needs)) if needs else set()
+
+    (test_job,) = [name for name, job in jobs.items()
+                   if any(re.search(r"python -m pytest -q\s*$", s.get("run", ""), re.M) for s in job["steps"])]
+    assert jobs[test_job]["env"]["CI"] == "true", "skips fail under CI=true (conftest.py)"
+    builds = [n for n, j in jobs.items() if any("docker/build.sh" in s.get("run", "") for s in j["steps"])]
+    submits = [n for n, j in jobs.items() if any("lverb submit" in s.get("run", "") for s in j["steps"])]
+    assert builds and submits
+    for name in builds + submits:
+        assert test_job in upstream(name), f"job {name} does not wait for the tests ({test_job})"

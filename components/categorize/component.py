@@ -10,7 +10,7 @@ def categorize_captions(
     captions: Input[List[Dataset]],
     storage_prefix: str,
     model: str,
-    gpus: int,
+    gpus: str,
     batch_size: str,
     labels: Output[Dataset],
 ):
@@ -20,7 +20,7 @@ def categorize_captions(
         captions: the caption step's manifests, one per shard.
         storage_prefix: where bulk data goes; labels land under <prefix>/labels/.
         model: LLM: Hugging Face id (e.g. meta-llama/Llama-3.1-70B-Instruct), local/PVC folder, s3:// prefix, smollm2-135m or tiny-random.
-        gpus: GPUs this step gets; the model is sharded over them or replicated, whichever fits.
+        gpus: GPUs this step gets, as digits (a string: KFP's driver sets the pod's GPU limit only from a string); the model is sharded over them or replicated, whichever fits.
         batch_size: captions per generation batch, or 'auto'.
         labels: small JSON manifest pointing at labels.parquet and aggregate.parquet.
     """

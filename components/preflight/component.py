@@ -3,7 +3,7 @@
 from kfp import dsl
 
 
-def list_shards(shards: str, storage_prefix: str, model: str, layers: str, llm_model: str, llm_gpus: int) -> list:
+def list_shards(shards: str, storage_prefix: str, model: str, layers: str, llm_model: str, llm_gpus: str) -> list:
     """Check the run's parameters and list the shards to process (CPU only).
 
     Args:
@@ -12,7 +12,7 @@ def list_shards(shards: str, storage_prefix: str, model: str, layers: str, llm_m
         model: the CoCa architecture (to check layers against it).
         layers: layers to extract.
         llm_model: the categorize step's LLM.
-        llm_gpus: GPUs of the categorize step.
+        llm_gpus: GPUs of the categorize step, as digits (e.g. "8"): the pod's GPU limit comes from this string.
     """
     from latent_verbalizer.components.common.logs import configure_logging
     from latent_verbalizer.components.preflight.preflight import check_run

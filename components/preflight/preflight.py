@@ -3,9 +3,10 @@
 Everything that can be checked this early fails here with one clear message: a shard
 pattern that matches nothing, an unreachable S3 endpoint, wrong credentials (a storage
 prefix we cannot write), an unknown model, layers out of range, fewer than one GPU for
-the LLM.
+the LLM (the GPU count is a string: see parse_gpu_count).
 """
 
+import re
 import uuid
 
 from ..common import storage
@@ -20,12 +21,21 @@ def vision_layer_count(model: str) -> int:
     return open_clip.get_model_config(architecture_name(model))["vision_cfg"]["layers"]
 
 
-def check_run(shards: str, storage_prefix: str, model: str, layers: str, llm_model: str, llm_gpus: int) -> list[str]:
+def parse_gpu_count(value: str, parameter: str = "categorize_gpus") -> int:
+    """A GPU count given as text (a STRING pipeline parameter, because that is what KFP's driver
+    can put into a pod's GPU limit) -> int >= 1; a ValueError naming the parameter and the fix."""
+    text = str(value).strip()
+    if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
+        raise ValueError(f"{parameter}={value!r} is not a GPU count: give a whole number of GPUs, at least 1, "
+                         f"written in digits (e.g. 8); it becomes the step's Kubernetes GPU limit")
+    return int(text)
+
+
+def check_run(shards: str, storage_prefix: str, model: str, layers: str, llm_model: str, llm_gpus: str) -> list[str]:
     """Validate a run's parameters; returns the shard URIs. Raises ValueError/StorageError naming the fix."""
     n_layers = vision_layer_count(model)
     parse_layers(layers, n_layers)
-    if int(llm_gpus) < 1:
-        raise ValueError(f"categorize_gpus={llm_gpus}: the LLM step needs at least 1 GPU")
+    parse_gpu_count(llm_gpus, "categorize_gpus")
     if not llm_model.strip():
         raise ValueError("categorize_model is empty: give a Hugging Face id, a local/PVC folder, an s3:// prefix, or smollm2-135m")
     if not storage_prefix.strip():

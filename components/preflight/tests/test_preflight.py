@@ -5,10 +5,10 @@ import socket
 import pytest
 
 from latent_verbalizer.components.common import storage
-from latent_verbalizer.components.preflight.preflight import check_run
+from latent_verbalizer.components.preflight.preflight import check_run, parse_gpu_count
 from tests.images import jpeg_shard
 
-GOOD = dict(model="tiny-random", layers="all", llm_model="smollm2-135m", llm_gpus=1)
+GOOD = dict(model="tiny-random", layers="all", llm_model="smollm2-135m", llm_gpus="1")
 
 
 @pytest.fixture
@@ -26,12 +26,21 @@ def test_good_parameters_list_the_shards(shard_on_s3, s3_bucket):
 @pytest.mark.parametrize("change,message", [
     ({"model": "coca_ViT-Z-1"}, "unknown model 'coca_ViT-Z-1'"),
     ({"layers": "0,9"}, "layer 9 is out of range: the model has 6 blocks"),
-    ({"llm_gpus": 0}, "needs at least 1 GPU"),
+    ({"llm_gpus": "0"}, r"categorize_gpus='0' is not a GPU count: give a whole number of GPUs, at least 1"),
+    ({"llm_gpus": "-1"}, r"categorize_gpus='-1' is not a GPU count"),
+    ({"llm_gpus": "eight"}, r"categorize_gpus='eight' is not a GPU count.*in digits \(e.g. 8\)"),
+    ({"llm_gpus": "1.5"}, r"categorize_gpus='1.5' is not a GPU count"),
+    ({"llm_gpus": ""}, r"categorize_gpus='' is not a GPU count"),
     ({"llm_model": " "}, "categorize_model is empty"),
 ])
 def test_bad_parameters(shard_on_s3, s3_bucket, change, message):
     with pytest.raises(ValueError, match=message):
         check_run(shard_on_s3, s3_bucket + "/run", **dict(GOOD, **change))
+
+
+@pytest.mark.parametrize("text,count", [("1", 1), ("8", 8), (" 4 ", 4), ("16", 16)])
+def test_gpu_counts_in_digits_are_accepted(text, count):
+    assert parse_gpu_count(text) == count
 
 
 def test_pattern_matching_nothing(s3_bucket):

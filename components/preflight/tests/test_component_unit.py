@@ -1,0 +1,39 @@
+"""The KFP wrapper of the preflight step, called as a plain function (``python_func``), as
+kubeflow/pipelines-components tests its components: parameters in, the shard list out."""
+
+import pytest
+
+from latent_verbalizer.components.common import storage
+from latent_verbalizer.components.preflight.component import make_list_shards_op
+from tests.images import jpeg_shard
+
+list_shards = make_list_shards_op("example.com/latent-verbalizer:test")
+
+
+@pytest.fixture
+def two_shards(s3_bucket, tmp_path):
+    for i in range(2):
+        path = jpeg_shard(str(tmp_path / f"p-{i:06d}.tar"), 1)
+        storage.write_bytes(f"{s3_bucket}/in/p-{i:06d}.tar", open(path, "rb").read())
+    return s3_bucket + "/in/p-{000000..000001}.tar"
+
+
+def test_wrapper_lists_the_shards(two_shards, s3_bucket, capsys):
+    uris = list_shards.python_func(shards=two_shards, storage_prefix=s3_bucket + "/run", model="tiny-random",
+                                   layers="0,2", llm_model="smollm2-135m", llm_gpus="2")
+    assert uris == [f"{s3_bucket}/in/p-00000{i}.tar" for i in range(2)]
+    assert "2 shards:" in capsys.readouterr().out
+
+
+def test_wrapper_takes_the_gpu_count_as_a_string():
+    """KFP's driver puts only STRING parameters into a pod's GPU limit: the wrapper's type says so."""
+    inputs = list_shards.component_spec.inputs
+    assert inputs["llm_gpus"].type == "String"
+
+
+@pytest.mark.parametrize("gpus", ["eight", "-1", "0"])
+def test_wrapper_refuses_a_gpu_count_that_is_not_one(two_shards, s3_bucket, gpus):
+    with pytest.raises(ValueError, match=f"categorize_gpus='{gpus}' is not a GPU count"):
+        list_shards.python_func(shards=two_shards, storage_prefix=s3_bucket + "/run", model="tiny-random",
+                                layers="all", llm_model="smollm2-135m", llm_gpus=gpus)
+    assert storage.list_uris(s3_bucket + "/run") == [], "nothing is written before the parameters are checked"

@@ -1,0 +1,124 @@
+"""The built image, for the image tests (``make image-test``; marker ``image``, not in ``make test``).
+
+Session fixtures: a Docker engine (``dockerd`` started here when none answers, and stopped
+again), the stand-in base (``docker/stand-in-base.sh``: no image can be pulled here), and
+the image ``docker/build.sh`` builds from it, with the build times recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+STAND_IN_BASE = "lverb-stand-in-base:torch2.14.1"
+IMAGE_REGISTRY = "lverb.local"
+IMAGE_TAG = "image-test"
+IMAGE = f"{IMAGE_REGISTRY}/latent-verbalizer:{IMAGE_TAG}"
+
+
+def docker_cmd() -> str:
+    found = shutil.which("docker")
+    if found is None:
+        pytest.skip("docker CLI missing: apt-get install -y docker.io")
+    return found
+
+
+def docker_answers() -> bool:
+    return subprocess.run([docker_cmd(), "info"], capture_output=True, timeout=60).returncode == 0
+
+
+def build_env() -> dict:
+    """The environment docker/build.sh runs with here: the stand-in base, host networking for
+    pip, and the classic builder where the CLI has no buildx (BuildKit would need it)."""
+    env = dict(os.environ, BASE_IMAGE=STAND_IN_BASE, BUILD_NETWORK="host")
+    has_buildx = subprocess.run([docker_cmd(), "buildx", "version"], capture_output=True).returncode == 0
+    env["DOCKER_BUILDKIT"] = "1" if has_buildx else "0"
+    return env
+
+
+@pytest.fixture(scope="session")
+def docker_engine(tmp_path_factory):
+    """A running Docker engine; one started here is stopped at the end of the session."""
+    if docker_answers():
+        yield
+        return
+    dockerd = shutil.which("dockerd")
+    if dockerd is None:
+        pytest.skip("dockerd missing: apt-get install -y docker.io")
+    state = tmp_path_factory.mktemp("dockerd")
+    log = open(state / "dockerd.log", "wb")
+    proc = subprocess.Popen([dockerd, "--pidfile", str(state / "dockerd.pid")], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not docker_answers():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"dockerd did not start: see {state / 'dockerd.log'}")
+            time.sleep(1)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def build_image(context: Path, tag: str) -> float:
+    """docker/build.sh from ``context`` (a repository checkout); returns the seconds it took."""
+    t0 = time.monotonic()
+    out = subprocess.run([str(context / "docker" / "build.sh"), IMAGE_REGISTRY, tag], env=build_env(),
+                         capture_output=True, text=True, timeout=3600)
+    assert out.returncode == 0, f"docker/build.sh failed:\n{out.stdout[-4000:]}\n{out.stderr[-8000:]}"
+    return time.monotonic() - t0
+
+
+def image_layers(image: str) -> list[str]:
+    out = subprocess.run([docker_cmd(), "image", "inspect", "-f", "{{json .RootFS.Layers}}", image],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def image_size(image: str) -> int:
+    out = subprocess.run([docker_cmd(), "image", "inspect", "-f", "{{.Size}}", image],
+                         capture_output=True, text=True, check=True)
+    return int(out.stdout)
+
+
+@pytest.fixture(scope="session")
+def stand_in_base(docker_engine):
+    if shutil.which("mmdebstrap") is None:
+        pytest.skip("mmdebstrap missing: apt-get install -y mmdebstrap")
+    t0 = time.monotonic()
+    out = subprocess.run([str(ROOT / "docker" / "stand-in-base.sh"), STAND_IN_BASE], capture_output=True, text=True,
+                         timeout=3600)
+    assert out.returncode == 0, f"docker/stand-in-base.sh failed:\n{out.stderr[-8000:]}"
+    return {"image": STAND_IN_BASE, "seconds": time.monotonic() - t0, "bytes": image_size(STAND_IN_BASE)}
+
+
+@pytest.fixture(scope="session")
+def lverb_image(stand_in_base):
+    """The pipeline image, built by docker/build.sh on the stand-in base; figures recorded."""
+    seconds = build_image(ROOT, IMAGE_TAG)
+    figures = {"stand_in_base_seconds": round(stand_in_base["seconds"], 1),
+               "stand_in_base_bytes": stand_in_base["bytes"],
+               "build_seconds": round(seconds, 1), "image_bytes": image_size(IMAGE)}
+    record_figures(figures)
+    return IMAGE
+
+
+def record_figures(figures: dict) -> None:
+    """Build figures (docker/README.md quotes them) into $LVERB_IMAGE_FIGURES, when set, and the log."""
+    path = os.environ.get("LVERB_IMAGE_FIGURES")
+    if path:
+        old = json.loads(Path(path).read_text()) if Path(path).exists() else {}
+        Path(path).write_text(json.dumps({**old, **figures}, indent=2) + "\n")
+    print("image figures:", json.dumps(figures))
