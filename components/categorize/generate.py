@@ -15,7 +15,7 @@ import inspect
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -45,21 +45,19 @@ class GenStats:
 class Generator:
     """Greedy, grammar-constrained answers for lists of suffix token ids.
 
-    ``fault(batch_size)`` is called before every batch and may raise (tests inject
-    ``torch.OutOfMemoryError`` through it). With ``compiled_grammar=None`` and no stop ids
-    it generates exactly ``max_new_tokens`` unconstrained tokens (the benchmark's fixed-length mode).
+    With ``compiled_grammar=None`` and no stop ids it generates exactly ``max_new_tokens``
+    unconstrained tokens (the benchmark's fixed-length mode). ``held_to`` gives a sibling held
+    to another grammar and length bound that shares the model, the prefix cache and the stats.
     """
 
     def __init__(self, model, prefix_ids: Sequence[int], compiled_grammar, stop_ids: Sequence[int],
-                 pad_id: int, max_new_tokens: int, fault: Callable[[int], None] | None = None,
-                 use_prefix_cache: bool = True):
+                 pad_id: int, max_new_tokens: int, use_prefix_cache: bool = True):
         self.model = model
         self.prefix_ids = list(prefix_ids)
         self.grammar = compiled_grammar
         self.stop_ids = set(int(x) for x in stop_ids)
         self.pad_id = int(pad_id)
         self.max_new_tokens = int(max_new_tokens)
-        self.fault = fault
         self.use_prefix_cache = use_prefix_cache
         self.device = model.get_input_embeddings().weight.device
         self.stats = GenStats(prefix_tokens=len(self.prefix_ids))
@@ -80,14 +78,19 @@ class Generator:
             log.info("prompt prefix: %d tokens, KV cache computed once in %.2fs", len(self.prefix_ids), self.stats.prefix_seconds)
         return self._prefix_cache
 
+    def held_to(self, compiled_grammar, max_new_tokens: int) -> "Generator":
+        """This generator (same model, prefix cache and stats) held to another answer grammar."""
+        if self.use_prefix_cache:
+            self.prefix_cache()                  # computed once, before the copies share it
+        sibling = copy.copy(self)
+        sibling.grammar, sibling.max_new_tokens = compiled_grammar, int(max_new_tokens)
+        return sibling
+
     # -------------------------------------------------------------- one batch
     @torch.inference_mode()
     def generate_batch(self, suffixes: Sequence[Sequence[int]]) -> list[Answer]:
         B = len(suffixes)
-        if self.fault is not None:
-            self.fault(B)
         P = len(self.prefix_ids) if self.use_prefix_cache else 0
-        L = max(len(s) for s in suffixes)
         rows = [list(s) if self.use_prefix_cache else self.prefix_ids + list(s) for s in suffixes]
         L = max(len(r) for r in rows)
         ids = torch.full((B, L), self.pad_id, dtype=torch.long)

@@ -44,7 +44,6 @@ def render(tokenizer, ls: LabelSet, caption: str) -> str:
 
 @dataclass
 class PromptParts:
-    prefix_text: str
     suffix_template: str          # contains {caption} exactly once
     prefix_ids: list[int]
 
@@ -62,4 +61,4 @@ def split_prompt(tokenizer, ls: LabelSet) -> PromptParts:
     if text.count(_SENTINEL) != 1:
         raise ValueError("the prompt must contain the caption exactly once (prompt.user: '{caption}')")
     head, tail = text.split(_SENTINEL)
-    return PromptParts(head, _SENTINEL + tail, tokenizer.encode(head, add_special_tokens=False))
+    return PromptParts(_SENTINEL + tail, tokenizer.encode(head, add_special_tokens=False))

@@ -8,7 +8,8 @@ import pytest
 
 from latent_verbalizer.components.categorize.aggregate import aggregate, shares_by_layer
 from latent_verbalizer.components.categorize.categorize import run_categorize
-from latent_verbalizer.components.categorize.labelset import Part, load_merge_table
+from latent_verbalizer.components.categorize.labelset import Part
+from latent_verbalizer.components.categorize.merge_table import load_merge_table
 from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, LABELS_SCHEMA, read_table
 
 

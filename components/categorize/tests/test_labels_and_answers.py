@@ -13,19 +13,15 @@ from latent_verbalizer.components.categorize.answers import (
     PART_NOT_IN_CAPTION,
     TRUNCATED,
     UNPARSEABLE,
+    answer_bounds,
     answer_schema,
     max_answer_chars,
     parse_answer,
     parse_raw_answer,
     render_answer,
 )
-from latent_verbalizer.components.categorize.labelset import (
-    DEFAULT_LABELS,
-    Part,
-    load_labelset,
-    load_merge_table,
-    merge_categories,
-)
+from latent_verbalizer.components.categorize.labelset import DEFAULT_LABELS, Part, load_labelset
+from latent_verbalizer.components.categorize.merge_table import load_merge_table, merge_categories
 
 STUDY_LABELS = """male, female, person, young, old, facial expression, hair color, hair style, body part,
 object, furniture, vehicle, electronics, tools, toys, shape, texture, color, size,
@@ -59,7 +55,7 @@ def test_examples_are_valid_answers():
         text = render_answer(ex.parts)
         parts, status = parse_answer(text, ex.caption, set(ls.labels))
         assert status == "ok" and list(parts) == list(ex.parts)
-        assert len(text) <= max_answer_chars(ls)
+        assert len(text) <= max_answer_chars(ls, answer_bounds(ex.caption, ls.limits))
 
 
 def test_bad_example_is_refused(tmp_path):
@@ -83,7 +79,7 @@ def test_schema_bounds_and_worst_case_answer_is_accepted(tiny):
     longest = max(ls.labels, key=len)
     worst = [{"part": "x" * lim.max_part_chars, "labels": [longest] * lim.max_labels}] * lim.max_parts
     text = render_answer(worst)
-    assert len(text) == max_answer_chars(ls) == tiny.max_new - 1
+    assert len(text) == max_answer_chars(ls, tiny.bounds) == tiny.max_new - 1
     m = xgr.GrammarMatcher(tiny.grammar)
     assert m.accept_string(text) and m.accept_token(tiny.stops[0]) and m.is_terminated()
     # what the schema refuses: too many parts, control characters, off-list labels, padded parts
@@ -93,7 +89,7 @@ def test_schema_bounds_and_worst_case_answer_is_accepted(tiny):
                 [{"part": " a", "labels": ["color"]}],
                 [{"part": "a", "labels": []}]):
         assert not xgr.GrammarMatcher(tiny.grammar).accept_string(render_answer(bad)), bad
-    assert answer_schema(ls)["items"]["properties"]["part"]["pattern"].startswith("^")
+    assert answer_schema(ls, tiny.bounds)["items"]["properties"]["part"]["pattern"].startswith("^")
 
 
 def test_parse_answer_flags():

@@ -12,8 +12,8 @@ import time
 import pyarrow as pa
 import pytest
 
+from latent_verbalizer.components.categorize.answer_store import STORED_ANSWER_SCHEMA
 from latent_verbalizer.components.categorize.categorize import run_categorize
-from latent_verbalizer.components.categorize.chunks import CHUNK_SCHEMA
 from latent_verbalizer.components.common import storage
 from latent_verbalizer.components.common.contracts import (
     AGGREGATE_SCHEMA,
@@ -62,14 +62,14 @@ def test_resume_after_killed_run(sample, small_labels, tmp_path, one_thread_env)
     n_unique = len(set(caps))
     out = str(tmp_path / "out")
     cmd = [sys.executable, "-m", "latent_verbalizer.pipeline.cli", "categorize", "--captions", captions, "--out", out,
-           "--model", "tiny-random", "--labels", small_labels, "--batch-size", "4", "--chunk-rows", "4"]
+           "--model", "tiny-random", "--labels", small_labels, "--batch-size", "4", "--answers-per-file", "4"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    chunk_dir = tmp_path / "out" / "chunks"
+    store_dir = tmp_path / "out" / "answers"
     deadline = time.time() + 120
     try:
         while time.time() < deadline and proc.poll() is None:
-            chunks = [f for _, _, fs in os.walk(chunk_dir) for f in fs if f.endswith(".parquet")]
-            if len(chunks) >= 2:
+            stored = [f for _, _, fs in os.walk(store_dir) for f in fs if f.endswith(".parquet")]
+            if len(stored) >= 2:
                 break
             time.sleep(0.1)
         assert proc.poll() is None, "the run ended before it could be killed"
@@ -77,7 +77,7 @@ def test_resume_after_killed_run(sample, small_labels, tmp_path, one_thread_env)
     finally:
         proc.wait()
     assert not (tmp_path / "out" / "labels.parquet").exists()
-    done_before = sum(read_table(str(p), CHUNK_SCHEMA).num_rows for p in chunk_dir.rglob("chunk-*.parquet"))
+    done_before = sum(read_table(str(p), STORED_ANSWER_SCHEMA).num_rows for p in store_dir.rglob("answers-*.parquet"))
     assert 0 < done_before < n_unique
     s = run_categorize([captions], out, model="tiny-random", labels_uri=small_labels, batch_size=4)
     assert s["resumed"] == done_before and s["to_label"] == n_unique - done_before
@@ -91,16 +91,22 @@ def test_resume_after_killed_run(sample, small_labels, tmp_path, one_thread_env)
     assert a == b
 
 
-def test_replica_processes_split_the_captions(sample, small_labels, tmp_path, one_thread_env):
+def test_replica_processes_split_the_captions(sample, small_labels, tmp_path, one_thread_env, monkeypatch):
     """Two replica processes (CPU, gloo) started by run_categorize, each taking its share
-    through accelerate's ``split_between_processes``."""
+    through accelerate's ``split_between_processes`` (a layout of two CPU replicas planned)."""
+    from latent_verbalizer.components.categorize import categorize
+    from latent_verbalizer.components.categorize.layout import Layout
+
+    def two_cpu_replicas(*args, **kwargs):
+        return Layout(mode="cpu", n_gpus=0, gpus_per_replica=0, replicas=2, groups=[[], []], max_memory=[{}, {}])
+
+    monkeypatch.setattr(categorize, "plan_for_model", two_cpu_replicas)
     caps = list(dict.fromkeys(sample(12, layers=[10, 23])))
     captions = str(tmp_path / "caps.parquet")
     write_captions(captions, {10: caps})
-    s = run_categorize([captions], str(tmp_path / "out"), model="tiny-random", labels_uri=small_labels,
-                       batch_size=4, replicas=2)
+    s = run_categorize([captions], str(tmp_path / "out"), model="tiny-random", labels_uri=small_labels, batch_size=4)
     assert [st["labelled"] for st in s["replica_stats"]] == [len(caps) - len(caps) // 2, len(caps) // 2]
-    writers = {p.name.split("-")[1] for p in (tmp_path / "out" / "chunks").rglob("chunk-*.parquet")}
+    writers = {p.name.split("-")[1] for p in (tmp_path / "out" / "answers").rglob("answers-*.parquet")}
     assert writers == {"r0", "r1"}
     assert read_table(str(tmp_path / "out" / "labels.parquet"), LABELS_SCHEMA).num_rows == len(caps)
 
@@ -119,7 +125,7 @@ def test_model_from_s3_prefix(s3_bucket, tmp_path, monkeypatch):
     """A model folder (safetensors + config + tokenizer) under an s3:// prefix loads offline."""
     import torch
 
-    from latent_verbalizer.components.categorize.models import (
+    from latent_verbalizer.components.categorize.llm_loader import (
         llama3_tokenizer,
         load_model,
         random_llama,

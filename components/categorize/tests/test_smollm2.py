@@ -36,7 +36,7 @@ def test_smollm2_end_to_end(reference_captions, small_labels, tmp_path, capsys):
     assert len(labels) == 4
     for row in labels:
         assert row["parts"] and all(1 <= len(p["labels"]) <= 2 and set(p["labels"]) <= listed for p in row["parts"])
-        assert row["status"] in ("ok", "part_not_in_caption")
+        assert set(row["status"].split(";")) <= {"ok", "part_not_in_caption", "answer_limit"}
         assert "SmolLM2" in row["model"]
     # a real instruct model copies most parts from the caption
     parts = [p["text"] for r in labels for p in r["parts"]]

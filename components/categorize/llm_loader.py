@@ -1,4 +1,4 @@
-"""Loading the labelling LLM: a hub id, a local directory, an ``s3://`` prefix, or one of the
+"""Loading the labelling LLM (and its dtype and config for planning): a hub id, a local directory, an ``s3://`` prefix, or one of the
 offline models (``tiny-random``, ``smollm2-135m``). Weights are read only as safetensors
 (or GGUF for the offline model): no pickle, never ``trust_remote_code``; the Hugging
 Face token comes only from the environment (``HF_TOKEN``)."""
@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 
 import torch
 
 from ..common import storage
+from ..common.download_cache import download_prefix
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +19,24 @@ TINY_RANDOM = "tiny-random"
 SMOLLM2 = "smollm2-135m"
 DEFAULT_MODEL = "meta-llama/Llama-3.1-70B-Instruct"
 _FETCH_SUFFIXES = (".json", ".safetensors", ".model", ".txt", ".jinja", ".tiktoken")
+
+
+_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
+           "float32": torch.float32, "fp32": torch.float32}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a ``--dtype`` name (bfloat16/bf16, float16/fp16, float32/fp32)."""
+    if name not in _DTYPES:
+        raise ValueError(f"--dtype {name!r}: use auto, bfloat16, float16 or float32")
+    return _DTYPES[name]
+
+
+def resolve_dtype(name: str, n_gpus: int) -> torch.dtype:
+    """``auto``: bfloat16 on GPUs, float32 on CPU; otherwise ``torch_dtype``."""
+    if name == "auto":
+        return torch.bfloat16 if n_gpus else torch.float32
+    return torch_dtype(name)
 
 
 def tiny_llama_config(vocab_size: int, **over):
@@ -29,6 +47,14 @@ def tiny_llama_config(vocab_size: int, **over):
               rope_theta=500000.0, tie_word_embeddings=False)
     kw.update(over)
     return LlamaConfig(**kw)
+
+
+def smollm2_config():
+    """SmolLM2-135M's architecture (the offline GGUF file has no config.json)."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                       num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True)
 
 
 def llama31_config(size: str = "70b"):
@@ -71,32 +97,10 @@ def random_llama(config, dtype=torch.float32, seed: int = 0, device: str | torch
     return model.eval()
 
 
-def _fetch_s3_prefix(uri: str) -> str:
-    """Copy a model folder from object storage to local disk (safetensors/config/tokenizer only)."""
-    dest = os.path.join(os.environ.get("LVERB_MODEL_CACHE") or tempfile.gettempdir(), "lverb-models",
-                        uri.split("://", 1)[1].strip("/").replace("/", "__"))
-    prefix = uri.rstrip("/") + "/"
-    objs = [u for u in storage.list_uris(prefix) if u.endswith(_FETCH_SUFFIXES)]
-    if not any(u.endswith("config.json") for u in objs):
-        raise FileNotFoundError(f"model {uri!r}: no config.json under that prefix; upload the Hugging Face model folder there")
-    for u in objs:
-        rel = u[len(prefix):]
-        target = os.path.join(dest, rel)
-        if os.path.exists(target) and os.path.getsize(target) == storage.size(u):
-            continue
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with storage.open_read(u) as src, open(target + ".partial", "wb") as dst:
-            while chunk := src.read(64 << 20):
-                dst.write(chunk)
-        os.replace(target + ".partial", target)
-    log.info("model %s copied to %s (%d files)", uri, dest, len(objs))
-    return dest
-
-
 def resolve_model_source(model: str) -> str:
     """A local directory or hub id that ``from_pretrained`` can read."""
     if storage.is_s3(model):
-        return _fetch_s3_prefix(model)
+        return download_prefix(model, _FETCH_SUFFIXES)   # safetensors, config and tokenizer files only
     local = os.path.expanduser(storage.local_path(model))
     if model.startswith(("/", ".", "~", "file://")) or os.path.isdir(local):
         if not os.path.isdir(local):
@@ -111,7 +115,7 @@ def load_config(model: str):
     if model == TINY_RANDOM:
         return tiny_llama_config(len(llama3_tokenizer()))
     if model == SMOLLM2:
-        return None
+        return smollm2_config()
     return AutoConfig.from_pretrained(resolve_model_source(model), trust_remote_code=False)
 
 
@@ -127,8 +131,6 @@ def model_bytes(config, dtype=torch.bfloat16) -> int:
 
 
 def kv_bytes_per_token(config, dtype=torch.bfloat16) -> int:
-    if config is None:
-        return 0
     heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     return 2 * config.num_hidden_layers * heads * head_dim * torch.empty((), dtype=dtype).element_size()
