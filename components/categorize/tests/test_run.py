@@ -22,6 +22,7 @@ from latent_verbalizer.components.common.contracts import (
     CAPTIONS_VERSION,
     LABELS_SCHEMA,
     read_table,
+    table_metadata,
     write_table,
 )
 
@@ -50,6 +51,27 @@ def test_dedup_and_s3_output(sample, small_labels, s3_bucket):
     assert set(agg.column("layer").to_pylist()) == {2, 21}
     assert set(agg.column("n_captions").to_pylist()) <= {6}
     assert storage.exists(f"{out}/summary.json")
+    # the tables explain themselves: the answer schemas (issue 12 item 1), and all the report needs
+    from latent_verbalizer.components.categorize.answers import answer_bounds, answer_schema
+    from latent_verbalizer.components.categorize.labelset import load_labelset
+    from latent_verbalizer.components.categorize.merge_table import load_merge_table, merge_categories
+
+    ls = load_labelset(small_labels)
+    schemas = table_metadata(labels)["answer_schemas"]
+    assert schemas["limits"] == {"max_parts": 3, "max_part_chars": 16, "max_labels": 2} and "word count" in schemas["rule"]
+    for caption in caps:
+        bounds = answer_bounds(caption, ls.limits)
+        assert schemas["schemas"][bounds.key] == answer_schema(ls, bounds)
+    statuses = labels.column("status").to_pylist()
+    meta = table_metadata(agg)
+    assert meta["status_counts"] == {x: statuses.count(x) for x in set(statuses)} == s["status_counts"]
+    assert sum(meta["status_counts"].values()) == 8
+    assert meta["category_map"] == load_merge_table() and meta["categories"] == merge_categories(load_merge_table())
+    assert {k: sum(v.values()) for k, v in meta["layer_status_counts"].items()} == {"2": 6, "21": 6}
+    assert meta["not_aggregated"] == ["unparseable", "truncated", "no_parts"]
+    # a random model under 3-part caps hits them: those answers are flagged and counted
+    limited = sum("answer_limit" in x for x in statuses)
+    assert limited == sum(n for x, n in s["replica_stats"][0]["status_counts"].items() if "answer_limit" in x)
     # run again: everything is in the chunks, nothing is labelled
     again = run_categorize([f"{s3_bucket}/captions/shard-000.parquet"], out, model="tiny-random", labels_uri=small_labels)
     assert again["resumed"] == 8 and again["to_label"] == 0 and "replica_stats" not in again
