@@ -153,7 +153,7 @@ def model_answers(rows: list[CaptionRow], uniques: list[str], out_uri: str, mode
         summary.update(layout=layout.to_json(), batch_size=_batch_size(batch_size, layout, n_gpus))
         spec = dict(captions=todo, model=model, labels_uri=ls.source, dtype=dtype_name, out_uri=out_uri, run_key=key,
                     batch_size=summary["batch_size"], groups=layout.groups, max_memory=layout.max_memory,
-                    answers_per_file=answers_per_file, made_by=made_by)
+                    answers_per_file=answers_per_file, made_by=made_by, max_parts=ls.limits.max_parts)
         stats = _label(todo, spec, layout, ls, tdtype, store)
         if stats is None:
             return None
@@ -191,7 +191,8 @@ def write_outputs(out_uri: str, answers: Answers, category_of: dict[str, str], m
 
 def run_categorize(captions_uris: list[str], out_uri: str, model: str = DEFAULT_MODEL, labels_uri: str | None = None,
                    merge_uri: str | None = None, gpus: int | None = None, batch_size: str | int = "auto",
-                   dtype: str = "auto", import_raw: str | None = None, answers_per_file: int = 256) -> dict:
+                   dtype: str = "auto", import_raw: str | None = None, answers_per_file: int = 256,
+                   max_parts: int | None = None) -> dict:
     """Label every distinct caption and write ``labels.parquet`` and ``aggregate.parquet`` under ``out_uri``.
 
     ``captions_uris``: captions Parquet files (patterns allowed; or the study's
@@ -199,15 +200,18 @@ def run_categorize(captions_uris: list[str], out_uri: str, model: str = DEFAULT_
     or ``smollm2-135m``. ``gpus``: how many of the visible GPUs to use (default all).
     ``import_raw``: a folder of the study's ``layer_N.json`` answers, instead of running a model.
     ``answers_per_file``: answers per file of the answer store (what a killed run keeps).
+    ``max_parts``: cap the parts of an answer (a cheaper, recorded deviation from the study,
+    e.g. for the demo; default: bounded by each caption only, as in the study).
     Returns a summary dict (also written as ``summary.json``).
     """
     t0 = time.perf_counter()
     rows = read_captions(list(captions_uris))
-    ls = load_labelset(labels_uri)
+    ls = load_labelset(labels_uri, max_parts=max_parts)
     category_of = load_merge_table(merge_uri)
     uniques = list(dict.fromkeys(r.caption for r in rows))
     made_by = provenance(captions=list(captions_uris), model=model, labels=ls.source, merge=merge_uri, gpus=gpus,
-                         batch_size=str(batch_size), dtype=dtype, import_raw=import_raw)
+                         batch_size=str(batch_size), dtype=dtype, import_raw=import_raw,
+                         max_parts=max_parts)
     summary: dict = {"captions": len(rows), "unique_captions": len(uniques),
                      "dedup_saving_percent": round(100 * (1 - len(uniques) / max(len(rows), 1)), 2)}
     if import_raw:

@@ -13,6 +13,7 @@ def categorize_captions(
     gpus: int,
     batch_size: str,
     labels: Output[Dataset],
+    max_answer_parts: int = 0,
 ):
     """Label what every distinct caption talks about with an instruct LLM (grammar-constrained).
 
@@ -23,6 +24,8 @@ def categorize_captions(
         gpus: GPUs this step gets; the model is sharded over them or replicated, whichever fits.
         batch_size: captions per generation batch, or 'auto'.
         labels: small JSON manifest pointing at labels.parquet and aggregate.parquet.
+        max_answer_parts: 0 (the study's method): each caption alone bounds its answer; N: at most N parts per
+            answer (cheaper, e.g. the local demo; recorded in the labels' metadata).
     """
     import json
 
@@ -40,7 +43,8 @@ def categorize_captions(
 
     # On Kubeflow the pod sees exactly the GPUs it was given; kfp.local on a laptop may see none.
     usable = min(int(gpus), torch.cuda.device_count() if torch.cuda.is_available() else 0)
-    summary = run_categorize(uris, out, model=model, gpus=usable or None, batch_size=batch_size)
+    summary = run_categorize(uris, out, model=model, gpus=usable or None, batch_size=batch_size,
+                             max_parts=int(max_answer_parts) or None)
     result = {"labels": storage.join(out, "labels.parquet"), "aggregate": storage.join(out, "aggregate.parquet"),
               "captions": uris, "summary": summary}
     with open(labels.path, "w") as f:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import yaml
 
@@ -53,8 +53,8 @@ class LabelSet:
 
     @property
     def fingerprint(self) -> str:
-        """Identifies the labels + prompt + limits (resume chunks are only reused under the same one)."""
-        return hashlib.sha256(self.raw_text.encode()).hexdigest()[:12]
+        """Identifies the labels + prompt + limits (stored answers are only reused under the same one)."""
+        return hashlib.sha256(f"{self.raw_text}|{self.limits}".encode()).hexdigest()[:12]
 
     def system_text(self) -> str:
         return self.system.format(labels=", ".join(self.labels))
@@ -73,8 +73,10 @@ def read_yaml(uri: str) -> tuple[dict, str]:
     return data, text
 
 
-def load_labelset(uri: str | None = None) -> LabelSet:
+def load_labelset(uri: str | None = None, max_parts: int | None = None) -> LabelSet:
     """Load and validate a labels YAML (default: the study's 58 labels and our prompt).
+    ``max_parts``: a cap on the parts of an answer instead of the file's (e.g. the demo's;
+    recorded with the answers' schema, never a silent change of the method).
 
     Checks: labels unique, non-empty, JSON-safe; the prompt has ``{labels}``/``{caption}``;
     every example part is a substring of its caption, uses 1..max_labels listed labels, and
@@ -95,6 +97,8 @@ def load_labelset(uri: str | None = None) -> LabelSet:
     if unknown:
         raise ValueError(f"{where}: unknown limits {unknown} (known: max_parts, max_part_chars, max_labels)")
     lim = Limits(**(data.get("limits") or {}))
+    if max_parts:
+        lim = replace(lim, max_parts=int(max_parts))
     if any(v is not None and (not isinstance(v, int) or v < 1) for v in (lim.max_parts, lim.max_part_chars, lim.max_labels)):
         raise ValueError(f"{where}: limits must be integers >= 1 (or unset): {lim}")
     prompt = data.get("prompt") or {}

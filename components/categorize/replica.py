@@ -10,6 +10,7 @@ import json
 import logging
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 
 import torch
 
@@ -44,12 +45,38 @@ def _batches_by_bounds(captions: list[str], suffixes: list[list[int]], ls: Label
     return [(bounds, sorted(idx, key=lambda i: -len(suffixes[i]))) for bounds, idx in ordered]
 
 
+# Intra-op threads for CPU decoding. Steps of a small batch are small matrix products: a
+# second OpenMP thread gains little, and on a busy machine threads that wait for each other
+# made a SmolLM2 step 37x slower (3.3 s against 0.09 s; benchmarks/demo_labelling.py).
+CPU_DECODE_THREADS = 1
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """Run with ``n`` intra-op threads (unchanged when None), restored afterwards."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def label_captions(captions: list[str], model: str, ls: LabelSet, dtype: torch.dtype, store: AnswerStore,
                    batch_size: int, gpus: list[int] | None = None, max_memory: dict | None = None,
                    answers_per_file: int = 256, made_by: dict | None = None) -> dict:
     """Label ``captions`` (already deduplicated) and write them to ``store``; returns stats."""
+    with torch_threads(None if gpus else CPU_DECODE_THREADS):
+        return _label_captions(captions, model, ls, dtype, store, batch_size, gpus or [], max_memory, answers_per_file,
+                               made_by or {})
+
+
+def _label_captions(captions: list[str], model: str, ls: LabelSet, dtype: torch.dtype, store: AnswerStore,
+                    batch_size: int, gpus: list[int], max_memory: dict | None, answers_per_file: int,
+                    made_by: dict) -> dict:
     t0 = time.perf_counter()
-    net, tokenizer, name = _load_replica_model(model, dtype, gpus or [], max_memory)
+    net, tokenizer, name = _load_replica_model(model, dtype, gpus, max_memory)
     load_s = time.perf_counter() - t0
     prompt = split_prompt(tokenizer, ls)
     stops = stop_token_ids(tokenizer, net)
@@ -76,10 +103,10 @@ def label_captions(captions: list[str], model: str, ls: LabelSet, dtype: torch.d
                                     "model": name, "status": status, "answer": text, "n_new_tokens": len(answer.token_ids)})
                 progress.update(len(positions))
                 if len(pending) >= answers_per_file:
-                    store.write(pending, made_by or {})
+                    store.write(pending, made_by)
                     pending = []
         if pending:
-            store.write(pending, made_by or {})
+            store.write(pending, made_by)
     gen_s = time.perf_counter() - gen_t0
     stats = generator.stats
     return {
@@ -101,7 +128,7 @@ def run_replica(spec: dict, stats_path: str | None = None) -> dict:
     from accelerate import PartialState
 
     state = PartialState(cpu=not spec["groups"][0])
-    ls = load_labelset(spec["labels_uri"])
+    ls = load_labelset(spec["labels_uri"], max_parts=spec["max_parts"])
     with state.split_between_processes(spec["captions"]) as mine:
         group = spec["groups"][state.process_index]
         if group:
