@@ -124,7 +124,14 @@ def smollm2_folder() -> str:
     net = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
     os.makedirs(os.path.dirname(folder), exist_ok=True)
     partial = tempfile.mkdtemp(prefix=f".{SMOLLM2}-", dir=os.path.dirname(folder))
-    net.save_pretrained(partial, safe_serialization=True)
+    # transformers refuses save_pretrained on a GGUF-loaded model: write the de-quantized
+    # weights (save_model handles the tied embedding) and a config without the GGUF origin.
+    from safetensors.torch import save_model
+
+    save_model(net, os.path.join(partial, "model.safetensors"))
+    config = net.config.to_dict()
+    config.pop("quantization_config", None)
+    type(net.config).from_dict(config).save_pretrained(partial)
     tok.save_pretrained(partial)
     try:
         os.rename(partial, folder)           # atomic: a concurrent conversion that finished first wins
