@@ -68,7 +68,7 @@ def part_pattern(max_chars: int) -> str:
     return f"^{_EDGE}({_CHAR}{{0,{max_chars - 2}}}{_EDGE})?$"
 
 
-def answer_schema(ls: LabelSet, bounds: AnswerBounds) -> dict:
+def answer_schema(label_set: LabelSet, bounds: AnswerBounds) -> dict:
     return {
         "type": "array",
         "minItems": 1,
@@ -77,7 +77,7 @@ def answer_schema(ls: LabelSet, bounds: AnswerBounds) -> dict:
             "type": "object",
             "properties": {
                 "part": {"type": "string", "pattern": part_pattern(bounds.max_part_chars)},
-                "labels": {"type": "array", "minItems": 1, "maxItems": ls.limits.max_labels, "items": {"enum": list(ls.labels)}},
+                "labels": {"type": "array", "minItems": 1, "maxItems": label_set.limits.max_labels, "items": {"enum": list(label_set.labels)}},
             },
             "required": ["part", "labels"],
             "additionalProperties": False,
@@ -85,21 +85,21 @@ def answer_schema(ls: LabelSet, bounds: AnswerBounds) -> dict:
     }
 
 
-def max_answer_chars(ls: LabelSet, bounds: AnswerBounds) -> int:
+def max_answer_chars(label_set: LabelSet, bounds: AnswerBounds) -> int:
     """Characters of the longest compact answer the schema allows.
 
     Every token the grammar can accept carries at least one character (parts are ASCII),
     so this + 1 (the stop token) bounds the new tokens: an answer is never cut.
     """
-    n_labels = ls.limits.max_labels
-    longest_label = max(len(x) for x in ls.labels)
+    n_labels = label_set.limits.max_labels
+    longest_label = max(len(x) for x in label_set.labels)
     item = (len('{"part":"') + bounds.max_part_chars + len('","labels":[')
             + n_labels * (longest_label + 2) + (n_labels - 1) + len("]}"))
     return 2 + bounds.max_parts * item + (bounds.max_parts - 1)
 
 
-def max_new_tokens(ls: LabelSet, bounds: AnswerBounds) -> int:
-    return max_answer_chars(ls, bounds) + 1
+def max_new_tokens(label_set: LabelSet, bounds: AnswerBounds) -> int:
+    return max_answer_chars(label_set, bounds) + 1
 
 
 def limit_reached(parts: list[Part], bounds: AnswerBounds, complete: bool) -> bool:

@@ -76,20 +76,20 @@ def plan_for_model(model: str, n_gpus: int, gpu_bytes: int, dtype: torch.dtype, 
     return plan_layout(model_bytes(config, dtype), n_gpus, gpu_bytes, seq_bytes)
 
 
-def answer_schemas(captions: list[str], ls: LabelSet) -> dict:
+def answer_schemas(captions: list[str], label_set: LabelSet) -> dict:
     """The exact answer schemas the captions' answers are held to, with the rule that picks one."""
-    bounds = sorted({answer_bounds(c, ls.limits) for c in captions}, key=lambda b: (b.max_parts, b.max_part_chars))
-    return {"rule": BOUNDS_RULE, "limits": {"max_parts": ls.limits.max_parts, "max_part_chars": ls.limits.max_part_chars,
-                                            "max_labels": ls.limits.max_labels},
-            "schemas": {b.key: answer_schema(ls, b) for b in bounds}}
+    bounds = sorted({answer_bounds(c, label_set.limits) for c in captions}, key=lambda b: (b.max_parts, b.max_part_chars))
+    return {"rule": BOUNDS_RULE, "limits": {"max_parts": label_set.limits.max_parts, "max_part_chars": label_set.limits.max_part_chars,
+                                            "max_labels": label_set.limits.max_labels},
+            "schemas": {b.key: answer_schema(label_set, b) for b in bounds}}
 
 
 # ------------------------------------------------------------------ answers from the study's raw files
 
-def import_raw_answers(rows: list[CaptionRow], raw_dir: str, ls: LabelSet, model: str) -> Answers:
+def import_raw_answers(rows: list[CaptionRow], raw_dir: str, label_set: LabelSet, model: str) -> Answers:
     from .import_raw import pair_answers, read_raw_answers
 
-    per_row, first, recovery = pair_answers(rows, read_raw_answers(raw_dir), set(ls.labels))
+    per_row, first, recovery = pair_answers(rows, read_raw_answers(raw_dir), set(label_set.labels))
     name = f"{model} (raw answers imported from {raw_dir})"
     table_rows = [{"caption": c, "parts": [{"text": p.text, "labels": list(p.labels)} for p in parts],
                   "model": name, "status": status} for c, (parts, status) in first.items()]
@@ -119,7 +119,7 @@ def _label_under_accelerate(spec: dict, layout: Layout, world: int) -> list[dict
     return stats if PartialState().is_main_process else None
 
 
-def _label(todo: list[str], spec: dict, layout: Layout, ls: LabelSet, dtype: torch.dtype, store: AnswerStore) -> list[dict] | None:
+def _label(todo: list[str], spec: dict, layout: Layout, label_set: LabelSet, dtype: torch.dtype, store: AnswerStore) -> list[dict] | None:
     """Label ``todo`` into ``store`` the way the layout and the launch ask for; replica stats."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
@@ -127,12 +127,12 @@ def _label(todo: list[str], spec: dict, layout: Layout, ls: LabelSet, dtype: tor
     if layout.replicas > 1:
         return spawn_replica_processes(spec, layout.replicas)
     group = layout.groups[0]
-    return [label_captions(todo, spec["model"], ls, dtype, store, spec["batch_size"], gpus=group,
+    return [label_captions(todo, spec["model"], label_set, dtype, store, spec["batch_size"], gpus=group,
                            max_memory=layout.max_memory[0] if group else None,
                            answers_per_file=spec["answers_per_file"], made_by=spec["made_by"])]
 
 
-def model_answers(rows: list[CaptionRow], uniques: list[str], out_uri: str, model: str, ls: LabelSet,
+def model_answers(rows: list[CaptionRow], uniques: list[str], out_uri: str, model: str, label_set: LabelSet,
                   gpus: int | None, batch_size: str | int, dtype: str, answers_per_file: int, made_by: dict,
                   summary: dict) -> Answers | None:
     """Answers of every distinct caption, reusing the stored ones; None on a non-main
@@ -140,7 +140,7 @@ def model_answers(rows: list[CaptionRow], uniques: list[str], out_uri: str, mode
     n_gpus, gpu_bytes = detect_gpus(gpus)
     tdtype = resolve_dtype(dtype, n_gpus)
     dtype_name = str(tdtype).removeprefix("torch.")
-    key = run_key(model, dtype_name, ls.fingerprint)
+    key = run_key(model, dtype_name, label_set.fingerprint)
     store = AnswerStore(out_uri, key)
     done = store.load()
     todo = [c for c in uniques if caption_hash(c) not in done]
@@ -151,10 +151,10 @@ def model_answers(rows: list[CaptionRow], uniques: list[str], out_uri: str, mode
         layout = plan_for_model(model, n_gpus, gpu_bytes, tdtype, PLAN_PROMPT_TOKENS, PLAN_ANSWER_TOKENS)
         log.info(layout.describe())
         summary.update(layout=layout.to_json(), batch_size=_batch_size(batch_size, layout, n_gpus))
-        spec = dict(captions=todo, model=model, labels_uri=ls.source, dtype=dtype_name, out_uri=out_uri, run_key=key,
+        spec = dict(captions=todo, model=model, labels_uri=label_set.source, dtype=dtype_name, out_uri=out_uri, run_key=key,
                     batch_size=summary["batch_size"], groups=layout.groups, max_memory=layout.max_memory,
-                    answers_per_file=answers_per_file, made_by=made_by, max_parts=ls.limits.max_parts)
-        stats = _label(todo, spec, layout, ls, tdtype, store)
+                    answers_per_file=answers_per_file, made_by=made_by, max_parts=label_set.limits.max_parts)
+        stats = _label(todo, spec, layout, label_set, tdtype, store)
         if stats is None:
             return None
         summary["replica_stats"] = stats
@@ -165,7 +165,7 @@ def model_answers(rows: list[CaptionRow], uniques: list[str], out_uri: str, mode
     table_rows = [{k: done[caption_hash(c)][k] for k in ("caption", "parts", "model", "status")} for c in uniques]
     answer_of = {r["caption"]: ([Part(p["text"], tuple(p["labels"])) for p in r["parts"]], r["status"]) for r in table_rows}
     per_row = [(r.layer, *answer_of[r.caption]) for r in rows]
-    return Answers(table_rows, per_row, {LABELS_META_ANSWER_SCHEMAS: answer_schemas(uniques, ls)})
+    return Answers(table_rows, per_row, {LABELS_META_ANSWER_SCHEMAS: answer_schemas(uniques, label_set)})
 
 
 # ------------------------------------------------------------------ outputs
@@ -206,19 +206,19 @@ def run_categorize(captions_uris: list[str], out_uri: str, model: str = DEFAULT_
     """
     t0 = time.perf_counter()
     rows = read_captions(list(captions_uris))
-    ls = load_labelset(labels_uri, max_parts=max_parts)
+    label_set = load_labelset(labels_uri, max_parts=max_parts)
     category_of = load_merge_table(merge_uri)
     uniques = list(dict.fromkeys(r.caption for r in rows))
-    made_by = provenance(captions=list(captions_uris), model=model, labels=ls.source, merge=merge_uri, gpus=gpus,
+    made_by = provenance(captions=list(captions_uris), model=model, labels=label_set.source, merge=merge_uri, gpus=gpus,
                          batch_size=str(batch_size), dtype=dtype, import_raw=import_raw,
                          max_parts=max_parts)
     summary: dict = {"captions": len(rows), "unique_captions": len(uniques),
                      "dedup_saving_percent": round(100 * (1 - len(uniques) / max(len(rows), 1)), 2)}
     if import_raw:
-        answers = import_raw_answers(rows, import_raw, ls, model)
+        answers = import_raw_answers(rows, import_raw, label_set, model)
         summary.update(mode="import-raw", import_raw_recovery=answers.labels_meta[LABELS_META_IMPORT_RECOVERY])
     else:
-        answers = model_answers(rows, uniques, out_uri, model, ls, gpus, batch_size, dtype, answers_per_file, made_by, summary)
+        answers = model_answers(rows, uniques, out_uri, model, label_set, gpus, batch_size, dtype, answers_per_file, made_by, summary)
         if answers is None:
             return summary
     summary.update(write_outputs(out_uri, answers, category_of, made_by), seconds=round(time.perf_counter() - t0, 2))

@@ -122,18 +122,18 @@ class Generator:
             scores = out.logits[:, -1, :].float()
             if proc is not None:
                 scores = proc(last, scores)
-            tok = scores.argmax(-1)
+            next_tokens = scores.argmax(-1)
             self.stats.steps += 1
-            toks = tok.tolist()
-            for j, t in enumerate(toks):
-                r = active[j]
-                if finished[r]:
+            token_list = next_tokens.tolist()
+            for batch_row, token in enumerate(token_list):
+                row = active[batch_row]
+                if finished[row]:
                     continue
-                if t in self.stop_ids:
-                    finished[r] = True
-                    answers[r].complete = True
+                if token in self.stop_ids:
+                    finished[row] = True
+                    answers[row].complete = True
                 else:
-                    answers[r].token_ids.append(t)
+                    answers[row].token_ids.append(token)
                     self.stats.new_tokens += 1
             n_done = sum(finished[r] for r in active)
             if n_done == len(active):
@@ -146,9 +146,9 @@ class Generator:
                 cache.batch_select_indices(torch.tensor(keep))
                 if proc is not None:
                     proc.keep(keep)
-                mask, next_pos, tok = mask[idx], next_pos[idx], tok[idx]
+                mask, next_pos, next_tokens = mask[idx], next_pos[idx], next_tokens[idx]
                 active = [active[j] for j in keep]
-            last = tok[:, None]
+            last = next_tokens[:, None]
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
             out = self.model(input_ids=last, attention_mask=mask, position_ids=next_pos[:, None],
                              use_cache=True, **{self._cache_kw: cache})

@@ -36,10 +36,10 @@ class AnswerGrammars:
     """The compiled answer grammar of each ``AnswerBounds``, compiled on first use and kept
     (one xgrammar tokenizer info and compiler for all of them)."""
 
-    def __init__(self, tokenizer, ls: LabelSet, vocab_size: int, stop_ids: list[int]):
+    def __init__(self, tokenizer, label_set: LabelSet, vocab_size: int, stop_ids: list[int]):
         import xgrammar as xgr
 
-        self.ls = ls
+        self.label_set = label_set
         info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=max(vocab_size, len(tokenizer)), stop_token_ids=stop_ids)
         self._compiler = xgr.GrammarCompiler(info)
         self._compiled: dict[AnswerBounds, object] = {}
@@ -48,17 +48,17 @@ class AnswerGrammars:
     def __call__(self, bounds: AnswerBounds):
         if bounds not in self._compiled:
             t0 = time.perf_counter()
-            schema = answer_schema(self.ls, bounds)
+            schema = answer_schema(self.label_set, bounds)
             self._compiled[bounds] = self._compiler.compile_json_schema(
                 json.dumps(schema), any_whitespace=False, separators=(",", ":"), strict_mode=True)
             self.schemas[bounds.key] = schema
-            log.info("answer grammar %s compiled in %.2fs (%d labels)", bounds.key, time.perf_counter() - t0, len(self.ls.labels))
+            log.info("answer grammar %s compiled in %.2fs (%d labels)", bounds.key, time.perf_counter() - t0, len(self.label_set.labels))
         return self._compiled[bounds]
 
 
-def compile_answer_grammar(tokenizer, ls: LabelSet, vocab_size: int, stop_ids: list[int], bounds: AnswerBounds):
+def compile_answer_grammar(tokenizer, label_set: LabelSet, vocab_size: int, stop_ids: list[int], bounds: AnswerBounds):
     """The compiled grammar of one ``AnswerBounds``."""
-    return AnswerGrammars(tokenizer, ls, vocab_size, stop_ids)(bounds)
+    return AnswerGrammars(tokenizer, label_set, vocab_size, stop_ids)(bounds)
 
 
 class GrammarLogitsProcessor(transformers.LogitsProcessor):
@@ -90,13 +90,13 @@ class GrammarLogitsProcessor(transformers.LogitsProcessor):
             raise RuntimeError(f"grammar processor has {len(self.matchers)} rows, logits {scores.shape[0]}")
         if self.started:
             last = input_ids[:, -1].tolist()
-            for m, tok in zip(self.matchers, last):
-                if not m.is_terminated() and not m.accept_token(tok):
-                    raise RuntimeError(f"token {tok} rejected by the grammar: the mask was not applied")
+            for matcher, token in zip(self.matchers, last):
+                if not matcher.is_terminated() and not matcher.accept_token(token):
+                    raise RuntimeError(f"token {token} rejected by the grammar: the mask was not applied")
         self.started = True
-        for i, m in enumerate(self.matchers):
-            if not m.is_terminated():
-                m.fill_next_token_bitmask(self.bitmask, i)
+        for row, matcher in enumerate(self.matchers):
+            if not matcher.is_terminated():
+                matcher.fill_next_token_bitmask(self.bitmask, row)
         vocab = scores.shape[-1]
         if vocab < self.vocab_size:
             raise RuntimeError(f"logits have {vocab} columns, the tokenizer {self.vocab_size}")

@@ -96,11 +96,11 @@ def load_labelset(uri: str | None = None, max_parts: int | None = None) -> Label
     unknown = sorted(set(data.get("limits") or {}) - {"max_parts", "max_part_chars", "max_labels"})
     if unknown:
         raise ValueError(f"{where}: unknown limits {unknown} (known: max_parts, max_part_chars, max_labels)")
-    lim = Limits(**(data.get("limits") or {}))
+    limits = Limits(**(data.get("limits") or {}))
     if max_parts:
-        lim = replace(lim, max_parts=int(max_parts))
-    if any(v is not None and (not isinstance(v, int) or v < 1) for v in (lim.max_parts, lim.max_part_chars, lim.max_labels)):
-        raise ValueError(f"{where}: limits must be integers >= 1 (or unset): {lim}")
+        limits = replace(limits, max_parts=int(max_parts))
+    if any(v is not None and (not isinstance(v, int) or v < 1) for v in (limits.max_parts, limits.max_part_chars, limits.max_labels)):
+        raise ValueError(f"{where}: limits must be integers >= 1 (or unset): {limits}")
     prompt = data.get("prompt") or {}
     system, user = prompt.get("system"), prompt.get("user", "{caption}")
     if not system or "{labels}" not in system or "{caption}" not in user:
@@ -110,20 +110,20 @@ def load_labelset(uri: str | None = None, max_parts: int | None = None) -> Label
         cap = str(ex["caption"])
         parts = tuple(Part(str(p["part"]), tuple(str(x) for x in p["labels"])) for p in ex["parts"])
         errs = []
-        if not 1 <= len(parts) <= (lim.max_parts or len(parts)):
-            errs.append(f"{len(parts)} parts (limit {lim.max_parts})")
+        if not 1 <= len(parts) <= (limits.max_parts or len(parts)):
+            errs.append(f"{len(parts)} parts (limit {limits.max_parts})")
         for p in parts:
             if p.text not in cap:
                 errs.append(f"part {p.text!r} is not in the caption")
-            if lim.max_part_chars and len(p.text) > lim.max_part_chars:
-                errs.append(f"part {p.text!r} longer than {lim.max_part_chars}")
-            if not 1 <= len(p.labels) <= lim.max_labels:
+            if limits.max_part_chars and len(p.text) > limits.max_part_chars:
+                errs.append(f"part {p.text!r} longer than {limits.max_part_chars}")
+            if not 1 <= len(p.labels) <= limits.max_labels:
                 errs.append(f"part {p.text!r} has {len(p.labels)} labels")
             errs += [f"label {x!r} not in the list" for x in p.labels if x not in labels]
         if errs:
             raise ValueError(f"{where}: example {i} ({cap!r}): " + "; ".join(errs))
         examples.append(Example(cap, parts))
-    return LabelSet(labels, lim, system, user, examples, source=uri, raw_text=text)
+    return LabelSet(labels, limits, system, user, examples, source=uri, raw_text=text)
 
 
 def compact_json(obj) -> str:

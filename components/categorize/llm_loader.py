@@ -81,10 +81,10 @@ def llama3_tokenizer():
 
     from latent_verbalizer.components.common.offline_models import offline_path
 
-    tok = AutoTokenizer.from_pretrained(offline_path("llama3-tokenizer"))
-    if tok.pad_token is None:
-        tok.pad_token = "<|finetune_right_pad_id|>"
-    return tok
+    tokenizer = AutoTokenizer.from_pretrained(offline_path("llama3-tokenizer"))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = "<|finetune_right_pad_id|>"
+    return tokenizer
 
 
 def random_llama(config, dtype=torch.float32, seed: int = 0, device: str | torch.device = "cpu"):
@@ -119,9 +119,9 @@ def smollm2_folder() -> str:
     if os.path.exists(os.path.join(folder, "config.json")):
         return folder
     t0 = time.perf_counter()
-    d, f = os.path.split(gguf)
-    tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
-    net = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
+    folder_of_gguf, gguf_name = os.path.split(gguf)
+    tokenizer = AutoTokenizer.from_pretrained(folder_of_gguf, gguf_file=gguf_name)
+    net = AutoModelForCausalLM.from_pretrained(folder_of_gguf, gguf_file=gguf_name, dtype=torch.float32)
     os.makedirs(os.path.dirname(folder), exist_ok=True)
     partial = tempfile.mkdtemp(prefix=f".{SMOLLM2}-", dir=os.path.dirname(folder))
     # transformers refuses save_pretrained on a GGUF-loaded model: write the de-quantized
@@ -132,7 +132,7 @@ def smollm2_folder() -> str:
     config = net.config.to_dict()
     config.pop("quantization_config", None)
     type(net.config).from_dict(config).save_pretrained(partial)
-    tok.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
     try:
         os.rename(partial, folder)           # atomic: a concurrent conversion that finished first wins
     except OSError:
@@ -169,9 +169,9 @@ def model_bytes(config, dtype=torch.bfloat16) -> int:
     from transformers import AutoModelForCausalLM
 
     with init_empty_weights():
-        m = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+        net = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
     itemsize = torch.empty((), dtype=dtype).element_size()
-    return sum(p.numel() for p in m.parameters()) * itemsize
+    return sum(p.numel() for p in net.parameters()) * itemsize
 
 
 def kv_bytes_per_token(config, dtype=torch.bfloat16) -> int:
@@ -185,22 +185,22 @@ def load_model(model: str, dtype: torch.dtype, device_map=None, max_memory=None,
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if model == TINY_RANDOM:
-        tok = llama3_tokenizer()
-        m = random_llama(tiny_llama_config(len(tok)), dtype=dtype, device=device)
-        return m, tok, TINY_RANDOM
+        tokenizer = llama3_tokenizer()
+        net = random_llama(tiny_llama_config(len(tokenizer)), dtype=dtype, device=device)
+        return net, tokenizer, TINY_RANDOM
     if model == SMOLLM2:
         src = smollm2_folder()
-        tok = AutoTokenizer.from_pretrained(src)
-        m = AutoModelForCausalLM.from_pretrained(src, dtype=dtype, use_safetensors=True).to(device).eval()
-        return m, tok, SMOLLM2_NAME
+        tokenizer = AutoTokenizer.from_pretrained(src)
+        net = AutoModelForCausalLM.from_pretrained(src, dtype=dtype, use_safetensors=True).to(device).eval()
+        return net, tokenizer, SMOLLM2_NAME
     src = resolve_model_source(model)
-    tok = AutoTokenizer.from_pretrained(src, trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(src, trust_remote_code=False)
     kw = dict(dtype=dtype, trust_remote_code=False, use_safetensors=True)
     if device_map is not None:
         kw.update(device_map=device_map, max_memory=max_memory)
-    m = AutoModelForCausalLM.from_pretrained(src, **kw)
+    net = AutoModelForCausalLM.from_pretrained(src, **kw)
     if device_map is None:
-        m = m.to(device)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return m.eval(), tok, model
+        net = net.to(device)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return net.eval(), tokenizer, model

@@ -35,12 +35,12 @@ def _load_replica_model(model: str, dtype: torch.dtype, gpus: list[int], max_mem
     return net, tokenizer, name
 
 
-def _batches_by_bounds(captions: list[str], suffixes: list[list[int]], ls: LabelSet) -> list[tuple[AnswerBounds, list[int]]]:
+def _batches_by_bounds(captions: list[str], suffixes: list[list[int]], label_set: LabelSet) -> list[tuple[AnswerBounds, list[int]]]:
     """Caption indices grouped by their answer bounds (largest bounds first), each group
     longest prompt first, so an out-of-memory error shows early."""
     groups: dict[AnswerBounds, list[int]] = defaultdict(list)
     for i, caption in enumerate(captions):
-        groups[answer_bounds(caption, ls.limits)].append(i)
+        groups[answer_bounds(caption, label_set.limits)].append(i)
     ordered = sorted(groups.items(), key=lambda kv: (-kv[0].max_parts, -kv[0].max_part_chars))
     return [(bounds, sorted(idx, key=lambda i: -len(suffixes[i]))) for bounds, idx in ordered]
 
@@ -63,34 +63,34 @@ def torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def label_captions(captions: list[str], model: str, ls: LabelSet, dtype: torch.dtype, store: AnswerStore,
+def label_captions(captions: list[str], model: str, label_set: LabelSet, dtype: torch.dtype, store: AnswerStore,
                    batch_size: int, gpus: list[int] | None = None, max_memory: dict | None = None,
                    answers_per_file: int = 256, made_by: dict | None = None) -> dict:
     """Label ``captions`` (already deduplicated) and write them to ``store``; returns stats."""
     with torch_threads(None if gpus else CPU_DECODE_THREADS):
-        return _label_captions(captions, model, ls, dtype, store, batch_size, gpus or [], max_memory, answers_per_file,
+        return _label_captions(captions, model, label_set, dtype, store, batch_size, gpus or [], max_memory, answers_per_file,
                                made_by or {})
 
 
-def _label_captions(captions: list[str], model: str, ls: LabelSet, dtype: torch.dtype, store: AnswerStore,
+def _label_captions(captions: list[str], model: str, label_set: LabelSet, dtype: torch.dtype, store: AnswerStore,
                     batch_size: int, gpus: list[int], max_memory: dict | None, answers_per_file: int,
                     made_by: dict) -> dict:
     t0 = time.perf_counter()
     net, tokenizer, name = _load_replica_model(model, dtype, gpus, max_memory)
     load_s = time.perf_counter() - t0
-    prompt = split_prompt(tokenizer, ls)
+    prompt = split_prompt(tokenizer, label_set)
     stops = stop_token_ids(tokenizer, net)
-    grammars = AnswerGrammars(tokenizer, ls, net.config.vocab_size, stops)
+    grammars = AnswerGrammars(tokenizer, label_set, net.config.vocab_size, stops)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     generator = Generator(net, prompt.prefix_ids, None, stops, pad, 0)
-    labels = set(ls.labels)
+    labels = set(label_set.labels)
     suffixes = [prompt.suffix_ids(tokenizer, c) for c in captions]
     pending: list[dict] = []
     statuses: dict[str, int] = {}
     gen_t0 = time.perf_counter()
     with Progress("categorize", "captions", total=len(captions), logger=log) as progress:
-        for bounds, order in _batches_by_bounds(captions, suffixes, ls):
-            held = generator.held_to(grammars(bounds), max_new_tokens(ls, bounds))
+        for bounds, order in _batches_by_bounds(captions, suffixes, label_set):
+            held = generator.held_to(grammars(bounds), max_new_tokens(label_set, bounds))
             for positions, answers in held.generate([suffixes[i] for i in order], batch_size):
                 for k, answer in zip(positions, answers):
                     caption = captions[order[k]]
@@ -128,7 +128,7 @@ def run_replica(spec: dict, stats_path: str | None = None) -> dict:
     from accelerate import PartialState
 
     state = PartialState(cpu=not spec["groups"][0])
-    ls = load_labelset(spec["labels_uri"], max_parts=spec["max_parts"])
+    label_set = load_labelset(spec["labels_uri"], max_parts=spec["max_parts"])
     with state.split_between_processes(spec["captions"]) as mine:
         group = spec["groups"][state.process_index]
         if group:
@@ -138,7 +138,7 @@ def run_replica(spec: dict, stats_path: str | None = None) -> dict:
         log.info("replica %d/%d: %d captions on %s", state.process_index, state.num_processes, len(mine), group or "CPU")
         store = AnswerStore(spec["out_uri"], spec["run_key"], writer=f"r{state.process_index}")
         max_memory = {int(k): v for k, v in spec["max_memory"][state.process_index].items()} if group else None
-        stats = label_captions(list(mine), spec["model"], ls, torch_dtype(spec["dtype"]), store, spec["batch_size"],
+        stats = label_captions(list(mine), spec["model"], label_set, torch_dtype(spec["dtype"]), store, spec["batch_size"],
                                gpus=group, max_memory=max_memory, answers_per_file=spec["answers_per_file"],
                                made_by=spec["made_by"])
     if stats_path:
