@@ -28,11 +28,16 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from latent_verbalizer.components.categorize.answers import max_new_tokens, parse_raw_answer, render_answer  # noqa: E402
+from latent_verbalizer.components.categorize.answers import (  # noqa: E402
+    answer_bounds,
+    max_new_tokens,
+    parse_raw_answer,
+    render_answer,
+)
 from latent_verbalizer.components.categorize.generate import Generator  # noqa: E402
 from latent_verbalizer.components.categorize.grammar import compile_answer_grammar, stop_token_ids  # noqa: E402
 from latent_verbalizer.components.categorize.labelset import load_labelset  # noqa: E402
-from latent_verbalizer.components.categorize.models import (  # noqa: E402
+from latent_verbalizer.components.categorize.llm_loader import (  # noqa: E402
     llama3_tokenizer,
     llama31_config,
     random_llama,
@@ -155,8 +160,10 @@ def main() -> None:
 
     # ---- constraint overhead: the same batches with the grammar on
     stops = stop_token_ids(tok, model)
-    grammar = compile_answer_grammar(tok, ls, config.vocab_size, stops)
-    cons = Generator(model, pp.prefix_ids, grammar, stops, tok.pad_token_id, args.constrained_steps or max_new_tokens(ls))
+    bounds = max((answer_bounds(c, ls.limits) for c in captions), key=lambda b: (b.max_parts, b.max_part_chars))
+    grammar = compile_answer_grammar(tok, ls, config.vocab_size, stops, bounds)
+    cons = Generator(model, pp.prefix_ids, grammar, stops, tok.pad_token_id,
+                    args.constrained_steps or max_new_tokens(ls, bounds))
     cons_caps = suffixes[: min(len(suffixes), 32 if args.quick else bs)]
     cons_s = run_ours(cons, cons_caps, bs)
     mask_ms = 1000 * cons.stats.mask_seconds / max(cons.stats.steps, 1)
@@ -179,7 +186,7 @@ def main() -> None:
         f"constraint overhead: grammar mask {mask_ms:.2f} ms per decoding step (batch of {len(cons_caps)}); "
         f"step {1000 * step_cons:.1f} ms constrained vs {1000 * step_plain:.1f} ms unconstrained; "
         f"constrained random model wrote {cons.stats.new_tokens / len(cons_caps):.1f} tokens per answer "
-        f"(stopped at {cons.max_new_tokens} steps; bound from the schema: {max_new_tokens(ls)})",
+        f"(stopped at {cons.max_new_tokens} steps; bound from the schema: {max_new_tokens(ls, bounds)})",
         "",
         f"output tokens per caption (Llama-3 tokenizer), the study's 12,000 answers: raw format mean {toks['raw_mean']:.1f}, "
         f"max {toks['raw_max']}; re-encoded in our compact format (+ stop token) mean {toks['ours_mean']:.1f}, "

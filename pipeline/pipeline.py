@@ -53,8 +53,7 @@ def _on_gpus(task, count, accelerator_type, node_selector, tolerations, cpu: str
     kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=shm)
     kubernetes.mount_pvc(task, pvc_name=WEIGHTS_PVC, mount_path=WEIGHTS_MOUNT)
     task.set_env_variable("HF_HOME", f"{WEIGHTS_MOUNT}/hf-cache")
-    task.set_env_variable("LVERB_WEIGHTS_CACHE", f"{WEIGHTS_MOUNT}/lverb-cache")  # CoCa checkpoints from s3://
-    task.set_env_variable("LVERB_MODEL_CACHE", f"{WEIGHTS_MOUNT}/lverb-models")    # LLM folders from s3://
+    task.set_env_variable("LVERB_MODEL_CACHE", f"{WEIGHTS_MOUNT}/lverb-cache")  # CoCa checkpoints and LLM folders from s3://
     task.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0, backoff_max_duration="600s")
     return _with_storage_secrets(task, hf=True)
 
@@ -89,6 +88,7 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
         categorize_model: str = "meta-llama/Llama-3.1-70B-Instruct",
         categorize_gpus: str = "8",
         categorize_batch_size: str = "auto",
+        categorize_max_answer_parts: int = 0,
         gpu_accelerator_type: str = "nvidia.com/gpu",
         gpu_node_selector: dict = {},
         gpu_tolerations: list = DEFAULT_TOLERATIONS,
@@ -110,6 +110,7 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
             categorize_model: the labelling LLM: Hugging Face id, /models/... folder, s3:// prefix, or smollm2-135m.
             categorize_gpus: GPUs for the labelling step, a whole number >= 1, e.g. 8 (sharded or replicated as the model's size requires).
             categorize_batch_size: captions per generation batch, or 'auto'.
+            categorize_max_answer_parts: 0 (the study's method): each caption alone bounds its answer; N: at most N parts per answer (cheaper; recorded in the labels' metadata).
             gpu_accelerator_type: Kubernetes GPU resource name, e.g. nvidia.com/gpu.
             gpu_node_selector: node labels for GPU steps, e.g. {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}.
             gpu_tolerations: tolerations of the GPU steps (JSON list of Kubernetes tolerations).
@@ -134,7 +135,8 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
 
         labelled = categorize_op(captions=dsl.Collected(captioned.outputs["captions"]), storage_prefix=storage_prefix,
                                  model=categorize_model, gpus=categorize_gpus,
-                                 batch_size=categorize_batch_size).set_display_name("categorize")
+                                 batch_size=categorize_batch_size,
+                                 max_answer_parts=categorize_max_answer_parts).set_display_name("categorize")
         reported = report_op(captions=dsl.Collected(captioned.outputs["captions"]), labels=labelled.outputs["labels"],
                              storage_prefix=storage_prefix, shards=shards).set_display_name("report")
         if kubernetes_settings:

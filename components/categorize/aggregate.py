@@ -14,24 +14,25 @@ from typing import Iterable, Sequence
 
 import pyarrow as pa
 
-from .answers import NOT_AGGREGATED, first_labels
-from .labelset import UNKNOWN, Part, merge_categories
+from ..common.contracts import AGGREGATE_SCHEMA, NOT_AGGREGATED, part_category
+from .labelset import Part
+from .merge_table import merge_categories
 
 
 def counts_in_aggregate(parts: Sequence[Part] | None, status: str) -> bool:
     return bool(parts) and not any(flag in NOT_AGGREGATED for flag in status.split(";"))
 
 
-def caption_shares(parts: Sequence[Part], merge: dict[str, str]) -> dict[str, float]:
+def caption_shares(parts: Sequence[Part], category_of: dict[str, str]) -> dict[str, float]:
     """Percent of a caption's parts per merged category (by each part's first label)."""
     counts: dict[str, int] = defaultdict(int)
-    for lab in first_labels(parts):
-        counts[merge.get(lab, UNKNOWN)] += 1
+    for part in parts:
+        counts[part_category(part.labels, category_of)] += 1
     n = sum(counts.values())
     return {c: 100.0 * k / n for c, k in counts.items()}
 
 
-def aggregate(rows: Iterable[tuple[int, Sequence[Part] | None, str]], merge: dict[str, str]) -> pa.Table:
+def aggregate(rows: Iterable[tuple[int, Sequence[Part] | None, str]], category_of: dict[str, str]) -> pa.Table:
     """``rows``: one ``(layer, parts, status)`` per caption occurrence (an image's caption at a
     layer; identical captions count once per occurrence). Returns the AGGREGATE_SCHEMA
     table: every (layer, category) of the merge table, layers ascending."""
@@ -43,9 +44,9 @@ def aggregate(rows: Iterable[tuple[int, Sequence[Part] | None, str]], merge: dic
         if not counts_in_aggregate(parts, status):
             continue
         n[layer] += 1
-        for cat, share in caption_shares(parts, merge).items():
+        for cat, share in caption_shares(parts, category_of).items():
             sums[layer][cat] += share
-    cats = merge_categories(merge)
+    cats = merge_categories(category_of)
     out = {"layer": [], "category": [], "share_percent": [], "n_captions": []}
     for layer in sorted(layers):
         for cat in cats:
@@ -53,8 +54,6 @@ def aggregate(rows: Iterable[tuple[int, Sequence[Part] | None, str]], merge: dic
             out["category"].append(cat)
             out["share_percent"].append(sums[layer][cat] / n[layer] if n[layer] else 0.0)
             out["n_captions"].append(n[layer])
-    from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA
-
     return pa.table(out).cast(AGGREGATE_SCHEMA)
 
 
@@ -65,3 +64,11 @@ def shares_by_layer(table: pa.Table) -> dict[int, dict[str, float]]:
                                  table.column("share_percent").to_pylist()):
         out[layer][cat] = share
     return dict(out)
+
+
+def layer_status_counts(rows: Iterable[tuple[int, Sequence[Part] | None, str]]) -> dict[int, dict[str, int]]:
+    """``{layer: {status: caption rows}}`` (every caption occurrence, counted or not)."""
+    out: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for layer, _, status in rows:
+        out[layer][status] += 1
+    return {layer: dict(sorted(c.items())) for layer, c in sorted(out.items())}

@@ -1,24 +1,20 @@
 """The answer format: a JSON array of ``{"part": str, "labels": [1..max_labels labels]}``.
 
-An array (not an object keyed by part) so that a repeated part survives; the JSON schema
-given to the decoding grammar; the longest answer it allows (which sizes
-``max_new_tokens``); parsing with a ``status``; and a lenient parser for the original
-study's raw answers (``{"part": ["l1", "l2", "l3"], ...}``, duplicate keys kept).
+An array (not an object keyed by part) so that a repeated part survives; the bounds an
+answer is held to for a given caption; the JSON schema given to the decoding grammar; the
+longest answer it allows (which sizes ``max_new_tokens``); parsing with a ``status``; and
+a lenient parser for the original study's raw answers (``{"part": ["l1", "l2", "l3"], ...}``,
+duplicate keys kept).
 """
 
 from __future__ import annotations
 
 import json
 import re
-
-from .labelset import LabelSet, Part, compact_json
-
-# One part: printable ASCII without '"' and '\\' (so no control characters, no escapes:
-# xgrammar's maxLength would let control characters through), no leading/trailing space.
-_CHAR = r"[ !#-\[\]-~]"
-_EDGE = r"[!#-\[\]-~]"
+from dataclasses import dataclass
 
 from ..common.contracts import (  # noqa: F401 -- the status flags are part of the labels contract
+    ANSWER_LIMIT,
     LABEL_NOT_IN_LIST,
     NO_PARTS,
     NOT_AGGREGATED,
@@ -27,6 +23,43 @@ from ..common.contracts import (  # noqa: F401 -- the status flags are part of t
     TRUNCATED,
     UNPARSEABLE,
 )
+from .labelset import LabelSet, Limits, Part, compact_json
+
+# One part: printable ASCII without '"' and '\\' (so no control characters, no escapes:
+# xgrammar's maxLength would let control characters through), no leading/trailing space.
+_CHAR = r"[ !#-\[\]-~]"
+_EDGE = r"[!#-\[\]-~]"
+
+# The rule that maps a caption to its bounds (recorded in the labels table's metadata).
+BOUNDS_RULE = ("max_parts = the caption's word count + 1, max_part_chars = its length in characters + 1, each "
+               "rounded up to a power of two (one grammar per bucket), then capped by the label file's limits when set")
+
+
+@dataclass(frozen=True)
+class AnswerBounds:
+    """What one answer may hold: at most ``max_parts`` parts of at most ``max_part_chars`` characters."""
+
+    max_parts: int
+    max_part_chars: int
+
+    @property
+    def key(self) -> str:
+        return f"parts<={self.max_parts},part_chars<={self.max_part_chars}"
+
+
+def _power_of_two_at_least(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+def answer_bounds(caption: str, limits: Limits) -> AnswerBounds:
+    """The bounds of a caption's answer. A part is at least one word of the caption, so its
+    word count bounds the parts; a part is at most the whole caption, so its length bounds a
+    part's characters. One more than each, so that an answer reaching a bound is one the
+    grammar stopped (a faithful answer never does); rounded up to powers of two so captions
+    share a few grammars."""
+    parts = _power_of_two_at_least(len(caption.split()) + 1)
+    chars = _power_of_two_at_least(len(caption) + 1)
+    return AnswerBounds(min(parts, limits.max_parts or parts), min(chars, limits.max_part_chars or chars))
 
 
 def part_pattern(max_chars: int) -> str:
@@ -35,17 +68,16 @@ def part_pattern(max_chars: int) -> str:
     return f"^{_EDGE}({_CHAR}{{0,{max_chars - 2}}}{_EDGE})?$"
 
 
-def answer_schema(ls: LabelSet) -> dict:
-    lim = ls.limits
+def answer_schema(label_set: LabelSet, bounds: AnswerBounds) -> dict:
     return {
         "type": "array",
         "minItems": 1,
-        "maxItems": lim.max_parts,
+        "maxItems": bounds.max_parts,
         "items": {
             "type": "object",
             "properties": {
-                "part": {"type": "string", "pattern": part_pattern(lim.max_part_chars)},
-                "labels": {"type": "array", "minItems": 1, "maxItems": lim.max_labels, "items": {"enum": list(ls.labels)}},
+                "part": {"type": "string", "pattern": part_pattern(bounds.max_part_chars)},
+                "labels": {"type": "array", "minItems": 1, "maxItems": label_set.limits.max_labels, "items": {"enum": list(label_set.labels)}},
             },
             "required": ["part", "labels"],
             "additionalProperties": False,
@@ -53,21 +85,27 @@ def answer_schema(ls: LabelSet) -> dict:
     }
 
 
-def max_answer_chars(ls: LabelSet) -> int:
+def max_answer_chars(label_set: LabelSet, bounds: AnswerBounds) -> int:
     """Characters of the longest compact answer the schema allows.
 
     Every token the grammar can accept carries at least one character (parts are ASCII),
     so this + 1 (the stop token) bounds the new tokens: an answer is never cut.
     """
-    lim = ls.limits
-    longest_label = max(len(x) for x in ls.labels)
-    item = (len('{"part":"') + lim.max_part_chars + len('","labels":[')
-            + lim.max_labels * (longest_label + 2) + (lim.max_labels - 1) + len("]}"))
-    return 2 + lim.max_parts * item + (lim.max_parts - 1)
+    n_labels = label_set.limits.max_labels
+    longest_label = max(len(x) for x in label_set.labels)
+    item = (len('{"part":"') + bounds.max_part_chars + len('","labels":[')
+            + n_labels * (longest_label + 2) + (n_labels - 1) + len("]}"))
+    return 2 + bounds.max_parts * item + (bounds.max_parts - 1)
 
 
-def max_new_tokens(ls: LabelSet) -> int:
-    return max_answer_chars(ls) + 1
+def max_new_tokens(label_set: LabelSet, bounds: AnswerBounds) -> int:
+    return max_answer_chars(label_set, bounds) + 1
+
+
+def limit_reached(parts: list[Part], bounds: AnswerBounds, complete: bool) -> bool:
+    """Whether an answer reached a bound of its schema (it might have said more without it)."""
+    return (not complete or len(parts) >= bounds.max_parts
+            or any(len(p.text) >= bounds.max_part_chars for p in parts))
 
 
 def render_answer(parts) -> str:
@@ -156,7 +194,3 @@ def _unescape(s: str) -> str:
         return json.loads(f'"{s}"')
     except ValueError:                      # invalid escapes such as \' in the raw answers
         return s.replace("\\", "")
-
-
-def first_labels(parts) -> list[str]:
-    return [p.labels[0] if p.labels else "" for p in parts]

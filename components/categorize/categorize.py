@@ -1,43 +1,53 @@
 """The categorize step: captions in, labels and per-layer aggregate tables out.
 
-``run_categorize`` is the plain function the CLI and the KFP component call. It
-deduplicates the captions, skips those already labelled (resume chunks), works out the
-GPU layout, labels the rest (in this process, or in one process per replica), then writes
-``labels.parquet`` (a row per distinct caption) and ``aggregate.parquet`` (per layer and
-category) under ``out_uri``.
+``run_categorize`` is the plain function the CLI and the KFP component call. It reads and
+deduplicates the captions, gets an answer for every distinct caption (from a model, or the
+study's raw answers with ``import_raw``), then writes ``labels.parquet`` (a row per
+distinct caption) and ``aggregate.parquet`` (per layer and category) under ``out_uri``.
+
+With a model, answers already in the answer store are reused, and the rest are labelled in
+one of three ways: in this process (one replica), in one process per replica
+(``replica_processes``), or, under ``accelerate launch``, this process being one replica.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import socket
-import subprocess
-import sys
-import tempfile
 import time
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import torch
 
 from ..common import storage
 from ..common.contracts import (
+    AGGREGATE_META_CATEGORIES,
+    AGGREGATE_META_CATEGORY_MAP,
+    AGGREGATE_META_LAYER_STATUS_COUNTS,
+    AGGREGATE_META_NOT_AGGREGATED,
+    AGGREGATE_META_STATUS_COUNTS,
     AGGREGATE_SCHEMA,
     LABELS_FORMAT,
+    LABELS_META_ANSWER_SCHEMAS,
+    LABELS_META_IMPORT_RECOVERY,
     LABELS_SCHEMA,
     LABELS_VERSION,
+    NOT_AGGREGATED,
     caption_hash,
     provenance,
     write_table,
 )
-from .aggregate import aggregate
-from .captions_io import read_captions
-from .chunks import ChunkStore, run_key
-from .labeller import label_captions
-from .labelset import Part, load_labelset, load_merge_table
+from .aggregate import aggregate, layer_status_counts
+from .answer_store import AnswerStore, run_key
+from .answers import BOUNDS_RULE, answer_bounds, answer_schema
+from .captions_io import CaptionRow, read_captions
+from .labelset import LabelSet, Part, load_labelset
 from .layout import Layout, detect_gpus, plan_layout
-from .models import DEFAULT_MODEL, SMOLLM2, TINY_RANDOM, kv_bytes_per_token, load_config, model_bytes
+from .llm_loader import DEFAULT_MODEL, kv_bytes_per_token, load_config, model_bytes, resolve_dtype
+from .merge_table import load_merge_table, merge_categories
+from .replica import label_captions, run_replica
+from .replica_processes import spawn_replica_processes
 
 log = logging.getLogger(__name__)
 
@@ -45,179 +55,172 @@ LABELS_NAME = "labels.parquet"
 AGGREGATE_NAME = "aggregate.parquet"
 SUMMARY_NAME = "summary.json"
 CPU_BATCH_SIZE = 16
-_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
-           "float32": torch.float32, "fp32": torch.float32}
+# KV cache sized for a typical answer (the study's need <= ~220 tokens re-encoded); a rare
+# long one is covered by the out-of-memory back-off.
+PLAN_PROMPT_TOKENS, PLAN_ANSWER_TOKENS = 768, 256
 
 
-def resolve_dtype(dtype: str, n_gpus: int) -> torch.dtype:
-    if dtype == "auto":
-        return torch.bfloat16 if n_gpus else torch.float32
-    if dtype not in _DTYPES:
-        raise ValueError(f"--dtype {dtype!r}: use auto, bfloat16, float16 or float32")
-    return _DTYPES[dtype]
+@dataclass
+class Answers:
+    """Every caption's answer: the labels table's rows (a row per distinct caption), a
+    ``(layer, parts, status)`` per caption row for the aggregate, and labels-table metadata."""
 
-
-def _smollm2_config():
-    from transformers import LlamaConfig
-
-    return LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                       num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True)
+    table_rows: list[dict]
+    per_row: list[tuple[int, list[Part], str]]
+    labels_meta: dict = field(default_factory=dict)
 
 
 def plan_for_model(model: str, n_gpus: int, gpu_bytes: int, dtype: torch.dtype, prompt_tokens: int, answer_tokens: int) -> Layout:
-    config = _smollm2_config() if model == SMOLLM2 else load_config(model)
+    config = load_config(model)
     seq_bytes = kv_bytes_per_token(config, dtype) * (prompt_tokens + answer_tokens) + config.vocab_size * 4 * 2
     return plan_layout(model_bytes(config, dtype), n_gpus, gpu_bytes, seq_bytes)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def answer_schemas(captions: list[str], label_set: LabelSet) -> dict:
+    """The exact answer schemas the captions' answers are held to, with the rule that picks one."""
+    bounds = sorted({answer_bounds(c, label_set.limits) for c in captions}, key=lambda b: (b.max_parts, b.max_part_chars))
+    return {"rule": BOUNDS_RULE, "limits": {"max_parts": label_set.limits.max_parts, "max_part_chars": label_set.limits.max_part_chars,
+                                            "max_labels": label_set.limits.max_labels},
+            "schemas": {b.key: answer_schema(label_set, b) for b in bounds}}
 
 
-def _spawn_replicas(spec: dict, n: int) -> list[dict]:
-    """One worker process per replica (``python -m latent_verbalizer.components.categorize.worker``) with the
-    environment ``accelerate`` expects; each takes its share with ``split_between_processes``."""
-    with tempfile.TemporaryDirectory(prefix="lverb-categorize-") as tmp:
-        spec_path = os.path.join(tmp, "spec.json")
-        with open(spec_path, "w") as f:
-            json.dump(spec, f)
-        port = _free_port()
-        procs = []
-        for rank in range(n):
-            env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(n), LOCAL_WORLD_SIZE=str(n),
-                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-            out = os.path.join(tmp, f"stats-{rank}.json")
-            procs.append((rank, out, subprocess.Popen([sys.executable, "-m", "latent_verbalizer.components.categorize.worker", spec_path, out], env=env)))
-        failed = [rank for rank, _, p in procs if p.wait() != 0]
-        if failed:
-            raise RuntimeError(f"categorize replica process(es) {failed} failed (see their log above); "
-                               "re-run the same command to resume from the chunks already written")
-        return [json.load(open(out)) for _, out, _ in procs if os.path.exists(out)]
+# ------------------------------------------------------------------ answers from the study's raw files
+
+def import_raw_answers(rows: list[CaptionRow], raw_dir: str, label_set: LabelSet, model: str) -> Answers:
+    from .import_raw import pair_answers, read_raw_answers
+
+    per_row, first, recovery = pair_answers(rows, read_raw_answers(raw_dir), set(label_set.labels))
+    name = f"{model} (raw answers imported from {raw_dir})"
+    table_rows = [{"caption": c, "parts": [{"text": p.text, "labels": list(p.labels)} for p in parts],
+                  "model": name, "status": status} for c, (parts, status) in first.items()]
+    return Answers(table_rows, per_row, {LABELS_META_ANSWER_SCHEMAS: None,
+                                         LABELS_META_IMPORT_RECOVERY: {str(k): v for k, v in recovery.items()}})
 
 
-def run_worker(spec: dict, stats_path: str | None = None) -> dict:
-    """Body of one replica process: take this process's share and label it."""
+# ------------------------------------------------------------------ answers from a model
+
+def _batch_size(batch_size: str | int, layout: Layout, n_gpus: int) -> int:
+    size = int(batch_size) if str(batch_size) != "auto" else (layout.batch_size if n_gpus else CPU_BATCH_SIZE)
+    if size < 1:
+        raise ValueError(f"--batch-size {batch_size!r}: use auto or a positive integer")
+    return size
+
+
+def _label_under_accelerate(spec: dict, layout: Layout, world: int) -> list[dict] | None:
+    """This process is one replica of ``accelerate launch``; the stats on the main process, None elsewhere."""
     from accelerate import PartialState
 
-    state = PartialState(cpu=not spec["groups"][0])
-    ls = load_labelset(spec["labels_uri"])
-    with state.split_between_processes(spec["captions"]) as mine:
-        group = spec["groups"][state.process_index]
-        if group:
-            # accelerate made cuda:{local_rank} current; this replica's model starts on its group's
-            # first GPU, and kernels launched on the current device (xgrammar's Triton mask) must run there.
-            torch.cuda.set_device(group[0])
-        log.info("replica %d/%d: %d captions on %s", state.process_index, state.num_processes, len(mine), group or "CPU")
-        store = ChunkStore(spec["out_uri"], spec["run_key"], writer=f"r{state.process_index}")
-        stats = label_captions(list(mine), spec["model"], ls, _DTYPES[spec["dtype"]], store, spec["batch_size"],
-                               gpus=group, max_memory={int(k): v for k, v in spec["max_memory"][state.process_index].items()} if group else None,
-                               chunk_rows=spec["chunk_rows"], made_by=spec["made_by"])
-    if stats_path:
-        with open(stats_path, "w") as f:
-            json.dump(stats, f)
-    return stats
+    if len(layout.groups) != world:
+        raise ValueError(f"launched with {world} processes but the layout has {len(layout.groups)} replicas "
+                         f"({layout.describe()}): use `accelerate launch --num_processes {len(layout.groups)}` "
+                         "or run without accelerate launch (replicas are started automatically)")
+    stats = [run_replica(spec)]
+    PartialState().wait_for_everyone()
+    return stats if PartialState().is_main_process else None
+
+
+def _label(todo: list[str], spec: dict, layout: Layout, label_set: LabelSet, dtype: torch.dtype, store: AnswerStore) -> list[dict] | None:
+    """Label ``todo`` into ``store`` the way the layout and the launch ask for; replica stats."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        return _label_under_accelerate(spec, layout, world)
+    if layout.replicas > 1:
+        return spawn_replica_processes(spec, layout.replicas)
+    group = layout.groups[0]
+    return [label_captions(todo, spec["model"], label_set, dtype, store, spec["batch_size"], gpus=group,
+                           max_memory=layout.max_memory[0] if group else None,
+                           answers_per_file=spec["answers_per_file"], made_by=spec["made_by"])]
+
+
+def model_answers(rows: list[CaptionRow], uniques: list[str], out_uri: str, model: str, label_set: LabelSet,
+                  gpus: int | None, batch_size: str | int, dtype: str, answers_per_file: int, made_by: dict,
+                  summary: dict) -> Answers | None:
+    """Answers of every distinct caption, reusing the stored ones; None on a non-main
+    process of ``accelerate launch`` (the main one writes the tables)."""
+    n_gpus, gpu_bytes = detect_gpus(gpus)
+    tdtype = resolve_dtype(dtype, n_gpus)
+    dtype_name = str(tdtype).removeprefix("torch.")
+    key = run_key(model, dtype_name, label_set.fingerprint)
+    store = AnswerStore(out_uri, key)
+    done = store.load()
+    todo = [c for c in uniques if caption_hash(c) not in done]
+    summary.update(mode="generate", resumed=len(uniques) - len(todo), to_label=len(todo), run_key=key)
+    log.info("%d captions, %d distinct (%.1f%% saved by dedup), %d already labelled, %d to label",
+             len(rows), len(uniques), summary["dedup_saving_percent"], summary["resumed"], len(todo))
+    if todo:
+        layout = plan_for_model(model, n_gpus, gpu_bytes, tdtype, PLAN_PROMPT_TOKENS, PLAN_ANSWER_TOKENS)
+        log.info(layout.describe())
+        summary.update(layout=layout.to_json(), batch_size=_batch_size(batch_size, layout, n_gpus))
+        spec = dict(captions=todo, model=model, labels_uri=label_set.source, dtype=dtype_name, out_uri=out_uri, run_key=key,
+                    batch_size=summary["batch_size"], groups=layout.groups, max_memory=layout.max_memory,
+                    answers_per_file=answers_per_file, made_by=made_by, max_parts=label_set.limits.max_parts)
+        stats = _label(todo, spec, layout, label_set, tdtype, store)
+        if stats is None:
+            return None
+        summary["replica_stats"] = stats
+        done = store.load()
+    missing = [c for c in uniques if caption_hash(c) not in done]
+    if missing:
+        raise RuntimeError(f"{len(missing)} captions have no answer after labelling (e.g. {missing[0]!r}); re-run to resume")
+    table_rows = [{k: done[caption_hash(c)][k] for k in ("caption", "parts", "model", "status")} for c in uniques]
+    answer_of = {r["caption"]: ([Part(p["text"], tuple(p["labels"])) for p in r["parts"]], r["status"]) for r in table_rows}
+    per_row = [(r.layer, *answer_of[r.caption]) for r in rows]
+    return Answers(table_rows, per_row, {LABELS_META_ANSWER_SCHEMAS: answer_schemas(uniques, label_set)})
+
+
+# ------------------------------------------------------------------ outputs
+
+def write_outputs(out_uri: str, answers: Answers, category_of: dict[str, str], made_by: dict) -> dict:
+    """Write the labels and aggregate tables; returns what the summary reports of them."""
+    labels_uri, aggregate_uri = storage.join(out_uri, LABELS_NAME), storage.join(out_uri, AGGREGATE_NAME)
+    status_counts: dict[str, int] = {}
+    for row in answers.table_rows:
+        status_counts[row["status"]] = status_counts.get(row["status"], 0) + 1
+    write_table(labels_uri, pa.Table.from_pylist(answers.table_rows, schema=LABELS_SCHEMA), LABELS_SCHEMA,
+                LABELS_FORMAT, LABELS_VERSION, dict(made_by, **answers.labels_meta))
+    # Everything a reader (the report) needs travels with the aggregate: no second parser of the merge table.
+    aggregate_meta = {AGGREGATE_META_CATEGORY_MAP: category_of, AGGREGATE_META_CATEGORIES: merge_categories(category_of),
+                      AGGREGATE_META_STATUS_COUNTS: dict(sorted(status_counts.items())),
+                      AGGREGATE_META_LAYER_STATUS_COUNTS: {str(k): v for k, v in layer_status_counts(answers.per_row).items()},
+                      AGGREGATE_META_NOT_AGGREGATED: list(NOT_AGGREGATED)}
+    write_table(aggregate_uri, aggregate(answers.per_row, category_of), AGGREGATE_SCHEMA, LABELS_FORMAT + "/aggregate",
+                LABELS_VERSION, dict(made_by, **aggregate_meta))
+    log.info("wrote %s (%d distinct captions) and %s; statuses %s", labels_uri, len(answers.table_rows), aggregate_uri, status_counts)
+    return {"labels_uri": labels_uri, "aggregate_uri": aggregate_uri, "status_counts": status_counts}
 
 
 def run_categorize(captions_uris: list[str], out_uri: str, model: str = DEFAULT_MODEL, labels_uri: str | None = None,
                    merge_uri: str | None = None, gpus: int | None = None, batch_size: str | int = "auto",
-                   dtype: str = "auto", import_raw: str | None = None, chunk_rows: int = 256,
-                   replicas: int | None = None, _fault=None) -> dict:
+                   dtype: str = "auto", import_raw: str | None = None, answers_per_file: int = 256,
+                   max_parts: int | None = None) -> dict:
     """Label every distinct caption and write ``labels.parquet`` and ``aggregate.parquet`` under ``out_uri``.
 
     ``captions_uris``: captions Parquet files (patterns allowed; or the study's
     ``caps_batch0.json``). ``model``: hub id, local folder, ``s3://`` prefix, ``tiny-random``
     or ``smollm2-135m``. ``gpus``: how many of the visible GPUs to use (default all).
-    ``replicas``: force N CPU replica processes (tests; GPUs are planned automatically).
     ``import_raw``: a folder of the study's ``layer_N.json`` answers, instead of running a model.
+    ``answers_per_file``: answers per file of the answer store (what a killed run keeps).
+    ``max_parts``: cap the parts of an answer (a cheaper, recorded deviation from the study,
+    e.g. for the demo; default: bounded by each caption only, as in the study).
     Returns a summary dict (also written as ``summary.json``).
     """
     t0 = time.perf_counter()
     rows = read_captions(list(captions_uris))
-    ls = load_labelset(labels_uri)
-    merge = load_merge_table(merge_uri)
-    labels_out, agg_out = storage.join(out_uri, LABELS_NAME), storage.join(out_uri, AGGREGATE_NAME)
+    label_set = load_labelset(labels_uri, max_parts=max_parts)
+    category_of = load_merge_table(merge_uri)
     uniques = list(dict.fromkeys(r.caption for r in rows))
-    params = dict(captions=list(captions_uris), model=model, labels=ls.source, merge=merge_uri, gpus=gpus,
-                  batch_size=str(batch_size), dtype=dtype, import_raw=import_raw)
-    made_by = provenance(**params)
+    made_by = provenance(captions=list(captions_uris), model=model, labels=label_set.source, merge=merge_uri, gpus=gpus,
+                         batch_size=str(batch_size), dtype=dtype, import_raw=import_raw,
+                         max_parts=max_parts)
     summary: dict = {"captions": len(rows), "unique_captions": len(uniques),
                      "dedup_saving_percent": round(100 * (1 - len(uniques) / max(len(rows), 1)), 2)}
-
     if import_raw:
-        from .import_raw import pair_answers, read_raw_answers
-
-        per_row, first = pair_answers(rows, read_raw_answers(import_raw), set(ls.labels))
-        name = f"{model} (raw answers imported from {import_raw})"
-        table_rows = [{"caption": c, "parts": [{"text": p.text, "labels": list(p.labels)} for p in parts],
-                       "model": name, "status": status} for c, (parts, status) in first.items()]
-        summary["mode"] = "import-raw"
+        answers = import_raw_answers(rows, import_raw, label_set, model)
+        summary.update(mode="import-raw", import_raw_recovery=answers.labels_meta[LABELS_META_IMPORT_RECOVERY])
     else:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        n_gpus, gpu_bytes = detect_gpus(gpus)
-        tdtype = resolve_dtype(dtype, n_gpus)
-        dtype_name = str(tdtype).removeprefix("torch.")
-        key = run_key(model, dtype_name, ls.fingerprint)
-        store = ChunkStore(out_uri, key)
-        done = store.load()
-        todo = [c for c in uniques if caption_hash(c) not in done]
-        summary.update(mode="generate", resumed=len(uniques) - len(todo), to_label=len(todo), run_key=key)
-        log.info("%d captions, %d distinct (%.1f%% saved by dedup), %d already labelled, %d to label",
-                 len(rows), len(uniques), summary["dedup_saving_percent"], summary["resumed"], len(todo))
-        if todo:
-            # KV sized for a typical answer (the study's need <= ~220 tokens re-encoded); a rare
-            # long one is covered by the out-of-memory back-off.
-            layout = plan_for_model(model, n_gpus, gpu_bytes, tdtype, prompt_tokens=768, answer_tokens=256)
-            if replicas and not n_gpus:
-                layout.replicas, layout.groups, layout.max_memory = replicas, [[] for _ in range(replicas)], [{}] * replicas
-            log.info(layout.describe())
-            summary["layout"] = layout.to_json()
-            bs = int(batch_size) if str(batch_size) != "auto" else (layout.batch_size if n_gpus else CPU_BATCH_SIZE)
-            if bs < 1:
-                raise ValueError(f"--batch-size {batch_size!r}: use auto or a positive integer")
-            summary["batch_size"] = bs
-            spec = dict(captions=todo, model=model, labels_uri=ls.source, dtype=dtype_name, out_uri=out_uri, run_key=key,
-                        batch_size=bs, groups=layout.groups, max_memory=layout.max_memory, chunk_rows=chunk_rows, made_by=made_by)
-            if world > 1:                      # launched by `accelerate launch`: this process is one replica
-                if len(layout.groups) != world:
-                    raise ValueError(f"launched with {world} processes but the layout has {len(layout.groups)} replicas "
-                                     f"({layout.describe()}): use `accelerate launch --num_processes {len(layout.groups)}` "
-                                     "or run without accelerate launch (replicas are started automatically)")
-                stats = [run_worker(spec)]
-                from accelerate import PartialState
-
-                PartialState().wait_for_everyone()
-                if not PartialState().is_main_process:
-                    return {**summary, "replica_stats": stats}
-            elif layout.replicas > 1:
-                stats = _spawn_replicas(spec, layout.replicas)
-            else:
-                group = layout.groups[0]
-                stats = [label_captions(todo, model, ls, tdtype, store, bs, gpus=group,
-                                        max_memory=layout.max_memory[0] if group else None,
-                                        chunk_rows=chunk_rows, fault=_fault, made_by=made_by)]
-            summary["replica_stats"] = stats
-            done = store.load()
-        missing = [c for c in uniques if caption_hash(c) not in done]
-        if missing:
-            raise RuntimeError(f"{len(missing)} captions have no answer after labelling (e.g. {missing[0]!r}); re-run to resume")
-        table_rows = [{k: done[caption_hash(c)][k] for k in ("caption", "parts", "model", "status")} for c in uniques]
-        parts_of = {r["caption"]: [Part(p["text"], tuple(p["labels"])) for p in r["parts"]] for r in table_rows}
-        status_of = {r["caption"]: r["status"] for r in table_rows}
-        per_row = [(r.layer, parts_of[r.caption], status_of[r.caption]) for r in rows]
-
-    write_table(labels_out, pa.Table.from_pylist(table_rows, schema=LABELS_SCHEMA), LABELS_SCHEMA, LABELS_FORMAT, LABELS_VERSION, made_by)
-    # The merge table travels with the aggregate, so a reader (the report) colours parts by category.
-    write_table(agg_out, aggregate(per_row, merge), AGGREGATE_SCHEMA, LABELS_FORMAT + "/aggregate", LABELS_VERSION,
-                dict(made_by, category_map=merge))
-    counts: dict[str, int] = {}
-    for r in table_rows:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    summary.update(labels_uri=labels_out, aggregate_uri=agg_out, status_counts=counts, seconds=round(time.perf_counter() - t0, 2))
+        answers = model_answers(rows, uniques, out_uri, model, label_set, gpus, batch_size, dtype, answers_per_file, made_by, summary)
+        if answers is None:
+            return summary
+    summary.update(write_outputs(out_uri, answers, category_of, made_by), seconds=round(time.perf_counter() - t0, 2))
     storage.write_json(storage.join(out_uri, SUMMARY_NAME), summary)
-    log.info("wrote %s (%d distinct captions) and %s; statuses %s", labels_out, len(table_rows), agg_out, counts)
     return summary
-
-
-__all__ = ["run_categorize", "run_worker", "plan_for_model", "TINY_RANDOM", "SMOLLM2"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .models import DEFAULT_MODEL
+from .llm_loader import DEFAULT_MODEL
 
 
 def _batch_size(v: str) -> str | int:
@@ -36,7 +36,11 @@ def register(subparsers) -> None:
     p.add_argument("--gpus", type=int, default=None, help="number of GPUs to use (default: all visible)")
     p.add_argument("--batch-size", type=_batch_size, default="auto", help="auto (from the GPU memory) or N")
     p.add_argument("--dtype", default="auto", help="auto (bfloat16 on GPU, float32 on CPU), bfloat16, float16, float32")
-    p.add_argument("--chunk-rows", type=int, default=256, help="answers per resume chunk written to OUT/chunks/ (default 256)")
+    p.add_argument("--answers-per-file", type=int, default=256,
+                   help="answers per file of the answer store OUT/answers/ (what a killed run keeps; default 256)")
+    p.add_argument("--max-parts", type=int, default=None, metavar="N",
+                   help="cap the parts of an answer at N (cheaper; recorded in the labels' metadata). Default: only "
+                        "each caption bounds its answer, as in the study")
     p.add_argument("--import-raw", default=None, metavar="DIR",
                    help="instead of running a model, read the study's raw answers (DIR/layer_N.json, in the order "
                         "of each layer's captions in --captions)")
@@ -48,7 +52,7 @@ def main(args) -> int:
 
     summary = run_categorize(args.captions, args.out, model=args.model, labels_uri=args.labels, merge_uri=args.merge,
                              gpus=args.gpus, batch_size=args.batch_size, dtype=args.dtype, import_raw=args.import_raw,
-                             chunk_rows=args.chunk_rows)
+                             answers_per_file=args.answers_per_file, max_parts=args.max_parts)
     brief = {k: summary.get(k) for k in ("captions", "unique_captions", "dedup_saving_percent", "resumed", "to_label",
                                          "status_counts", "labels_uri", "aggregate_uri", "seconds") if k in summary}
     print(json.dumps(brief, indent=1))

@@ -13,6 +13,7 @@ def categorize_captions(
     gpus: str,
     batch_size: str,
     labels: Output[Dataset],
+    max_answer_parts: int = 0,
 ):
     """Label what every distinct caption talks about with an instruct LLM (grammar-constrained).
 
@@ -23,11 +24,14 @@ def categorize_captions(
         gpus: GPUs this step gets, as digits (a string: KFP's driver sets the pod's GPU limit only from a string); the model is sharded over them or replicated, whichever fits.
         batch_size: captions per generation batch, or 'auto'.
         labels: small JSON manifest pointing at labels.parquet and aggregate.parquet.
+        max_answer_parts: 0 (the study's method): each caption alone bounds its answer; N: at most N parts per
+            answer (cheaper, e.g. the local demo; recorded in the labels' metadata).
     """
     import json
 
     from latent_verbalizer.components.categorize.categorize import run_categorize
     from latent_verbalizer.components.common import storage
+    from latent_verbalizer.components.common.devices import usable_gpus
     from latent_verbalizer.components.common.logs import configure_logging
 
     configure_logging()
@@ -36,11 +40,10 @@ def categorize_captions(
         with open(artifact.path) as f:
             uris.append(json.load(f)["captions"])
     out = storage.join(storage_prefix, "labels")
-    from latent_verbalizer.components.common.devices import usable_gpus
-
     # On Kubeflow the pod sees the GPUs it was given (the pipeline sets LVERB_REQUIRE_GPU: seeing fewer
     # is an error); a kfp.local run on a laptop may see none, and then runs on the CPU (gpus=0).
-    summary = run_categorize(uris, out, model=model, gpus=usable_gpus(int(gpus)), batch_size=batch_size)
+    summary = run_categorize(uris, out, model=model, gpus=usable_gpus(int(gpus)), batch_size=batch_size,
+                             max_parts=int(max_answer_parts) or None)
     result = {"labels": storage.join(out, "labels.parquet"), "aggregate": storage.join(out, "aggregate.parquet"),
               "captions": uris, "summary": summary}
     with open(labels.path, "w") as f:

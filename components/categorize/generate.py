@@ -15,7 +15,7 @@ import inspect
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -46,21 +46,19 @@ class GenStats:
 class Generator:
     """Greedy, grammar-constrained answers for lists of suffix token ids.
 
-    ``fault(batch_size)`` is called before every batch and may raise (tests inject
-    ``torch.OutOfMemoryError`` through it). With ``compiled_grammar=None`` and no stop ids
-    it generates exactly ``max_new_tokens`` unconstrained tokens (the benchmark's fixed-length mode).
+    With ``compiled_grammar=None`` and no stop ids it generates exactly ``max_new_tokens``
+    unconstrained tokens (the benchmark's fixed-length mode). ``held_to`` gives a sibling held
+    to another grammar and length bound that shares the model, the prefix cache and the stats.
     """
 
     def __init__(self, model, prefix_ids: Sequence[int], compiled_grammar, stop_ids: Sequence[int],
-                 pad_id: int, max_new_tokens: int, fault: Callable[[int], None] | None = None,
-                 use_prefix_cache: bool = True):
+                 pad_id: int, max_new_tokens: int, use_prefix_cache: bool = True):
         self.model = model
         self.prefix_ids = list(prefix_ids)
         self.grammar = compiled_grammar
         self.stop_ids = set(int(x) for x in stop_ids)
         self.pad_id = int(pad_id)
         self.max_new_tokens = int(max_new_tokens)
-        self.fault = fault
         self.use_prefix_cache = use_prefix_cache
         self.device = model.get_input_embeddings().weight.device
         self.stats = GenStats(prefix_tokens=len(self.prefix_ids))
@@ -81,14 +79,19 @@ class Generator:
             log.info("prompt prefix: %d tokens, KV cache computed once in %.2fs", len(self.prefix_ids), self.stats.prefix_seconds)
         return self._prefix_cache
 
+    def held_to(self, compiled_grammar, max_new_tokens: int) -> "Generator":
+        """This generator (same model, prefix cache and stats) held to another answer grammar."""
+        if self.use_prefix_cache:
+            self.prefix_cache()                  # computed once, before the copies share it
+        sibling = copy.copy(self)
+        sibling.grammar, sibling.max_new_tokens = compiled_grammar, int(max_new_tokens)
+        return sibling
+
     # -------------------------------------------------------------- one batch
     @torch.inference_mode()
     def generate_batch(self, suffixes: Sequence[Sequence[int]]) -> list[Answer]:
         B = len(suffixes)
-        if self.fault is not None:
-            self.fault(B)
         P = len(self.prefix_ids) if self.use_prefix_cache else 0
-        L = max(len(s) for s in suffixes)
         rows = [list(s) if self.use_prefix_cache else self.prefix_ids + list(s) for s in suffixes]
         L = max(len(r) for r in rows)
         ids = torch.full((B, L), self.pad_id, dtype=torch.long)
@@ -120,18 +123,18 @@ class Generator:
             scores = out.logits[:, -1, :].float()
             if proc is not None:
                 scores = proc(last, scores)
-            tok = scores.argmax(-1)
+            next_tokens = scores.argmax(-1)
             self.stats.steps += 1
-            toks = tok.tolist()
-            for j, t in enumerate(toks):
-                r = active[j]
-                if finished[r]:
+            token_list = next_tokens.tolist()
+            for batch_row, token in enumerate(token_list):
+                row = active[batch_row]
+                if finished[row]:
                     continue
-                if t in self.stop_ids:
-                    finished[r] = True
-                    answers[r].complete = True
+                if token in self.stop_ids:
+                    finished[row] = True
+                    answers[row].complete = True
                 else:
-                    answers[r].token_ids.append(t)
+                    answers[row].token_ids.append(token)
                     self.stats.new_tokens += 1
             n_done = sum(finished[r] for r in active)
             if n_done == len(active):
@@ -144,9 +147,9 @@ class Generator:
                 cache.batch_select_indices(torch.tensor(keep))
                 if proc is not None:
                     proc.keep(keep)
-                mask, next_pos, tok = mask[idx], next_pos[idx], tok[idx]
+                mask, next_pos, next_tokens = mask[idx], next_pos[idx], next_tokens[idx]
                 active = [active[j] for j in keep]
-            last = tok[:, None]
+            last = next_tokens[:, None]
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
             out = self.model(input_ids=last, attention_mask=mask, position_ids=next_pos[:, None],
                              use_cache=True, **{self._cache_kw: cache})

@@ -10,7 +10,7 @@ import time
 import torch
 import transformers
 
-from .answers import answer_schema
+from .answers import AnswerBounds, answer_schema
 from .labelset import LabelSet
 
 log = logging.getLogger(__name__)
@@ -32,25 +32,42 @@ def stop_token_ids(tokenizer, model=None) -> list[int]:
     return sorted(ids)
 
 
-def compile_answer_grammar(tokenizer, ls: LabelSet, vocab_size: int, stop_ids: list[int]):
-    import xgrammar as xgr
+class AnswerGrammars:
+    """The compiled answer grammar of each ``AnswerBounds``, compiled on first use and kept
+    (one xgrammar tokenizer info and compiler for all of them)."""
 
-    t0 = time.perf_counter()
-    info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=max(vocab_size, len(tokenizer)), stop_token_ids=stop_ids)
-    compiled = xgr.GrammarCompiler(info).compile_json_schema(
-        json.dumps(answer_schema(ls)), any_whitespace=False, separators=(",", ":"), strict_mode=True
-    )
-    log.info("answer grammar compiled in %.2fs (%d labels, vocab %d)", time.perf_counter() - t0, len(ls.labels), info.vocab_size)
-    return compiled
+    def __init__(self, tokenizer, label_set: LabelSet, vocab_size: int, stop_ids: list[int]):
+        import xgrammar as xgr
+
+        self.label_set = label_set
+        info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=max(vocab_size, len(tokenizer)), stop_token_ids=stop_ids)
+        self._compiler = xgr.GrammarCompiler(info)
+        self._compiled: dict[AnswerBounds, object] = {}
+        self.schemas: dict[str, dict] = {}          # bounds key -> the exact schema (recorded with the answers)
+
+    def __call__(self, bounds: AnswerBounds):
+        if bounds not in self._compiled:
+            t0 = time.perf_counter()
+            schema = answer_schema(self.label_set, bounds)
+            self._compiled[bounds] = self._compiler.compile_json_schema(
+                json.dumps(schema), any_whitespace=False, separators=(",", ":"), strict_mode=True)
+            self.schemas[bounds.key] = schema
+            log.info("answer grammar %s compiled in %.2fs (%d labels)", bounds.key, time.perf_counter() - t0, len(self.label_set.labels))
+        return self._compiled[bounds]
+
+
+def compile_answer_grammar(tokenizer, label_set: LabelSet, vocab_size: int, stop_ids: list[int], bounds: AnswerBounds):
+    """The compiled grammar of one ``AnswerBounds``."""
+    return AnswerGrammars(tokenizer, label_set, vocab_size, stop_ids)(bounds)
 
 
 class GrammarLogitsProcessor(transformers.LogitsProcessor):
     """Masks the logits of each row to the tokens its grammar matcher allows.
 
-    Unlike ``xgrammar.contrib.hf.LogitsProcessor`` it tracks which rows are finished
-    (``done``), and rows can be dropped from the batch (``keep``) when the generation
-    loop shrinks it. Call protocol as in transformers' ``generate``: the first call sees
-    the prompt, every later call first accepts each row's last token.
+    Unlike ``xgrammar.contrib.hf.LogitsProcessor``, rows can be dropped from the batch
+    (``keep``) when the generation loop shrinks it. Call protocol as in transformers'
+    ``generate``: the first call sees the prompt, every later call first accepts each row's
+    last token.
     """
 
     def __init__(self, compiled_grammar, batch_size: int):
@@ -63,10 +80,6 @@ class GrammarLogitsProcessor(transformers.LogitsProcessor):
         self.started = False
         self.mask_seconds = 0.0
 
-    @property
-    def done(self) -> list[bool]:
-        return [m.is_terminated() for m in self.matchers]
-
     def keep(self, rows: list[int]) -> None:
         self.matchers = [self.matchers[i] for i in rows]
         self.bitmask = self.bitmask[rows].contiguous() if rows else self.bitmask[:0]
@@ -77,13 +90,13 @@ class GrammarLogitsProcessor(transformers.LogitsProcessor):
             raise RuntimeError(f"grammar processor has {len(self.matchers)} rows, logits {scores.shape[0]}")
         if self.started:
             last = input_ids[:, -1].tolist()
-            for m, tok in zip(self.matchers, last):
-                if not m.is_terminated() and not m.accept_token(tok):
-                    raise RuntimeError(f"token {tok} rejected by the grammar: the mask was not applied")
+            for matcher, token in zip(self.matchers, last):
+                if not matcher.is_terminated() and not matcher.accept_token(token):
+                    raise RuntimeError(f"token {token} rejected by the grammar: the mask was not applied")
         self.started = True
-        for i, m in enumerate(self.matchers):
-            if not m.is_terminated():
-                m.fill_next_token_bitmask(self.bitmask, i)
+        for row, matcher in enumerate(self.matchers):
+            if not matcher.is_terminated():
+                matcher.fill_next_token_bitmask(self.bitmask, row)
         vocab = scores.shape[-1]
         if vocab < self.vocab_size:
             raise RuntimeError(f"logits have {vocab} columns, the tokenizer {self.vocab_size}")

@@ -1,12 +1,12 @@
-"""The label list, answer limits, few-shot prompt and label->category merge table: data
-shipped as YAML in ``data/`` (or a user's own file), loaded and checked here."""
+"""The label list, answer limits and few-shot prompt: data shipped as YAML in ``data/``
+(or a user's own file), loaded and checked here. The merge table is ``merge_table.py``'s."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import yaml
 
@@ -14,8 +14,6 @@ from ..common import storage
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 DEFAULT_LABELS = os.path.join(DATA_DIR, "labels.yaml")
-DEFAULT_MERGE = os.path.join(DATA_DIR, "merged_categories.yaml")
-UNKNOWN = "UNKNOWN"
 
 
 @dataclass(frozen=True)
@@ -35,8 +33,11 @@ class Example:
 
 @dataclass(frozen=True)
 class Limits:
-    max_parts: int = 12
-    max_part_chars: int = 40
+    """Answer limits. ``max_parts``/``max_part_chars`` unset (the default): only the caption
+    bounds them (a part is at least one word of it, and at most all of it); set, they are
+    an explicit cap below that, recorded with the answers' schema."""
+    max_parts: int | None = None
+    max_part_chars: int | None = None
     max_labels: int = 3
 
 
@@ -52,8 +53,8 @@ class LabelSet:
 
     @property
     def fingerprint(self) -> str:
-        """Identifies the labels + prompt + limits (resume chunks are only reused under the same one)."""
-        return hashlib.sha256(self.raw_text.encode()).hexdigest()[:12]
+        """Identifies the labels + prompt + limits (stored answers are only reused under the same one)."""
+        return hashlib.sha256(f"{self.raw_text}|{self.limits}".encode()).hexdigest()[:12]
 
     def system_text(self) -> str:
         return self.system.format(labels=", ".join(self.labels))
@@ -62,7 +63,7 @@ class LabelSet:
         return self.user.format(caption=caption)
 
 
-def _read_yaml(uri: str) -> tuple[dict, str]:
+def read_yaml(uri: str) -> tuple[dict, str]:
     if not storage.is_s3(uri) and not os.path.exists(storage.local_path(uri)):
         raise FileNotFoundError(f"labels file {uri!r} does not exist: pass an existing YAML file (default: {DEFAULT_LABELS})")
     text = storage.read_bytes(uri).decode("utf-8")
@@ -72,15 +73,17 @@ def _read_yaml(uri: str) -> tuple[dict, str]:
     return data, text
 
 
-def load_labelset(uri: str | None = None) -> LabelSet:
+def load_labelset(uri: str | None = None, max_parts: int | None = None) -> LabelSet:
     """Load and validate a labels YAML (default: the study's 58 labels and our prompt).
+    ``max_parts``: a cap on the parts of an answer instead of the file's (e.g. the demo's;
+    recorded with the answers' schema, never a silent change of the method).
 
     Checks: labels unique, non-empty, JSON-safe; the prompt has ``{labels}``/``{caption}``;
     every example part is a substring of its caption, uses 1..max_labels listed labels, and
     the example fits the limits (the examples must show exactly what answers may be).
     """
     uri = uri or DEFAULT_LABELS
-    data, text = _read_yaml(uri)
+    data, text = read_yaml(uri)
     where = f"labels file {uri}"
     labels = [str(x) for x in data.get("labels") or []]
     if not labels:
@@ -90,9 +93,14 @@ def load_labelset(uri: str | None = None) -> LabelSet:
     bad = [x for x in labels if not x.strip() or '"' in x or "\\" in x or not x.isascii()]
     if bad:
         raise ValueError(f"{where}: labels must be non-empty printable ASCII without quotes or backslashes: {bad}")
-    lim = Limits(**(data.get("limits") or {}))
-    if lim.max_parts < 1 or lim.max_labels < 1 or lim.max_part_chars < 1:
-        raise ValueError(f"{where}: limits must be >= 1: {lim}")
+    unknown = sorted(set(data.get("limits") or {}) - {"max_parts", "max_part_chars", "max_labels"})
+    if unknown:
+        raise ValueError(f"{where}: unknown limits {unknown} (known: max_parts, max_part_chars, max_labels)")
+    limits = Limits(**(data.get("limits") or {}))
+    if max_parts:
+        limits = replace(limits, max_parts=int(max_parts))
+    if any(v is not None and (not isinstance(v, int) or v < 1) for v in (limits.max_parts, limits.max_part_chars, limits.max_labels)):
+        raise ValueError(f"{where}: limits must be integers >= 1 (or unset): {limits}")
     prompt = data.get("prompt") or {}
     system, user = prompt.get("system"), prompt.get("user", "{caption}")
     if not system or "{labels}" not in system or "{caption}" not in user:
@@ -102,39 +110,20 @@ def load_labelset(uri: str | None = None) -> LabelSet:
         cap = str(ex["caption"])
         parts = tuple(Part(str(p["part"]), tuple(str(x) for x in p["labels"])) for p in ex["parts"])
         errs = []
-        if not 1 <= len(parts) <= lim.max_parts:
-            errs.append(f"{len(parts)} parts (limit {lim.max_parts})")
+        if not 1 <= len(parts) <= (limits.max_parts or len(parts)):
+            errs.append(f"{len(parts)} parts (limit {limits.max_parts})")
         for p in parts:
             if p.text not in cap:
                 errs.append(f"part {p.text!r} is not in the caption")
-            if len(p.text) > lim.max_part_chars:
-                errs.append(f"part {p.text!r} longer than {lim.max_part_chars}")
-            if not 1 <= len(p.labels) <= lim.max_labels:
+            if limits.max_part_chars and len(p.text) > limits.max_part_chars:
+                errs.append(f"part {p.text!r} longer than {limits.max_part_chars}")
+            if not 1 <= len(p.labels) <= limits.max_labels:
                 errs.append(f"part {p.text!r} has {len(p.labels)} labels")
             errs += [f"label {x!r} not in the list" for x in p.labels if x not in labels]
         if errs:
             raise ValueError(f"{where}: example {i} ({cap!r}): " + "; ".join(errs))
         examples.append(Example(cap, parts))
-    return LabelSet(labels, lim, system, user, examples, source=uri, raw_text=text)
-
-
-def load_merge_table(uri: str | None = None) -> dict[str, str]:
-    """label -> merged category, from a YAML ``{category: [labels...]}`` (the study's 35 categories by default)."""
-    uri = uri or DEFAULT_MERGE
-    data, _ = _read_yaml(uri)
-    out: dict[str, str] = {}
-    for cat, labels in data.items():
-        for lab in labels or []:
-            lab = "" if lab is None else str(lab)
-            if lab in out and out[lab] != cat:
-                raise ValueError(f"merge table {uri}: label {lab!r} in both {out[lab]!r} and {cat!r}")
-            out[lab] = str(cat)
-    return out
-
-
-def merge_categories(merge: dict[str, str]) -> list[str]:
-    """All categories of a merge table, sorted, UNKNOWN included."""
-    return sorted(set(merge.values()) | {UNKNOWN})
+    return LabelSet(labels, limits, system, user, examples, source=uri, raw_text=text)
 
 
 def compact_json(obj) -> str:

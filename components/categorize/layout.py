@@ -57,7 +57,7 @@ def plan_layout(model_bytes: int, n_gpus: int, gpu_bytes: int, seq_bytes: int,
     def batch_for(group: int) -> int:
         return max(0, min(MAX_BATCH, int((group * usable - model_bytes) * 0.9) // max(seq_bytes, 1)))
 
-    fits = [g for g in range(1, n_gpus + 1) if batch_for(g) >= min_batch]
+    fits = [size for size in range(1, n_gpus + 1) if batch_for(size) >= min_batch]
     if not fits:
         raise ValueError(
             f"the model ({model_bytes / 1e9:.1f} GB) plus the KV cache of {min_batch} answers does not fit "
@@ -66,7 +66,7 @@ def plan_layout(model_bytes: int, n_gpus: int, gpu_bytes: int, seq_bytes: int,
     # hundred rows), and a device_map shard runs its GPUs one after another: throughput
     # ~ replicas x batch. More replicas win unless a wider group buys a much larger batch
     # (70B on 80 GB GPUs: 2 GPUs leave room for ~30 answers, 4 GPUs for 256).
-    group = max(fits, key=lambda g: ((n_gpus // g) * batch_for(g), -g))
+    group = max(fits, key=lambda size: ((n_gpus // size) * batch_for(size), -size))
     replicas = n_gpus // group
     groups = [list(range(r * group, (r + 1) * group)) for r in range(replicas)]
     budget = group * usable - model_bytes

@@ -23,12 +23,12 @@ LLAMA3_CHAT_TEMPLATE = (
 _SENTINEL = "\u2063CAPTION\u2063"
 
 
-def messages(ls: LabelSet, caption: str) -> list[dict]:
-    msgs = [{"role": "system", "content": ls.system_text()}]
-    for ex in ls.examples:
-        msgs.append({"role": "user", "content": ls.user_text(ex.caption)})
+def messages(label_set: LabelSet, caption: str) -> list[dict]:
+    msgs = [{"role": "system", "content": label_set.system_text()}]
+    for ex in label_set.examples:
+        msgs.append({"role": "user", "content": label_set.user_text(ex.caption)})
         msgs.append({"role": "assistant", "content": render_answer(ex.parts)})
-    msgs.append({"role": "user", "content": ls.user_text(caption)})
+    msgs.append({"role": "user", "content": label_set.user_text(caption)})
     return msgs
 
 
@@ -37,14 +37,13 @@ def ensure_chat_template(tokenizer) -> None:
         tokenizer.chat_template = LLAMA3_CHAT_TEMPLATE
 
 
-def render(tokenizer, ls: LabelSet, caption: str) -> str:
+def render(tokenizer, label_set: LabelSet, caption: str) -> str:
     ensure_chat_template(tokenizer)
-    return tokenizer.apply_chat_template(messages(ls, caption), tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(messages(label_set, caption), tokenize=False, add_generation_prompt=True)
 
 
 @dataclass
 class PromptParts:
-    prefix_text: str
     suffix_template: str          # contains {caption} exactly once
     prefix_ids: list[int]
 
@@ -56,10 +55,10 @@ class PromptParts:
         return self.prefix_ids + self.suffix_ids(tokenizer, caption)
 
 
-def split_prompt(tokenizer, ls: LabelSet) -> PromptParts:
+def split_prompt(tokenizer, label_set: LabelSet) -> PromptParts:
     """Render the prompt once with a sentinel caption and split it there."""
-    text = render(tokenizer, ls, _SENTINEL)
+    text = render(tokenizer, label_set, _SENTINEL)
     if text.count(_SENTINEL) != 1:
         raise ValueError("the prompt must contain the caption exactly once (prompt.user: '{caption}')")
     head, tail = text.split(_SENTINEL)
-    return PromptParts(head, _SENTINEL + tail, tokenizer.encode(head, add_special_tokens=False))
+    return PromptParts(_SENTINEL + tail, tokenizer.encode(head, add_special_tokens=False))

@@ -1,14 +1,14 @@
-"""One replica process of the categorize step (started by ``run_categorize``):
+"""One replica process of the categorize step (started by ``replica_processes``):
 ``python -m latent_verbalizer.components.categorize.worker SPEC.json [STATS.json]``."""
 
 import json
-import logging
 import sys
 
-from .categorize import run_worker
+from ..common.logs import configure_logging
+from .replica import run_replica
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     with open(sys.argv[1]) as f:
         spec = json.load(f)
-    run_worker(spec, sys.argv[2] if len(sys.argv) > 2 else None)
+    run_replica(spec, sys.argv[2] if len(sys.argv) > 2 else None)

@@ -64,7 +64,11 @@ LABEL_NOT_IN_LIST = "label_not_in_list"
 NO_PARTS = "no_parts"
 UNPARSEABLE = "unparseable"
 TRUNCATED = "truncated"           # raw answer cut off: complete parts salvaged, not aggregated
+ANSWER_LIMIT = "answer_limit"     # the answer reached a bound of its schema (parts, part length or tokens)
 NOT_AGGREGATED = (UNPARSEABLE, TRUNCATED, NO_PARTS)
+
+# The category of a part whose first label the merge table does not list (the study's rule).
+UNKNOWN = "UNKNOWN"
 
 AGGREGATE_SCHEMA = pa.schema([
     pa.field("layer", pa.int32(), nullable=False),
@@ -72,6 +76,24 @@ AGGREGATE_SCHEMA = pa.schema([
     pa.field("share_percent", pa.float64(), nullable=False),
     pa.field("n_captions", pa.int32(), nullable=False),
 ])
+
+
+# What the aggregate table's metadata carries (besides ``made_by``), so a reader needs nothing else:
+AGGREGATE_META_CATEGORY_MAP = "category_map"      # {label: category} (the merge table, inverted)
+AGGREGATE_META_CATEGORIES = "categories"          # every category, in the table's order (UNKNOWN included)
+AGGREGATE_META_STATUS_COUNTS = "status_counts"    # {status: distinct captions} of the labels table
+AGGREGATE_META_LAYER_STATUS_COUNTS = "layer_status_counts"  # {layer: {status: caption rows}}
+AGGREGATE_META_NOT_AGGREGATED = "not_aggregated"  # the status flags left out of the shares
+# What the labels table's metadata carries (besides ``made_by``):
+LABELS_META_ANSWER_SCHEMAS = "answer_schemas"     # the exact JSON schemas answers were held to (see categorize)
+LABELS_META_IMPORT_RECOVERY = "import_raw_recovery"  # --import-raw: how each layer's answers were parsed
+
+
+def part_category(labels, category_map: dict[str, str]) -> str:
+    """The category of one caption part: its FIRST label through the merge table, UNKNOWN
+    when the table does not list it (the study's rule; a part without labels counts as "")."""
+    first = labels[0] if labels else ""
+    return category_map.get(first if first is not None else "", UNKNOWN)
 
 
 def provenance(**params) -> dict:

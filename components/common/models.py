@@ -10,7 +10,6 @@ it initialised, so their captions vary with the image like a real model's do.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from . import storage
+from .download_cache import download_object
 
 log = logging.getLogger(__name__)
 
@@ -79,18 +79,12 @@ def default_pretrained(model: str, pretrained: str | None) -> str:
     return RANDOM if model == TINY_RANDOM else "mscoco_finetuned_laion2B-s13B-b90k"
 
 
-def resolve_weights(pretrained: str, cache_dir: str | None = None) -> str:
-    """A local path for weights given as S3 URI (downloaded once into a cache)."""
+def resolve_weights(pretrained: str) -> str:
+    """A local path for weights given as a path or an ``s3://`` object (downloaded once into
+    the cache folder of ``download_cache``)."""
     if not storage.is_s3(pretrained):
         return storage.local_path(pretrained)
-    cache_dir = cache_dir or os.environ.get("LVERB_WEIGHTS_CACHE") or os.path.expanduser("~/.cache/latent-verbalizer/weights")
-    target = os.path.join(cache_dir, hashlib.sha256(pretrained.encode()).hexdigest()[:16], storage.basename(pretrained))
-    if not os.path.exists(target):
-        log.info("downloading weights %s -> %s", pretrained, target)
-        with storage.open_read(pretrained) as src, storage.open_write(target) as dst:
-            while chunk := src.read(16 << 20):
-                dst.write(chunk)
-    return target
+    return download_object(pretrained)
 
 
 def init_random_weights(model: torch.nn.Module, seed: int = RANDOM_SEED) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .categories import part_category
+from ..common.contracts import part_category
 from .inputs import CategorizeOutput
 from .layer_stats import CaptionGrid, LayerStats
 from .thumbnails import ShardImages

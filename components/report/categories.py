@@ -9,11 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-# The categorize step owns the categories (its merge table, UNKNOWN, the aggregation); the
-# report only reads its aggregate table and the map stored in that table's metadata.
-from ..categorize.labelset import UNKNOWN
-
-CATEGORY_MAP_KEY = "category_map"  # aggregate metadata: {label: category}, written by categorize
+# The categorize step owns the categories (its merge table, the aggregation); the report only
+# reads its aggregate table and the map stored in that table's metadata (the labels contract).
+from ..common.contracts import AGGREGATE_META_CATEGORY_MAP as CATEGORY_MAP_KEY
+from ..common.contracts import UNKNOWN
 
 OTHER = "other"
 
@@ -31,12 +30,6 @@ def category_map_of(aggregate_meta: dict, uri: str) -> dict[str, str]:
         raise ValueError(f"--aggregate {uri}: metadata {CATEGORY_MAP_KEY!r} must map each label to one category "
                          f"name, but has {bad[:3]}; re-run categorize")
     return mapping
-
-
-def part_category(labels, category_map: dict[str, str]) -> str:
-    """The category a caption part is coloured with: its FIRST label's, as the shares count it."""
-    first = labels[0] if labels else ""
-    return category_map.get(first if first is not None else "", UNKNOWN)
 
 
 @dataclass

@@ -41,21 +41,23 @@ def small_labels(tmp_path_factory) -> str:
 
 
 class Tiny:
-    """tiny-random (fp32) with everything the generator needs."""
+    """tiny-random (fp32) with everything the generator needs; answers held to the small
+    label file's caps (3 parts of up to 16 characters)."""
 
     def __init__(self, labels_uri: str):
-        from latent_verbalizer.components.categorize.answers import max_new_tokens
+        from latent_verbalizer.components.categorize.answers import AnswerBounds, max_new_tokens
         from latent_verbalizer.components.categorize.grammar import compile_answer_grammar, stop_token_ids
         from latent_verbalizer.components.categorize.labelset import load_labelset
-        from latent_verbalizer.components.categorize.models import load_model
+        from latent_verbalizer.components.categorize.llm_loader import load_model
         from latent_verbalizer.components.categorize.prompt import split_prompt
 
         self.model, self.tok, _ = load_model("tiny-random", torch.float32)
         self.ls = load_labelset(labels_uri)
+        self.bounds = AnswerBounds(self.ls.limits.max_parts, self.ls.limits.max_part_chars)
         self.prompt = split_prompt(self.tok, self.ls)
         self.stops = stop_token_ids(self.tok, self.model)
-        self.grammar = compile_answer_grammar(self.tok, self.ls, self.model.config.vocab_size, self.stops)
-        self.max_new = max_new_tokens(self.ls)
+        self.grammar = compile_answer_grammar(self.tok, self.ls, self.model.config.vocab_size, self.stops, self.bounds)
+        self.max_new = max_new_tokens(self.ls, self.bounds)
 
     def generator(self, **kw):
         from latent_verbalizer.components.categorize.generate import Generator

@@ -8,8 +8,9 @@ import pytest
 
 from latent_verbalizer.components.categorize.aggregate import aggregate, shares_by_layer
 from latent_verbalizer.components.categorize.categorize import run_categorize
-from latent_verbalizer.components.categorize.labelset import Part, load_merge_table
-from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, LABELS_SCHEMA, read_table
+from latent_verbalizer.components.categorize.labelset import Part
+from latent_verbalizer.components.categorize.merge_table import load_merge_table
+from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, LABELS_SCHEMA, read_table, table_metadata
 
 
 def test_aggregate_by_hand():
@@ -57,6 +58,16 @@ def test_import_raw_reference_to_s3(reference_dir, s3_bucket):
         study = list(csv.DictReader(f))
     worst = max(abs(float(v) - s[i][c]) for i, row in enumerate(study) for c, v in row.items())
     assert worst < 2.1
+    # issue 12 item 3: how many answers the lenient parser recovered beyond json.loads, per layer
+    recovery = table_metadata(labels)["import_raw_recovery"]
+    assert recovery == summary["import_raw_recovery"] and sorted(recovery, key=int) == [str(i) for i in range(24)]
+    assert all(sum(c.values()) == 500 for c in recovery.values())
+    total = {k: sum(c.get(k, 0) for c in recovery.values()) for k in
+             ("strict", "duplicate_keys", "lenient_syntax", "salvaged_truncated", "unparseable")}
+    assert total == {"strict": 7964, "duplicate_keys": 3867, "lenient_syntax": 7, "salvaged_truncated": 146, "unparseable": 16}
+    assert total["strict"] + total["duplicate_keys"] == 11831          # what a strict json.loads parses (the issue's count)
+    assert recovery["0"] == {"duplicate_keys": 203, "salvaged_truncated": 55, "strict": 238, "unparseable": 4}
+    assert table_metadata(labels)["answer_schemas"] is None             # imported answers were held to no schema
     # the labels table keeps repeated parts and flags what the study merged by hand
     statuses = labels.column("status").to_pylist()
     assert sum("label_not_in_list" in x for x in statuses) > 3000
@@ -72,3 +83,16 @@ def test_import_raw_mismatch_is_explained(reference_dir, tmp_path):
         run_categorize([str(caps)], str(tmp_path / "o"), import_raw=str(reference_dir / "llama70b_labels"))
     with pytest.raises(FileNotFoundError, match="import-raw"):
         run_categorize([str(caps)], str(tmp_path / "o"), import_raw=str(tmp_path / "nowhere"))
+
+
+def test_recovery_outcomes_of_single_answers():
+    from latent_verbalizer.components.categorize.answers import parse_raw_answer
+    from latent_verbalizer.components.categorize.import_raw import strict_parse_outcome
+
+    for raw, outcome in [('{"a dog": ["animal"]}', "strict"),
+                         ('{"red": ["color"], "red": ["color"]}', "duplicate_keys"),
+                         ('{"a dog": ["animal",],}', "lenient_syntax"),
+                         ('{"red": ["color"], "blue": ["col', "salvaged_truncated"),
+                         ("no answer", "unparseable")]:
+        parts, status = parse_raw_answer(raw)
+        assert strict_parse_outcome(raw, len(parts), status) == outcome, raw

@@ -13,19 +13,15 @@ from latent_verbalizer.components.categorize.answers import (
     PART_NOT_IN_CAPTION,
     TRUNCATED,
     UNPARSEABLE,
+    answer_bounds,
     answer_schema,
     max_answer_chars,
     parse_answer,
     parse_raw_answer,
     render_answer,
 )
-from latent_verbalizer.components.categorize.labelset import (
-    DEFAULT_LABELS,
-    Part,
-    load_labelset,
-    load_merge_table,
-    merge_categories,
-)
+from latent_verbalizer.components.categorize.labelset import DEFAULT_LABELS, Part, load_labelset
+from latent_verbalizer.components.categorize.merge_table import load_merge_table, merge_categories
 
 STUDY_LABELS = """male, female, person, young, old, facial expression, hair color, hair style, body part,
 object, furniture, vehicle, electronics, tools, toys, shape, texture, color, size,
@@ -59,7 +55,7 @@ def test_examples_are_valid_answers():
         text = render_answer(ex.parts)
         parts, status = parse_answer(text, ex.caption, set(ls.labels))
         assert status == "ok" and list(parts) == list(ex.parts)
-        assert len(text) <= max_answer_chars(ls)
+        assert len(text) <= max_answer_chars(ls, answer_bounds(ex.caption, ls.limits))
 
 
 def test_bad_example_is_refused(tmp_path):
@@ -83,7 +79,7 @@ def test_schema_bounds_and_worst_case_answer_is_accepted(tiny):
     longest = max(ls.labels, key=len)
     worst = [{"part": "x" * lim.max_part_chars, "labels": [longest] * lim.max_labels}] * lim.max_parts
     text = render_answer(worst)
-    assert len(text) == max_answer_chars(ls) == tiny.max_new - 1
+    assert len(text) == max_answer_chars(ls, tiny.bounds) == tiny.max_new - 1
     m = xgr.GrammarMatcher(tiny.grammar)
     assert m.accept_string(text) and m.accept_token(tiny.stops[0]) and m.is_terminated()
     # what the schema refuses: too many parts, control characters, off-list labels, padded parts
@@ -93,7 +89,7 @@ def test_schema_bounds_and_worst_case_answer_is_accepted(tiny):
                 [{"part": " a", "labels": ["color"]}],
                 [{"part": "a", "labels": []}]):
         assert not xgr.GrammarMatcher(tiny.grammar).accept_string(render_answer(bad)), bad
-    assert answer_schema(ls)["items"]["properties"]["part"]["pattern"].startswith("^")
+    assert answer_schema(ls, tiny.bounds)["items"]["properties"]["part"]["pattern"].startswith("^")
 
 
 def test_parse_answer_flags():
@@ -132,3 +128,68 @@ def test_nested_objects_in_raw_answers_give_their_string_labels():
     parts, status = parse_raw_answer('{"a man": {"the": ["person", "", ""]}, "red": ["color", "", ""]}')
     assert [(p.text, p.labels) for p in parts] == [("a man", ("person",)), ("red", ("color",))]
     assert status == "ok"
+
+
+def test_merge_table_label_under_two_categories_is_an_error(tmp_path):
+    """Issue 12 item 8: one parser of the merge table, and a label listed under two
+    categories is an error naming the label, both categories and the file."""
+    path = tmp_path / "merge.yaml"
+    path.write_text("colour:\n- color\n- hue\nperson:\n- male\nshade:\n- dark\n- hue\n")
+    with pytest.raises(ValueError) as err:
+        load_merge_table(str(path))
+    for word in ("'hue'", "'colour'", "'shade'", str(path)):
+        assert word in str(err.value)
+    path.write_text("colour:\n- color\n- color\n")                 # twice under one category: the same mapping
+    assert load_merge_table(str(path)) == {"color": "colour"}
+    path.write_text("colour: color\n")
+    with pytest.raises(ValueError, match="must list its labels"):
+        load_merge_table(str(path))
+
+
+def test_answer_bounds_follow_the_caption():
+    """Issue 12 item 1: no fixed part cap; a caption's word count (and length) bound its answer."""
+    from latent_verbalizer.components.categorize.answers import AnswerBounds
+
+    ls = load_labelset()
+    assert ls.limits.max_parts is None and ls.limits.max_part_chars is None
+    assert answer_bounds("a dog", ls.limits) == AnswerBounds(4, 8)
+    long_caption = " ".join(["summer swing"] * 15)                           # 30 words, 179 characters
+    bounds = answer_bounds(long_caption, ls.limits)
+    assert bounds == AnswerBounds(32, 256)
+    schema = answer_schema(ls, bounds)
+    assert schema["maxItems"] == 32 and schema["items"]["properties"]["labels"]["maxItems"] == 3
+    capped = load_labelset().limits.__class__(max_parts=12, max_part_chars=40)
+    assert answer_bounds(long_caption, capped) == AnswerBounds(12, 40)          # an explicit cap still applies
+
+
+def test_study_answers_fit_the_bounds(reference_captions, reference_dir):
+    """The study's answers on the reference captions: 1,758 of them had more than 12 parts
+    (the old cap); under the caption-derived bounds only 12 reach a bound."""
+    from latent_verbalizer.components.categorize.answers import limit_reached
+
+    ls = load_labelset()
+    over_12 = reached = parsed = 0
+    for layer in range(24):
+        raw = json.loads((reference_dir / "llama70b_labels" / f"layer_{layer}.json").read_text())
+        for caption, text in zip(reference_captions[f"layer_{layer}"], raw):
+            parts, status = parse_raw_answer(text, caption)
+            if status in (TRUNCATED, UNPARSEABLE) or not parts:
+                continue
+            parsed += 1
+            over_12 += len(parts) > 12
+            reached += limit_reached(parts, answer_bounds(caption, ls.limits), complete=True)
+    assert (parsed, over_12, reached) == (11838, 1758, 12)
+
+
+def test_grammar_takes_as_many_parts_as_the_caption_has_words(tiny):
+    """A 20-part answer of a 20-word caption: refused under the old 12-part cap, accepted now."""
+    import xgrammar as xgr
+
+    from latent_verbalizer.components.categorize.grammar import compile_answer_grammar
+
+    ls = load_labelset()
+    caption = " ".join(f"w{i}" for i in range(20))
+    grammar = compile_answer_grammar(tiny.tok, ls, tiny.model.config.vocab_size, tiny.stops, answer_bounds(caption, ls.limits))
+    answer = render_answer([Part(w, ("object",)) for w in caption.split()])
+    matcher = xgr.GrammarMatcher(grammar)
+    assert matcher.accept_string(answer) and matcher.accept_token(tiny.stops[0]) and matcher.is_terminated()

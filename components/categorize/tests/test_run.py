@@ -12,8 +12,8 @@ import time
 import pyarrow as pa
 import pytest
 
+from latent_verbalizer.components.categorize.answer_store import STORED_ANSWER_SCHEMA
 from latent_verbalizer.components.categorize.categorize import run_categorize
-from latent_verbalizer.components.categorize.chunks import CHUNK_SCHEMA
 from latent_verbalizer.components.common import storage
 from latent_verbalizer.components.common.contracts import (
     AGGREGATE_SCHEMA,
@@ -22,6 +22,7 @@ from latent_verbalizer.components.common.contracts import (
     CAPTIONS_VERSION,
     LABELS_SCHEMA,
     read_table,
+    table_metadata,
     write_table,
 )
 
@@ -50,6 +51,27 @@ def test_dedup_and_s3_output(sample, small_labels, s3_bucket):
     assert set(agg.column("layer").to_pylist()) == {2, 21}
     assert set(agg.column("n_captions").to_pylist()) <= {6}
     assert storage.exists(f"{out}/summary.json")
+    # the tables explain themselves: the answer schemas (issue 12 item 1), and all the report needs
+    from latent_verbalizer.components.categorize.answers import answer_bounds, answer_schema
+    from latent_verbalizer.components.categorize.labelset import load_labelset
+    from latent_verbalizer.components.categorize.merge_table import load_merge_table, merge_categories
+
+    ls = load_labelset(small_labels)
+    schemas = table_metadata(labels)["answer_schemas"]
+    assert schemas["limits"] == {"max_parts": 3, "max_part_chars": 16, "max_labels": 2} and "word count" in schemas["rule"]
+    for caption in caps:
+        bounds = answer_bounds(caption, ls.limits)
+        assert schemas["schemas"][bounds.key] == answer_schema(ls, bounds)
+    statuses = labels.column("status").to_pylist()
+    meta = table_metadata(agg)
+    assert meta["status_counts"] == {x: statuses.count(x) for x in set(statuses)} == s["status_counts"]
+    assert sum(meta["status_counts"].values()) == 8
+    assert meta["category_map"] == load_merge_table() and meta["categories"] == merge_categories(load_merge_table())
+    assert {k: sum(v.values()) for k, v in meta["layer_status_counts"].items()} == {"2": 6, "21": 6}
+    assert meta["not_aggregated"] == ["unparseable", "truncated", "no_parts"]
+    # a random model under 3-part caps hits them: those answers are flagged and counted
+    limited = sum("answer_limit" in x for x in statuses)
+    assert limited == sum(n for x, n in s["replica_stats"][0]["status_counts"].items() if "answer_limit" in x)
     # run again: everything is in the chunks, nothing is labelled
     again = run_categorize([f"{s3_bucket}/captions/shard-000.parquet"], out, model="tiny-random", labels_uri=small_labels)
     assert again["resumed"] == 8 and again["to_label"] == 0 and "replica_stats" not in again
@@ -62,14 +84,14 @@ def test_resume_after_killed_run(sample, small_labels, tmp_path, one_thread_env)
     n_unique = len(set(caps))
     out = str(tmp_path / "out")
     cmd = [sys.executable, "-m", "latent_verbalizer.pipeline.cli", "categorize", "--captions", captions, "--out", out,
-           "--model", "tiny-random", "--labels", small_labels, "--batch-size", "4", "--chunk-rows", "4"]
+           "--model", "tiny-random", "--labels", small_labels, "--batch-size", "4", "--answers-per-file", "4"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    chunk_dir = tmp_path / "out" / "chunks"
+    store_dir = tmp_path / "out" / "answers"
     deadline = time.time() + 120
     try:
         while time.time() < deadline and proc.poll() is None:
-            chunks = [f for _, _, fs in os.walk(chunk_dir) for f in fs if f.endswith(".parquet")]
-            if len(chunks) >= 2:
+            stored = [f for _, _, fs in os.walk(store_dir) for f in fs if f.endswith(".parquet")]
+            if len(stored) >= 2:
                 break
             time.sleep(0.1)
         assert proc.poll() is None, "the run ended before it could be killed"
@@ -77,7 +99,7 @@ def test_resume_after_killed_run(sample, small_labels, tmp_path, one_thread_env)
     finally:
         proc.wait()
     assert not (tmp_path / "out" / "labels.parquet").exists()
-    done_before = sum(read_table(str(p), CHUNK_SCHEMA).num_rows for p in chunk_dir.rglob("chunk-*.parquet"))
+    done_before = sum(read_table(str(p), STORED_ANSWER_SCHEMA).num_rows for p in store_dir.rglob("answers-*.parquet"))
     assert 0 < done_before < n_unique
     s = run_categorize([captions], out, model="tiny-random", labels_uri=small_labels, batch_size=4)
     assert s["resumed"] == done_before and s["to_label"] == n_unique - done_before
@@ -91,16 +113,22 @@ def test_resume_after_killed_run(sample, small_labels, tmp_path, one_thread_env)
     assert a == b
 
 
-def test_replica_processes_split_the_captions(sample, small_labels, tmp_path, one_thread_env):
+def test_replica_processes_split_the_captions(sample, small_labels, tmp_path, one_thread_env, monkeypatch):
     """Two replica processes (CPU, gloo) started by run_categorize, each taking its share
-    through accelerate's ``split_between_processes``."""
+    through accelerate's ``split_between_processes`` (a layout of two CPU replicas planned)."""
+    from latent_verbalizer.components.categorize import categorize
+    from latent_verbalizer.components.categorize.layout import Layout
+
+    def two_cpu_replicas(*args, **kwargs):
+        return Layout(mode="cpu", n_gpus=0, gpus_per_replica=0, replicas=2, groups=[[], []], max_memory=[{}, {}])
+
+    monkeypatch.setattr(categorize, "plan_for_model", two_cpu_replicas)
     caps = list(dict.fromkeys(sample(12, layers=[10, 23])))
     captions = str(tmp_path / "caps.parquet")
     write_captions(captions, {10: caps})
-    s = run_categorize([captions], str(tmp_path / "out"), model="tiny-random", labels_uri=small_labels,
-                       batch_size=4, replicas=2)
+    s = run_categorize([captions], str(tmp_path / "out"), model="tiny-random", labels_uri=small_labels, batch_size=4)
     assert [st["labelled"] for st in s["replica_stats"]] == [len(caps) - len(caps) // 2, len(caps) // 2]
-    writers = {p.name.split("-")[1] for p in (tmp_path / "out" / "chunks").rglob("chunk-*.parquet")}
+    writers = {p.name.split("-")[1] for p in (tmp_path / "out" / "answers").rglob("answers-*.parquet")}
     assert writers == {"r0", "r1"}
     assert read_table(str(tmp_path / "out" / "labels.parquet"), LABELS_SCHEMA).num_rows == len(caps)
 
@@ -119,7 +147,7 @@ def test_model_from_s3_prefix(s3_bucket, tmp_path, monkeypatch):
     """A model folder (safetensors + config + tokenizer) under an s3:// prefix loads offline."""
     import torch
 
-    from latent_verbalizer.components.categorize.models import (
+    from latent_verbalizer.components.categorize.llm_loader import (
         llama3_tokenizer,
         load_model,
         random_llama,

@@ -1,0 +1,34 @@
+"""The categorize KFP wrapper through ``.python_func`` (as kubeflow/pipelines-components'
+tests do): caption manifests in, the labels manifest out, with tiny-random on CPU."""
+
+from __future__ import annotations
+
+import json
+
+from kfp import dsl
+
+from latent_verbalizer.components.categorize.component import make_categorize_op
+from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, LABELS_SCHEMA, read_table
+
+from .test_run import write_captions
+
+
+def test_wrapper_maps_manifests_to_labels(tmp_path):
+    captions_uri = str(tmp_path / "store" / "captions" / "shard-000.parquet")
+    write_captions(captions_uri, {0: ["a dog", "red red"], 23: ["a dog", "a cat"]})
+    manifest = tmp_path / "captions-manifest.json"
+    manifest.write_text(json.dumps({"captions": captions_uri}))
+    labels = dsl.Dataset(uri=str(tmp_path / "labels-manifest.json"))
+
+    make_categorize_op("unused:tag").python_func(
+        captions=[dsl.Dataset(uri=str(manifest))], storage_prefix=str(tmp_path / "store"), model="tiny-random",
+        gpus=1, batch_size="2", labels=labels)
+
+    pointer = json.loads((tmp_path / "labels-manifest.json").read_text())
+    out = tmp_path / "store" / "labels"
+    assert pointer["labels"] == str(out / "labels.parquet") and pointer["aggregate"] == str(out / "aggregate.parquet")
+    assert pointer["captions"] == [captions_uri]
+    assert pointer["summary"]["unique_captions"] == 3 and pointer["summary"]["batch_size"] == 2
+    assert labels.metadata["unique_captions"] == 3 and labels.metadata["labels"] == pointer["labels"]
+    assert sorted(read_table(pointer["labels"], LABELS_SCHEMA).column("caption").to_pylist()) == ["a cat", "a dog", "red red"]
+    assert set(read_table(pointer["aggregate"], AGGREGATE_SCHEMA).column("layer").to_pylist()) == {0, 23}
