@@ -15,6 +15,7 @@ from kfp import dsl, kubernetes
 
 from ..components.caption.component import make_caption_op
 from ..components.categorize.component import make_categorize_op
+from ..components.common.devices import REQUIRE_GPU_ENV
 from ..components.extract.component import make_extract_op
 from ..components.preflight.component import make_list_shards_op
 from ..components.report.component import make_report_op
@@ -53,6 +54,7 @@ def _on_gpus(task, count, accelerator_type, node_selector, tolerations, cpu: str
     kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=shm)
     kubernetes.mount_pvc(task, pvc_name=WEIGHTS_PVC, mount_path=WEIGHTS_MOUNT)
     task.set_env_variable("HF_HOME", f"{WEIGHTS_MOUNT}/hf-cache")
+    task.set_env_variable(REQUIRE_GPU_ENV, "1")  # a GPU step that sees no GPU fails at once, never falls back to CPU
     task.set_env_variable("LVERB_MODEL_CACHE", f"{WEIGHTS_MOUNT}/lverb-cache")  # CoCa checkpoints and LLM folders from s3://
     task.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0, backoff_max_duration="600s")
     return _with_storage_secrets(task, hf=True)
@@ -75,13 +77,14 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
                   "per image per layer, labelled by an LLM, shown per layer.")
     def latent_verbalizer(
         shards: str = "s3://datasets/coco-karpathy-test/test-{000000..000004}.tar",
-        storage_prefix: str = "s3://latent-verbalizer/runs/default",
+        storage_root: str = "s3://latent-verbalizer/runs",
+        storage_prefix: str = "",
         extract_model: str = "coca_ViT-L-14",
         extract_pretrained: str = "mscoco_finetuned_laion2B-s13B-b90k",
         extract_layers: str = "all",
         extract_dtype: str = "float16",
         extract_batch_size: str = "auto",
-        caption_precision: str = "bf16",
+        caption_precision: str = "float32",
         caption_batch_size: str = "auto",
         caption_seq_len: int = 30,
         caption_min_seq_len: int = 5,
@@ -97,13 +100,14 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
 
         Args:
             shards: webdataset shard pattern (s3://, minio:// or a mounted path), braces and globs allowed.
-            storage_prefix: s3:// prefix for bulk data (features, captions, labels, report files).
+            storage_root: where each run's bulk data goes by default: <storage_root>/<run id> (features, captions, labels, report files).
+            storage_prefix: empty (default): a prefix of this run's own under storage_root. Give one (s3://bucket/prefix) to share bulk data between runs: a run then skips the shards and captions already finished there.
             extract_model: open_clip CoCa architecture (coca_ViT-L-14 as in the study; coca_ViT-B-32; tiny-random offline).
             extract_pretrained: pretrained tag (from the Hugging Face hub), /models/... checkpoint on the weights volume, s3:// object, or 'random'.
             extract_layers: 'all' or 0-based block indices, e.g. 0,5,23.
-            extract_dtype: stored feature dtype: float16, bfloat16 or float32.
+            extract_dtype: stored feature dtype: float16 (default), bfloat16 or float32 (fp16, bf16, fp32 accepted).
             extract_batch_size: images per batch, or 'auto' (from free GPU memory).
-            caption_precision: bf16 (fast), fp32 (token-for-token the study's loop), or auto.
+            caption_precision: float32 (default: the study's method, token-for-token its greedy loop) or bfloat16 (faster, opt-in; captions differ, and the report marks the deviation). fp32, bf16 accepted.
             caption_batch_size: (image, layer) pairs decoded together, or 'auto'.
             caption_seq_len: most tokens per caption, including the start token (study: 30).
             caption_min_seq_len: end-of-text banned while shorter than this (study: 5).
@@ -115,17 +119,19 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
             gpu_node_selector: node labels for GPU steps, e.g. {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}.
             gpu_tolerations: tolerations of the GPU steps (JSON list of Kubernetes tolerations).
         """
-        listed = list_shards_op(shards=shards, storage_prefix=storage_prefix, model=extract_model,
-                                layers=extract_layers, llm_model=categorize_model, llm_gpus=categorize_gpus)
+        listed = list_shards_op(shards=shards, storage_prefix=storage_prefix, storage_root=storage_root,
+                                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model=extract_model, layers=extract_layers,
+                                llm_model=categorize_model, llm_gpus=categorize_gpus)
         listed.set_display_name("check parameters, list shards").set_caching_options(False)
+        run_prefix = listed.outputs["storage_prefix"]
         if kubernetes_settings:
             _with_storage_secrets(listed).set_cpu_request("500m").set_memory_request("1Gi")
 
-        with dsl.ParallelFor(listed.output, parallelism=parallelism) as shard:
-            extracted = extract_op(shard=shard, storage_prefix=storage_prefix, model=extract_model,
+        with dsl.ParallelFor(listed.outputs["shards"], parallelism=parallelism) as shard:
+            extracted = extract_op(shard=shard, storage_prefix=run_prefix, model=extract_model,
                                    pretrained=extract_pretrained, layers=extract_layers, dtype=extract_dtype,
                                    batch_size=extract_batch_size).set_display_name("extract")
-            captioned = caption_op(features=extracted.outputs["features"], storage_prefix=storage_prefix,
+            captioned = caption_op(features=extracted.outputs["features"], storage_prefix=run_prefix,
                                    layers=extract_layers, precision=caption_precision, batch_size=caption_batch_size,
                                    seq_len=caption_seq_len, min_seq_len=caption_min_seq_len,
                                    pretrained=extract_pretrained).set_display_name("caption")
@@ -133,12 +139,18 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
                 for task in (extracted, captioned):
                     _on_gpus(task, "1", gpu_accelerator_type, gpu_node_selector, gpu_tolerations, cpu="8", memory="64Gi")
 
-        labelled = categorize_op(captions=dsl.Collected(captioned.outputs["captions"]), storage_prefix=storage_prefix,
+        labelled = categorize_op(captions=dsl.Collected(captioned.outputs["captions"]), storage_prefix=run_prefix,
                                  model=categorize_model, gpus=categorize_gpus,
                                  batch_size=categorize_batch_size,
                                  max_answer_parts=categorize_max_answer_parts).set_display_name("categorize")
         reported = report_op(captions=dsl.Collected(captioned.outputs["captions"]), labels=labelled.outputs["labels"],
-                             storage_prefix=storage_prefix, shards=shards).set_display_name("report")
+                             storage_prefix=run_prefix, shards=shards).set_display_name("report")
+        # KFP's cache is off for every step: its key covers parameters, not the bulk data the steps'
+        # small manifests point at (a cached step could point at deleted or overwritten data). Reuse
+        # comes from the manifests instead: a step whose committed manifest exists with the same
+        # parameters and input fingerprint skips its work (README: runs, storage and caching).
+        for task in (extracted, captioned, labelled, reported):
+            task.set_caching_options(False)
         if kubernetes_settings:
             _on_gpus(labelled, categorize_gpus, gpu_accelerator_type, gpu_node_selector, gpu_tolerations,
                      cpu="16", memory="200Gi", shm="64Gi")

@@ -248,3 +248,23 @@ def undeclared_task_inputs(pipeline_spec) -> list[str]:
 def test_every_task_input_is_fed_by_its_dag(docs):
     pipeline_spec, _ = docs
     assert undeclared_task_inputs(pipeline_spec) == []
+
+
+def test_defaults_are_the_study_method_and_runs_do_not_share_storage(docs):
+    """fp32 decoding by default (bf16 is opt-in), no cap on answer parts, a storage prefix per run."""
+    pipeline_spec, _ = docs
+    params = pipeline_spec["root"]["inputDefinitions"]["parameters"]
+    assert params["caption_precision"]["defaultValue"] == "float32"
+    assert params["categorize_max_answer_parts"]["defaultValue"] == 0
+    assert params["storage_prefix"]["defaultValue"] == ""
+    preflight = all_tasks(pipeline_spec)["check parameters, list shards"]
+    run_id = preflight["inputs"]["parameters"]["run_id"]["runtimeValue"]["constant"]
+    assert run_id == "{{$.pipeline_job_uuid}}", "each run gets <storage_root>/<run id>"
+
+
+def test_kfp_cache_is_off_for_every_step(docs):
+    """Reuse comes from the steps' manifests, which check the data exists: KFP's cache key does not."""
+    pipeline_spec, _ = docs
+    for name, task in all_tasks(pipeline_spec).items():
+        if "componentRef" in task and not name.startswith("for-loop"):
+            assert task.get("cachingOptions", {}).get("enableCache") is not True, name
