@@ -90,3 +90,18 @@ def test_a_deleted_chunk_fails_naming_it(features_on_s3, s3_bucket):
     with pytest.raises(Exception) as err:
         _caption(features, s3_bucket)
     assert chunk in str(err.value)
+
+
+def test_captions_of_replaced_features_are_not_taken_as_done(features_on_s3, s3_bucket):
+    """Re-extracting with another dtype changes the features' fingerprint: a caption re-run into the
+    same place refuses the old captions instead of keeping them as done (issue 12 item 6)."""
+    features, shard_dir, _ = features_on_s3
+    (first,) = _caption(features, s3_bucket)
+    (again,) = _caption(features, s3_bucket)  # same features: skipped as done
+    assert again == first
+    for uri in storage.list_uris(shard_dir):
+        storage.delete(uri)
+    run_extract([first["shard"]], features, ExtractSettings(model="tiny-random", pretrained="random", layers="0,3",
+                                                            batch_size=8, device="cpu", dtype="float32"))
+    with pytest.raises(ValueError, match="features_fingerprint"):
+        _caption(features, s3_bucket)

@@ -22,6 +22,7 @@ from ..common.contracts import (
     CAPTIONS_SCHEMA,
     CAPTIONS_VERSION,
     MANIFEST_NAME,
+    fingerprint,
     provenance,
     write_table,
 )
@@ -142,7 +143,10 @@ def caption_shard(features_dir: str, out_uri: str, decoder: CachedCocaDecoder, t
     missing = sorted(set(layers) - set(features.layers))
     if missing:
         raise ValueError(f"{features_dir} has features of layers {features.layers}, not {missing}; re-run extract with them")
-    params = dict(made_by, layers=layers)
+    # The features' identity: their manifest lists every chunk with its per-part sha256, so features
+    # re-extracted with another dtype or other weights give another fingerprint, and old captions
+    # of them are not taken as done.
+    params = dict(made_by, layers=layers, features_fingerprint=fingerprint(features.to_json()))
 
     manifest_uri = storage.join(shard_out, MANIFEST_NAME)
     if storage.exists(manifest_uri):

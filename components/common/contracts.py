@@ -96,6 +96,12 @@ def part_category(labels, category_map: dict[str, str]) -> str:
     return category_map.get(first if first is not None else "", UNKNOWN)
 
 
+def fingerprint(obj) -> str:
+    """A short, stable digest of a JSON-able object (e.g. an input's manifest): the identity a
+    re-run compares to tell whether what a step consumed has changed."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()[:16]
+
+
 def provenance(**params) -> dict:
     """What made an output: package version, Python, and the parameters given."""
     return {
