@@ -46,7 +46,6 @@ CAPTIONS_SCHEMA = pa.schema([
     pa.field("entropy_bits", pa.float32(), nullable=False),
     pa.field("mean_logprob", pa.float32(), nullable=False),
 ])
-STOP_REASONS = ("eos", "pad", "length")
 
 LABEL_PART = pa.struct([pa.field("text", pa.string()), pa.field("labels", pa.list_(pa.string()))])
 LABELS_SCHEMA = pa.schema([

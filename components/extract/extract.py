@@ -42,7 +42,8 @@ from ..common.models import LoadedCoca, load_coca, parse_layers, vision_block_ou
 from ..common.oom import OutOfMemoryBackoff, backoff_batches
 from ..common.precision import exact_float32_math, parse_dtype, torch_dtype
 from ..common.progress import Progress
-from .shards import DEFAULT_MAX_PIXELS, ShardError, decode_image, iter_samples
+from ..common.tar_samples import ShardError, iter_samples
+from .shards import DEFAULT_MAX_PIXELS, decode_image
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,6 @@ from ..common import storage
 from ..common.contracts import IMAGE_EXTENSIONS
 
 # re-exported: extract.py reads shards through these names
-from ..common.tar_samples import ShardError, iter_samples  # noqa: F401
 
 log = logging.getLogger(__name__)
 

@@ -66,7 +66,7 @@ def test_features_equal_hooked_full_forward(tiny, photo_shard, tmp_path, dtype, 
     assert keys == sorted(os.path.splitext(os.path.basename(p))[0] for p in skimage_photo_paths()[:6])
 
     # recompute from the same bytes with the model's own transform and hooks
-    from latent_verbalizer.components.extract.shards import iter_samples
+    from latent_verbalizer.components.common.tar_samples import iter_samples
     pixels = torch.stack([tiny.preprocess(decode_image(s.image_bytes()[1])) for s in iter_samples(photo_shard, [])])
     reference = hooked_reference(tiny, pixels)
     for layer in range(tiny.n_layers):
@@ -258,7 +258,7 @@ def test_shards_from_karpathy_split_keep_reference_captions(tmp_path):
                        "cocoid": i, "sentences": [{"raw": f"caption {i} a"}, {"raw": f"caption {i} b"}]})
     (tmp_path / "dataset_coco.json").write_text(json.dumps({"images": images}))
     assert lverb(["shards", str(root), str(tmp_path / "out"), "--karpathy", str(tmp_path / "dataset_coco.json")]) == 0
-    from latent_verbalizer.components.extract.shards import iter_samples
+    from latent_verbalizer.components.common.tar_samples import iter_samples
     samples = list(iter_samples(str(tmp_path / "out" / "shard-000000.tar"), []))
     assert [s.key for s in samples] == ["COCO_val2014_000000000000", "COCO_val2014_000000000001"]
     assert json.loads(samples[1].files["json"])["captions"] == ["caption 1 a", "caption 1 b"]
