@@ -17,7 +17,7 @@ from ..components.caption.component import make_caption_op
 from ..components.categorize.component import make_categorize_op
 from ..components.common.devices import REQUIRE_GPU_ENV
 from ..components.extract.component import make_extract_op
-from ..components.preflight.component import make_list_shards_op
+from ..components.preflight.component import make_choose_storage_prefix_op, make_list_shards_op
 from ..components.report.component import make_report_op
 from .container_image import component_image
 
@@ -67,6 +67,7 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
     secrets, volumes) for ``kfp.local`` runs, which have no cluster to apply them to.
     """
     image = image or component_image()
+    choose_prefix_op = make_choose_storage_prefix_op(image)
     list_shards_op = make_list_shards_op(image)
     extract_op = make_extract_op(image)
     caption_op = make_caption_op(image)
@@ -119,15 +120,18 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
             gpu_node_selector: node labels for GPU steps, e.g. {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}.
             gpu_tolerations: tolerations of the GPU steps (JSON list of Kubernetes tolerations).
         """
-        listed = list_shards_op(shards=shards, storage_prefix=storage_prefix, storage_root=storage_root,
-                                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model=extract_model, layers=extract_layers,
-                                llm_model=categorize_model, llm_gpus=categorize_gpus)
+        chosen = choose_prefix_op(storage_prefix=storage_prefix, storage_root=storage_root,
+                                  run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+        chosen.set_display_name("choose storage prefix").set_caching_options(False)
+        run_prefix = chosen.output
+        listed = list_shards_op(shards=shards, storage_prefix=run_prefix, model=extract_model,
+                                layers=extract_layers, llm_model=categorize_model, llm_gpus=categorize_gpus)
         listed.set_display_name("check parameters, list shards").set_caching_options(False)
-        run_prefix = listed.outputs["storage_prefix"]
         if kubernetes_settings:
+            chosen.set_cpu_request("100m").set_memory_request("256Mi")
             _with_storage_secrets(listed).set_cpu_request("500m").set_memory_request("1Gi")
 
-        with dsl.ParallelFor(listed.outputs["shards"], parallelism=parallelism) as shard:
+        with dsl.ParallelFor(listed.output, parallelism=parallelism) as shard:
             extracted = extract_op(shard=shard, storage_prefix=run_prefix, model=extract_model,
                                    pretrained=extract_pretrained, layers=extract_layers, dtype=extract_dtype,
                                    batch_size=extract_batch_size).set_display_name("extract")

@@ -60,3 +60,14 @@ def test_object_replaced_mid_read_fails_clearly(s3_bucket):
     f.raw.body.close()  # the connection drops: the reader must try to resume
     with pytest.raises(storage.StorageError, match="disappeared"):
         f.read()
+
+
+def test_a_failed_abort_is_logged_not_swallowed(s3_bucket, caplog):
+    """Aborting a failed multipart upload can fail too (here: an upload the server does not know);
+    the parts left behind are then reported, with the lifecycle rule that removes them."""
+    writer = storage.MultipartWriter(s3_bucket + "/big.bin")
+    writer.upload_id = "no-such-upload"
+    with caplog.at_level("WARNING", logger="latent_verbalizer.components.common.storage"):
+        writer.abort()
+    (record,) = [r for r in caplog.records if "could not abort the multipart upload" in r.getMessage()]
+    assert s3_bucket + "/big.bin" in record.getMessage() and "AbortIncompleteMultipartUpload" in record.getMessage()

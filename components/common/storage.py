@@ -24,6 +24,7 @@ import functools
 import glob
 import io
 import json
+import logging
 import os
 import re
 import tempfile
@@ -37,6 +38,8 @@ S3_SCHEMES = ("s3://", "minio://")
 DEFAULT_PART_SIZE = 16 * 1024 * 1024  # S3 minimum is 5 MiB; 16 MiB keeps part counts low
 MAX_ATTEMPTS = 8
 PARTIAL_PREFIX = ".partial-"  # local files being written; renamed when complete
+
+log = logging.getLogger(__name__)
 
 
 class StorageError(RuntimeError):
@@ -505,8 +508,12 @@ class MultipartWriter(io.RawIOBase):
             f.cancel()
         self.pool.shutdown(wait=True)
         if self.upload_id is not None:
-            with contextlib.suppress(Exception):
+            try:
                 self.client.abort_multipart_upload(Bucket=self.loc.bucket, Key=self.loc.key, UploadId=self.upload_id)
+            except Exception as e:  # the write's own error is what the caller sees; this one must not vanish
+                log.warning("could not abort the multipart upload %s of %s (%s): its parts stay in the bucket until "
+                            "a lifecycle rule removes them (manifests/README.md: AbortIncompleteMultipartUpload)",
+                            self.upload_id, self.uri, e)
 
 
 @contextlib.contextmanager

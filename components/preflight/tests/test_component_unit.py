@@ -4,10 +4,11 @@ kubeflow/pipelines-components tests its components: parameters in, the shard lis
 import pytest
 
 from latent_verbalizer.components.common import storage
-from latent_verbalizer.components.preflight.component import make_list_shards_op
+from latent_verbalizer.components.preflight.component import make_choose_storage_prefix_op, make_list_shards_op
 from tests.images import jpeg_shard
 
 list_shards = make_list_shards_op("example.com/latent-verbalizer:test")
+choose_storage_prefix = make_choose_storage_prefix_op("example.com/latent-verbalizer:test")
 
 
 @pytest.fixture
@@ -19,30 +20,29 @@ def two_shards(s3_bucket, tmp_path):
 
 
 def test_wrapper_lists_the_shards(two_shards, s3_bucket, capsys):
-    uris, prefix = list_shards.python_func(shards=two_shards, storage_prefix=s3_bucket + "/run", storage_root="",
-                                           run_id="run-1", model="tiny-random", layers="0,2",
-                                           llm_model="smollm2-135m", llm_gpus="2")
+    uris = list_shards.python_func(shards=two_shards, storage_prefix=s3_bucket + "/run", model="tiny-random",
+                                   layers="0,2", llm_model="smollm2-135m", llm_gpus="2")
     assert uris == [f"{s3_bucket}/in/p-00000{i}.tar" for i in range(2)]
-    assert prefix == s3_bucket + "/run", "an explicit storage_prefix is used as given (runs that share it reuse work)"
     assert "2 shards:" in capsys.readouterr().out
 
 
-def test_wrapper_gives_each_run_its_own_prefix_by_default(two_shards, s3_bucket):
-    _, first = list_shards.python_func(shards=two_shards, storage_prefix="", storage_root=s3_bucket + "/runs",
-                                       run_id="3f2a-run-a", model="tiny-random", layers="all",
-                                       llm_model="smollm2-135m", llm_gpus="1")
-    _, second = list_shards.python_func(shards=two_shards, storage_prefix="", storage_root=s3_bucket + "/runs",
-                                        run_id="9c1d-run-b", model="tiny-random", layers="all",
-                                        llm_model="smollm2-135m", llm_gpus="1")
-    assert (first, second) == (s3_bucket + "/runs/3f2a-run-a", s3_bucket + "/runs/9c1d-run-b")
+def test_each_run_gets_its_own_prefix_by_default():
+    first = choose_storage_prefix.python_func(storage_prefix="", storage_root="s3://b/runs", run_id="3f2a-run-a")
+    second = choose_storage_prefix.python_func(storage_prefix="", storage_root="s3://b/runs", run_id="9c1d-run-b")
+    assert (first, second) == ("s3://b/runs/3f2a-run-a", "s3://b/runs/9c1d-run-b")
+
+
+def test_a_named_prefix_is_shared_as_given():
+    """Runs that name the same storage_prefix reuse each other's finished work."""
+    assert choose_storage_prefix.python_func(storage_prefix="s3://b/shared", storage_root="s3://b/runs",
+                                             run_id="run-a") == "s3://b/shared"
 
 
 @pytest.mark.parametrize("root,run_id,message", [("", "run-1", "storage_root and storage_prefix are both empty"),
                                                  ("s3://b/runs", "{{$.pipeline_job_uuid}}", "no run id")])
-def test_wrapper_refuses_a_run_without_a_prefix(two_shards, root, run_id, message):
+def test_a_run_without_a_prefix_is_refused(root, run_id, message):
     with pytest.raises(ValueError, match=message):
-        list_shards.python_func(shards=two_shards, storage_prefix="", storage_root=root, run_id=run_id,
-                                model="tiny-random", layers="all", llm_model="smollm2-135m", llm_gpus="1")
+        choose_storage_prefix.python_func(storage_prefix="", storage_root=root, run_id=run_id)
 
 
 def test_wrapper_takes_the_gpu_count_as_a_string():
@@ -54,6 +54,6 @@ def test_wrapper_takes_the_gpu_count_as_a_string():
 @pytest.mark.parametrize("gpus", ["eight", "-1", "0"])
 def test_wrapper_refuses_a_gpu_count_that_is_not_one(two_shards, s3_bucket, gpus):
     with pytest.raises(ValueError, match=f"categorize_gpus='{gpus}' is not a GPU count"):
-        list_shards.python_func(shards=two_shards, storage_prefix=s3_bucket + "/run", storage_root="", run_id="r",
-                                model="tiny-random", layers="all", llm_model="smollm2-135m", llm_gpus=gpus)
+        list_shards.python_func(shards=two_shards, storage_prefix=s3_bucket + "/run", model="tiny-random",
+                                layers="all", llm_model="smollm2-135m", llm_gpus=gpus)
     assert storage.list_uris(s3_bucket + "/run") == [], "nothing is written before the parameters are checked"
