@@ -29,6 +29,22 @@ def s3_env(s3_server, monkeypatch):
 
 
 @pytest.fixture
+def own_s3_server(tmp_path, monkeypatch):
+    """A SeaweedFS server of one test alone, in the environment: for tests that stop or
+    restart the object store (the session's server must stay up)."""
+    from latent_verbalizer.components.common import storage
+
+    (tmp_path / "weed").mkdir()
+    server = start_seaweedfs(str(tmp_path / "weed"))
+    for k, v in server.env().items():
+        monkeypatch.setenv(k, v)
+    storage._client_for.cache_clear()
+    yield server
+    server.stop()
+    storage._client_for.cache_clear()
+
+
+@pytest.fixture
 def s3_bucket(s3_env):
     """A fresh bucket; returns its ``s3://`` URI."""
     from latent_verbalizer.components.common import storage

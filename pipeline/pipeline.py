@@ -17,7 +17,7 @@ from ..components.caption.component import make_caption_op
 from ..components.categorize.component import make_categorize_op
 from ..components.common.devices import REQUIRE_GPU_ENV
 from ..components.extract.component import make_extract_op
-from ..components.preflight.component import make_choose_storage_prefix_op, make_list_shards_op
+from ..components.preflight.component import make_list_shards_op
 from ..components.report.component import make_report_op
 from .container_image import component_image
 
@@ -67,7 +67,6 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
     secrets, volumes) for ``kfp.local`` runs, which have no cluster to apply them to.
     """
     image = image or component_image()
-    choose_prefix_op = make_choose_storage_prefix_op(image)
     list_shards_op = make_list_shards_op(image)
     extract_op = make_extract_op(image)
     caption_op = make_caption_op(image)
@@ -120,22 +119,21 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
             gpu_node_selector: node labels for GPU steps, e.g. {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}.
             gpu_tolerations: tolerations of the GPU steps (JSON list of Kubernetes tolerations).
         """
-        chosen = choose_prefix_op(storage_prefix=storage_prefix, storage_root=storage_root,
-                                  run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
-        chosen.set_display_name("choose storage prefix").set_caching_options(False)
-        run_prefix = chosen.output
-        listed = list_shards_op(shards=shards, storage_prefix=run_prefix, model=extract_model,
-                                layers=extract_layers, llm_model=categorize_model, llm_gpus=categorize_gpus)
+        # Where bulk data goes: storage_prefix when given, else <storage_root>/<run id>. Every step
+        # works it out from the same three values (a task output fed into the ParallelFor would be
+        # one pod fewer, but kfp.local 2.17 hands the loop's steps the loop item in its place).
+        where = dict(storage_prefix=storage_prefix, storage_root=storage_root, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+        listed = list_shards_op(shards=shards, model=extract_model, layers=extract_layers,
+                                llm_model=categorize_model, llm_gpus=categorize_gpus, **where)
         listed.set_display_name("check parameters, list shards").set_caching_options(False)
         if kubernetes_settings:
-            chosen.set_cpu_request("100m").set_memory_request("256Mi")
             _with_storage_secrets(listed).set_cpu_request("500m").set_memory_request("1Gi")
 
         with dsl.ParallelFor(listed.output, parallelism=parallelism) as shard:
-            extracted = extract_op(shard=shard, storage_prefix=run_prefix, model=extract_model,
+            extracted = extract_op(shard=shard, **where, model=extract_model,
                                    pretrained=extract_pretrained, layers=extract_layers, dtype=extract_dtype,
                                    batch_size=extract_batch_size).set_display_name("extract")
-            captioned = caption_op(features=extracted.outputs["features"], storage_prefix=run_prefix,
+            captioned = caption_op(features=extracted.outputs["features"], **where,
                                    layers=extract_layers, precision=caption_precision, batch_size=caption_batch_size,
                                    seq_len=caption_seq_len, min_seq_len=caption_min_seq_len,
                                    pretrained=extract_pretrained).set_display_name("caption")
@@ -143,12 +141,12 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
                 for task in (extracted, captioned):
                     _on_gpus(task, "1", gpu_accelerator_type, gpu_node_selector, gpu_tolerations, cpu="8", memory="64Gi")
 
-        labelled = categorize_op(captions=dsl.Collected(captioned.outputs["captions"]), storage_prefix=run_prefix,
+        labelled = categorize_op(captions=dsl.Collected(captioned.outputs["captions"]), **where,
                                  model=categorize_model, gpus=categorize_gpus,
                                  batch_size=categorize_batch_size,
                                  max_answer_parts=categorize_max_answer_parts).set_display_name("categorize")
         reported = report_op(captions=dsl.Collected(captioned.outputs["captions"]), labels=labelled.outputs["labels"],
-                             storage_prefix=run_prefix, shards=shards).set_display_name("report")
+                             shards=shards, **where).set_display_name("report")
         # KFP's cache is off for every step: its key covers parameters, not the bulk data the steps'
         # small manifests point at (a cached step could point at deleted or overwritten data). Reuse
         # comes from the manifests instead: a step whose committed manifest exists with the same

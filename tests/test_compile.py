@@ -257,9 +257,9 @@ def test_defaults_are_the_study_method_and_runs_do_not_share_storage(docs):
     assert params["caption_precision"]["defaultValue"] == "float32"
     assert params["categorize_max_answer_parts"]["defaultValue"] == 0
     assert params["storage_prefix"]["defaultValue"] == ""
-    preflight = all_tasks(pipeline_spec)["choose storage prefix"]
-    run_id = preflight["inputs"]["parameters"]["run_id"]["runtimeValue"]["constant"]
-    assert run_id == "{{$.pipeline_job_uuid}}", "each run gets <storage_root>/<run id>"
+    for name in ("check parameters, list shards", "extract", "caption", "categorize", "report"):
+        run_id = all_tasks(pipeline_spec)[name]["inputs"]["parameters"]["run_id"]["runtimeValue"]["constant"]
+        assert run_id == "{{$.pipeline_job_uuid}}", f"{name}: each run gets <storage_root>/<run id>"
 
 
 def test_kfp_cache_is_off_for_every_step(docs):

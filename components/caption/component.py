@@ -14,12 +14,16 @@ def caption_shard(
     min_seq_len: int,
     pretrained: str,
     captions: Output[Dataset],
+    storage_root: str = "",
+    run_id: str = "",
 ):
     """Decode a caption for every (image, layer) of one extracted shard.
 
     Args:
         features: the extract step's manifest of this shard.
         storage_prefix: where bulk data goes; captions land under <prefix>/captions/<shard>/captions.parquet.
+        storage_root: with an empty storage_prefix, bulk data goes under <storage_root>/<run_id>.
+        run_id: the pipeline run's id (dsl.PIPELINE_JOB_ID_PLACEHOLDER): each run's own prefix.
         layers: 'all' (every extracted layer) or 0-based block indices.
         precision: float32 (the study's exact method, token for token) or bfloat16 (faster, opt-in; near-ties can resolve differently).
         batch_size: (image, layer) pairs decoded together, or 'auto'.
@@ -32,9 +36,11 @@ def caption_shard(
 
     from latent_verbalizer.components.caption.caption import CAPTIONS_NAME, CaptionSettings, run_caption
     from latent_verbalizer.components.common import storage
+    from latent_verbalizer.components.common.contracts import run_storage_prefix
     from latent_verbalizer.components.common.logs import configure_logging
 
     configure_logging()
+    storage_prefix = run_storage_prefix(storage_prefix, storage_root, run_id)
     with open(features.path) as f:
         pointer = json.load(f)
     out = storage.join(storage_prefix, "captions")

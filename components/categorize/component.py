@@ -14,12 +14,16 @@ def categorize_captions(
     batch_size: str,
     labels: Output[Dataset],
     max_answer_parts: int = 0,
+    storage_root: str = "",
+    run_id: str = "",
 ):
     """Label what every distinct caption talks about with an instruct LLM (grammar-constrained).
 
     Args:
         captions: the caption step's manifests, one per shard.
         storage_prefix: where bulk data goes; labels land under <prefix>/labels/.
+        storage_root: with an empty storage_prefix, bulk data goes under <storage_root>/<run_id>.
+        run_id: the pipeline run's id (dsl.PIPELINE_JOB_ID_PLACEHOLDER): each run's own prefix.
         model: LLM: Hugging Face id (e.g. meta-llama/Llama-3.1-70B-Instruct), local/PVC folder, s3:// prefix, smollm2-135m or tiny-random.
         gpus: GPUs this step gets, as digits (a string: KFP's driver sets the pod's GPU limit only from a string); the model is sharded over them or replicated, whichever fits.
         batch_size: captions per generation batch, or 'auto'.
@@ -31,10 +35,12 @@ def categorize_captions(
 
     from latent_verbalizer.components.categorize.categorize import run_categorize
     from latent_verbalizer.components.common import storage
+    from latent_verbalizer.components.common.contracts import run_storage_prefix
     from latent_verbalizer.components.common.devices import usable_gpus
     from latent_verbalizer.components.common.logs import configure_logging
 
     configure_logging()
+    storage_prefix = run_storage_prefix(storage_prefix, storage_root, run_id)
     uris = []
     for artifact in captions:
         with open(artifact.path) as f:

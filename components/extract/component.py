@@ -14,12 +14,16 @@ def extract_shard(
     dtype: str,
     batch_size: str,
     features: Output[Artifact],
+    storage_root: str = "",
+    run_id: str = "",
 ):
     """Extract every selected vision block's output tokens of one webdataset shard.
 
     Args:
         shard: URI of one shard (s3://, minio:// or a path on a mounted volume).
         storage_prefix: where bulk data goes; features land under <prefix>/features/<shard>/.
+        storage_root: with an empty storage_prefix, bulk data goes under <storage_root>/<run_id>.
+        run_id: the pipeline run's id (dsl.PIPELINE_JOB_ID_PLACEHOLDER): each run's own prefix.
         model: open_clip CoCa architecture, e.g. coca_ViT-L-14, or tiny-random (offline).
         pretrained: pretrained tag, local/PVC checkpoint path, s3:// object, or 'random'; empty: the study's weights.
         layers: 'all' or 0-based block indices, e.g. 0,5,23.
@@ -30,11 +34,12 @@ def extract_shard(
     import json
 
     from latent_verbalizer.components.common import storage
-    from latent_verbalizer.components.common.contracts import shard_name
+    from latent_verbalizer.components.common.contracts import run_storage_prefix, shard_name
     from latent_verbalizer.components.common.logs import configure_logging
     from latent_verbalizer.components.extract.extract import ExtractSettings, run_extract
 
     configure_logging()
+    storage_prefix = run_storage_prefix(storage_prefix, storage_root, run_id)
     out = storage.join(storage_prefix, "features")
     settings = ExtractSettings(model=model, pretrained=pretrained or None, layers=layers, dtype=dtype, batch_size=batch_size)
     result = run_extract([shard], out, settings)

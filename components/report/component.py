@@ -14,6 +14,8 @@ def build_report_page(
     report: Output[HTML],
     summary: Output[Markdown],
     metrics: Output[Metrics],
+    storage_root: str = "",
+    run_id: str = "",
 ):
     """Show what each layer sees: category shares per layer, entropy, distance to the final caption, an image browser.
 
@@ -21,6 +23,8 @@ def build_report_page(
         captions: the caption step's manifests, one per shard.
         labels: the categorize step's manifest.
         storage_prefix: where bulk data goes; the report's files land under <prefix>/report/.
+        storage_root: with an empty storage_prefix, bulk data goes under <storage_root>/<run_id>.
+        run_id: the pipeline run's id (dsl.PIPELINE_JOB_ID_PLACEHOLDER): each run's own prefix.
         shards: the shard pattern (for thumbnails in the image browser).
         report: the self-contained HTML report.
         summary: a short Markdown summary.
@@ -29,10 +33,12 @@ def build_report_page(
     import json
 
     from latent_verbalizer.components.common import storage
+    from latent_verbalizer.components.common.contracts import run_storage_prefix
     from latent_verbalizer.components.common.logs import configure_logging
     from latent_verbalizer.components.report.report import build_report
 
     configure_logging()
+    storage_prefix = run_storage_prefix(storage_prefix, storage_root, run_id)
     caption_uris = []
     for artifact in captions:
         with open(artifact.path) as f:

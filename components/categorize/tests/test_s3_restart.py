@@ -8,47 +8,13 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from latent_verbalizer.components.categorize.answer_store import STORED_ANSWER_SCHEMA
 from latent_verbalizer.components.categorize.categorize import run_categorize
 from latent_verbalizer.components.common import storage
 from latent_verbalizer.components.common.contracts import LABELS_SCHEMA, read_table
-from tests.s3server import start_seaweedfs
 
 from .conftest import REPO
 from .test_run import write_captions
-
-
-@pytest.fixture
-def own_s3_server(tmp_path, monkeypatch):
-    """A SeaweedFS server of this test alone (the session's must not go down), in the environment."""
-    (tmp_path / "weed").mkdir()
-    server = start_seaweedfs(str(tmp_path / "weed"))
-    for k, v in server.env().items():
-        monkeypatch.setenv(k, v)
-    storage._client_for.cache_clear()
-    yield server
-    server.stop()
-    storage._client_for.cache_clear()
-
-
-def restart(server) -> None:
-    """Stop the server and start it again on the same ports and data folder."""
-    server.stop()
-    time.sleep(1)
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=server.access_key, AWS_SECRET_ACCESS_KEY=server.secret_key)
-    log = open(os.path.join(server.process.args[2].removeprefix("-dir="), "weed-restart.log"), "wb")
-    server.process = subprocess.Popen(server.process.args, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 90
-    while True:                    # up again once it takes a write
-        try:
-            storage.write_bytes("s3://restart/probe", b"ok")
-            return
-        except Exception:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.5)
 
 
 def test_s3_restart_mid_run(own_s3_server, sample, small_labels, tmp_path, one_thread_env):
@@ -66,7 +32,7 @@ def test_s3_restart_mid_run(own_s3_server, sample, small_labels, tmp_path, one_t
         while time.time() < deadline and proc.poll() is None and not storage.list_uris(f"{out}/answers"):
             time.sleep(0.2)
         assert proc.poll() is None, "the run ended before the server could be restarted"
-        restart(own_s3_server)
+        own_s3_server.restart()
         first_rc = proc.wait(timeout=400)
     finally:
         if proc.poll() is None:

@@ -4,11 +4,11 @@ kubeflow/pipelines-components tests its components: parameters in, the shard lis
 import pytest
 
 from latent_verbalizer.components.common import storage
-from latent_verbalizer.components.preflight.component import make_choose_storage_prefix_op, make_list_shards_op
+from latent_verbalizer.components.common.contracts import run_storage_prefix
+from latent_verbalizer.components.preflight.component import make_list_shards_op
 from tests.images import jpeg_shard
 
 list_shards = make_list_shards_op("example.com/latent-verbalizer:test")
-choose_storage_prefix = make_choose_storage_prefix_op("example.com/latent-verbalizer:test")
 
 
 @pytest.fixture
@@ -26,23 +26,24 @@ def test_wrapper_lists_the_shards(two_shards, s3_bucket, capsys):
     assert "2 shards:" in capsys.readouterr().out
 
 
-def test_each_run_gets_its_own_prefix_by_default():
-    first = choose_storage_prefix.python_func(storage_prefix="", storage_root="s3://b/runs", run_id="3f2a-run-a")
-    second = choose_storage_prefix.python_func(storage_prefix="", storage_root="s3://b/runs", run_id="9c1d-run-b")
-    assert (first, second) == ("s3://b/runs/3f2a-run-a", "s3://b/runs/9c1d-run-b")
+def test_each_run_gets_its_own_prefix_by_default(two_shards, s3_bucket, capsys):
+    list_shards.python_func(shards=two_shards, storage_prefix="", storage_root=s3_bucket + "/runs", run_id="3f2a-run-a",
+                            model="tiny-random", layers="all", llm_model="smollm2-135m", llm_gpus="1")
+    assert f"bulk data of this run under {s3_bucket}/runs/3f2a-run-a" in capsys.readouterr().out
+    assert run_storage_prefix("", "s3://b/runs", "9c1d-run-b") == "s3://b/runs/9c1d-run-b"
 
 
 def test_a_named_prefix_is_shared_as_given():
     """Runs that name the same storage_prefix reuse each other's finished work."""
-    assert choose_storage_prefix.python_func(storage_prefix="s3://b/shared", storage_root="s3://b/runs",
-                                             run_id="run-a") == "s3://b/shared"
+    assert run_storage_prefix("s3://b/shared", "s3://b/runs", "run-a") == "s3://b/shared"
 
 
 @pytest.mark.parametrize("root,run_id,message", [("", "run-1", "storage_root and storage_prefix are both empty"),
                                                  ("s3://b/runs", "{{$.pipeline_job_uuid}}", "no run id")])
-def test_a_run_without_a_prefix_is_refused(root, run_id, message):
+def test_a_run_without_a_prefix_is_refused(two_shards, root, run_id, message):
     with pytest.raises(ValueError, match=message):
-        choose_storage_prefix.python_func(storage_prefix="", storage_root=root, run_id=run_id)
+        list_shards.python_func(shards=two_shards, storage_prefix="", storage_root=root, run_id=run_id,
+                                model="tiny-random", layers="all", llm_model="smollm2-135m", llm_gpus="1")
 
 
 def test_wrapper_takes_the_gpu_count_as_a_string():
