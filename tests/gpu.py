@@ -63,3 +63,10 @@ def capped_gpu_memory(extra_bytes: int):
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
         torch.cuda.empty_cache()
+
+
+def full_size_coca_on_cuda():
+    """``full_size_coca()`` moved to the GPU (once: the same object every time)."""
+    loaded = full_size_coca()
+    loaded.model.to("cuda")
+    return loaded

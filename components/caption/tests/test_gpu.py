@@ -18,7 +18,7 @@ from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA, read_
 from latent_verbalizer.components.common.models import vision_block_outputs
 from latent_verbalizer.components.common.precision import exact_float32_math, float32_math
 from latent_verbalizer.components.extract.extract import ExtractSettings, extract_shard
-from tests.gpu import GPU_ONLY, capped_gpu_memory, full_size_coca, peak_extra_bytes, report
+from tests.gpu import GPU_ONLY, capped_gpu_memory, full_size_coca_on_cuda, peak_extra_bytes, report
 from tests.images import jpeg_shard
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -29,9 +29,7 @@ pytestmark = GPU_ONLY
 
 @pytest.fixture(scope="module")
 def big():
-    loaded = full_size_coca()
-    loaded.model.to("cuda")
-    return loaded
+    return full_size_coca_on_cuda()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from latent_verbalizer.components.common.models import vision_block_outputs
 from latent_verbalizer.components.common.tar_samples import iter_samples
 from latent_verbalizer.components.extract.extract import ExtractSettings, extract_shard
 from latent_verbalizer.components.extract.shards import DEFAULT_MAX_PIXELS, decode_image
-from tests.gpu import GPU_ONLY, capped_gpu_memory, full_size_coca, peak_extra_bytes, report
+from tests.gpu import GPU_ONLY, capped_gpu_memory, full_size_coca_on_cuda, peak_extra_bytes, report
 from tests.images import jpeg_shard
 
 pytestmark = GPU_ONLY
@@ -26,9 +26,7 @@ TOLERANCE = {"float16": 1e-2, "bfloat16": 5e-2, "float32": 1e-4}
 
 @pytest.fixture(scope="module")
 def big():
-    loaded = full_size_coca()
-    loaded.model.to("cuda")
-    return loaded
+    return full_size_coca_on_cuda()
 
 
 @pytest.fixture(scope="module")
