@@ -112,7 +112,8 @@ def test_every_component_cli_on_tiny_random_with_data_on_s3(lverb_image, s3_buck
 
     def labelled(prefix: str, caption_uris: list[str]) -> list[list[str]]:
         return [
-            ["lverb", "categorize", "--captions", *caption_uris, "--out", prefix + "/labels", "--model", "tiny-random"],
+            ["lverb", "categorize", "--captions", *caption_uris, "--out", prefix + "/labels", "--model", "tiny-random",
+             "--max-parts", "5"],  # the demo's recorded cap: random weights write the longest answers allowed
             ["lverb", "report", "--captions", *caption_uris, "--labels", prefix + "/labels/labels.parquet",
              "--aggregate", prefix + "/labels/aggregate.parquet", "--out", prefix + "/report"],
         ]
@@ -228,7 +229,8 @@ def test_compiled_gpu_step_by_hand_as_kubeflow_runs_it(lverb_image, s3_bucket, s
     weights.chmod(0o777)
     executor_input = {
         "inputs": {
-            "parameterValues": {"storage_prefix": prefix, "model": "tiny-random", "gpus": "1", "batch_size": "auto"},
+            "parameterValues": {"storage_prefix": prefix, "model": "tiny-random", "gpus": "1", "batch_size": "auto",
+                                "max_answer_parts": 5},
             "artifacts": {"captions": {"artifacts": [{"name": "captions", "type": {"schemaTitle": "system.Dataset"},
                                                       "uri": "minio://mlpipeline/caption/captions", "metadata": {}}]}},
         },
