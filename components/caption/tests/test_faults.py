@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from latent_verbalizer.components.caption.caption import CAPTIONS_NAME, CaptionSettings, run_caption
@@ -58,6 +59,8 @@ def test_s3_restart_mid_caption(own_s3_server, tmp_path):
             if "decode batch" in line:
                 break
         assert proc.poll() is None, "caption ended before the store could be restarted"
+        # Keep reading its log, so a full pipe never stalls the process while the store is down.
+        threading.Thread(target=proc.stderr.read, daemon=True).start()
         own_s3_server.restart()
         first_rc = proc.wait(timeout=600)
     finally:
