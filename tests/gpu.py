@@ -33,9 +33,9 @@ def report(title: str, lines: list[str]) -> None:
 @functools.lru_cache(maxsize=1)
 def full_size_coca():
     """Random-weight coca_ViT-L-14 (the study's architecture), loaded once per test process."""
-    from latent_verbalizer.components.common.models import load_coca
+    from latent_verbalizer.components.common.model_families import load_model
 
-    return load_coca("coca_ViT-L-14", "random")
+    return load_model("coca_ViT-L-14", "random")
 
 
 def peak_extra_bytes(fn) -> tuple[int, object]:

@@ -28,11 +28,13 @@ from ..common.contracts import (
 )
 from ..common.devices import resolve_device
 from ..common.features import iter_feature_chunks, read_manifest
-from ..common.models import load_coca, parse_layers
+from ..common.model_families import VisionLanguageModel, load_model
+from ..common.models import parse_layers
 from ..common.oom import OutOfMemoryBackoff, backoff_batches
 from ..common.precision import exact_float32_math, parse_dtype
 from ..common.progress import Progress
-from .decoder import CachedCocaDecoder, DecodedCaptions, GreedySettings, caption_text
+from .decoders import make_decoder
+from .greedy import DecodedCaptions, GreedySettings
 
 log = logging.getLogger(__name__)
 
@@ -59,24 +61,20 @@ def parse_precision(precision: str) -> str:
     return parse_dtype(precision, PRECISIONS, what="--precision")
 
 
-def auto_decode_batch(decoder: CachedCocaDecoder, n_image_tokens: int, device: str) -> int:
-    """Rows per decode batch: what the cross-attention cache of half the free GPU memory holds."""
+def auto_decode_batch(decoder, n_image_tokens: int, device: str) -> int:
+    """Rows per decode batch: what the caches of half the free GPU memory hold (``bytes_per_row``
+    of the family's decoder: its KV cache, the image's keys/values and the logits)."""
     if not device.startswith("cuda"):
         return CPU_BATCH
-    item = torch.finfo(decoder.dtype).bits // 8
-    d = decoder.ln_final.normalized_shape[0]
-    per_row = item * d * (2 * len(decoder.cross_blocks) * n_image_tokens + n_image_tokens
-                          + 2 * (len(decoder.text_blocks) + len(decoder.decoder_blocks)) * decoder.settings.seq_len)
-    per_row += 4 * decoder.text_projection.shape[1] * 3  # logits, log-probs, probs in fp32
     free, _ = torch.cuda.mem_get_info(torch.device(device))
-    return int(max(1, min(MAX_BATCH, free * 0.5 // per_row)))
+    return int(max(1, min(MAX_BATCH, free * 0.5 // decoder.bytes_per_row(n_image_tokens))))
 
 
 class CaptionBatcher:
     """Collects (image, layer) rows and decodes them in batches of ``batch_size``."""
 
-    def __init__(self, decoder: CachedCocaDecoder, tokenizer, batch_size: int, progress: Progress):
-        self.decoder, self.tokenizer, self.progress = decoder, tokenizer, progress
+    def __init__(self, decoder, loaded: VisionLanguageModel, batch_size: int, progress: Progress):
+        self.decoder, self.loaded, self.progress = decoder, loaded, progress
         self.backoff = OutOfMemoryBackoff(batch_size, "caption", advice="decode on a GPU with more free memory")
         self.pending: list[tuple[list[str], int, torch.Tensor]] = []  # (image keys, layer, embeddings)
         self.n_pending = 0
@@ -125,13 +123,13 @@ class CaptionBatcher:
             ids = out.token_ids[i]
             self.rows.append({
                 "image_key": key, "shard": self.shard, "layer": layers[i],
-                "caption": caption_text(self.tokenizer, ids), "token_ids": ids, "n_tokens": len(ids),
+                "caption": self.loaded.caption_text(ids), "token_ids": ids, "n_tokens": len(ids),
                 "stop": out.stop[i], "entropy_bits": out.entropy_bits[i], "mean_logprob": out.mean_logprob[i],
             })
         self.progress.update(len(keys))
 
 
-def caption_shard(features_dir: str, out_uri: str, decoder: CachedCocaDecoder, tokenizer, settings: CaptionSettings,
+def caption_shard(features_dir: str, out_uri: str, decoder, loaded: VisionLanguageModel, settings: CaptionSettings,
                   device: str, made_by: dict) -> dict:
     """Caption one extracted shard; returns its captions manifest."""
     features = read_manifest(features_dir)
@@ -166,7 +164,7 @@ def caption_shard(features_dir: str, out_uri: str, decoder: CachedCocaDecoder, t
                 if batcher is None:
                     size = auto_decode_batch(decoder, embs.shape[1], device) if batch == "auto" else int(batch)
                     log.info("%s: layers %s, decode batch %d, precision %s", name, layers, size, made_by["precision"])
-                    batcher = CaptionBatcher(decoder, tokenizer, size, progress)
+                    batcher = CaptionBatcher(decoder, loaded, size, progress)
                 batcher.add(chunk.image_keys, layer, embs, name)
         if batcher is not None:
             batcher.flush()
@@ -185,6 +183,25 @@ def caption_shard(features_dir: str, out_uri: str, decoder: CachedCocaDecoder, t
     }
     storage.write_json(manifest_uri, manifest)
     return manifest
+
+
+def check_same_model(loaded: VisionLanguageModel, features, features_uri: str) -> None:
+    """The model loaded must number its layers as the one that made the features did (same
+    family, same depth): weights given elsewhere (``--pretrained``) may not be another model."""
+    made = features.model_family
+    if made and (made, features.n_layers) != (loaded.family, loaded.n_layers):
+        raise ValueError(f"features under {features_uri} were made by a {made} model with {features.n_layers} layers; "
+                         f"the weights given are a {loaded.family} model with {loaded.n_layers}: give the same model")
+
+
+def decoder_start(decoder) -> dict:
+    """What the captions started from, where it is not the family's fixed start token: LLaVA's prompt."""
+    prompt_ids = getattr(decoder, "prompt_ids", None)
+    if prompt_ids is None:
+        return {}
+    from ..common.model_families.llava import PROMPT
+
+    return {"prompt": PROMPT, "prompt_token_ids": prompt_ids}
 
 
 def feature_shard_dirs(features_uri: str) -> list[str]:
@@ -215,12 +232,12 @@ def run_caption(features_uri: str, out_uri: str, settings: CaptionSettings) -> l
                          "captions must come from the model that made the features")
     device = resolve_device(settings.device)
     precision = parse_precision(settings.precision)
-    loaded = load_coca(first.model, settings.pretrained or first.pretrained, device="cpu")
+    loaded = load_model(first.model, settings.pretrained or first.pretrained, device="cpu")
+    check_same_model(loaded, first, features_uri)
     greedy = GreedySettings(seq_len=settings.seq_len, min_seq_len=settings.min_seq_len)
-    decoder = CachedCocaDecoder(loaded.model, precision=precision, settings=greedy).to(device)
-    loaded.model = None  # the decoder holds copies of what it needs
-    made_by = {"model": first.model, "pretrained": settings.pretrained or first.pretrained, "precision": precision,
-               "seq_len": greedy.seq_len, "min_seq_len": greedy.min_seq_len}
+    decoder = make_decoder(loaded, precision=precision, settings=greedy).to(device)
+    made_by = {**loaded.identity(), "pretrained": settings.pretrained or first.pretrained, "precision": precision,
+               "seq_len": greedy.seq_len, "min_seq_len": greedy.min_seq_len, **decoder_start(decoder)}
     if precision == "float32":  # the exact path: float32 computed as float32, also on Ampere and newer GPUs
         made_by["tf32"] = exact_float32_math()["tf32"]
-    return [caption_shard(d, out_uri, decoder, loaded.tokenizer, settings, device, made_by) for d in shard_dirs]
+    return [caption_shard(d, out_uri, decoder, loaded, settings, device, made_by) for d in shard_dirs]

@@ -8,6 +8,8 @@ from ..common.precision import dtype_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ..common.model_families import MODEL_HELP, PRETRAINED_HELP
+
     c = sub.add_parser("caption", help="a caption for every (image, layer) of extracted features",
                        description="Decode a caption per (image, layer) from extracted features with the model's own "
                                    "text decoder (greedy, KV-cached), one Parquet file per shard.")
@@ -22,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     i = sub.add_parser("interpret", help="print every layer's caption of a few images (no pipeline, no S3)",
                        description="One image in, a table of every layer's caption and entropy out.")
     i.add_argument("images", nargs="+", metavar="IMAGE")
-    i.add_argument("--model", default="tiny-random", help="open_clip CoCa architecture (coca_ViT-L-14, coca_ViT-B-32, ...) or tiny-random")
-    i.add_argument("--pretrained", default=None, help="pretrained tag, local checkpoint (.safetensors, or .pt/.bin state dict), s3://, or 'random'")
+    i.add_argument("--model", default="tiny-random", help=MODEL_HELP)
+    i.add_argument("--pretrained", default=None, help=PRETRAINED_HELP)
     i.add_argument("--layers", default="all", help="'all' or block indices")
     add_decode_arguments(i)
     i.add_argument("--json", action="store_true", help="one JSON object per line per (image, layer)")

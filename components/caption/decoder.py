@@ -1,9 +1,6 @@
-"""CoCa captioning with a KV cache: the study's greedy loop, without recomputing the prefix.
-
-The method (open_clip's ``CoCa.generate`` with ``generation_type="top_k", top_k=1``):
-start token 49406; at most ``seq_len`` tokens including the start token; EOS (49407)
-banned while the sequence is shorter than ``min_seq_len``; a row ends when it emits EOS
-or 0 (pad); when ``cur_len + 1 == seq_len`` the token is forced to EOS.
+"""CoCa captioning with a KV cache: the study's greedy loop (``greedy.py``), without
+recomputing the prefix. CoCa's ids: start token 49406, end token (EOS) 49407, and token 0
+(pad) also ends a caption.
 
 What the cache changes (and nothing else):
 - the text tower and the multimodal decoder process one new token per step, attending
@@ -20,45 +17,15 @@ them by the causal mask, so the caption path never sees it: it is not computed.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..common.models import EOS_TOKEN_ID, PAD_TOKEN_ID, SOT_TOKEN_ID
+from ..common.models import caption_text  # noqa: F401 -- CoCa's caption text, where callers of this module look for it
 from ..common.precision import parse_dtype, torch_dtype
-
-LN2 = math.log(2.0)
-
-
-@dataclass(frozen=True)
-class GreedySettings:
-    seq_len: int = 30
-    min_seq_len: int = 5
-    sot_token_id: int = SOT_TOKEN_ID
-    eos_token_id: int = EOS_TOKEN_ID
-    pad_token_id: int = PAD_TOKEN_ID
-
-    def __post_init__(self):
-        if self.seq_len <= self.min_seq_len:
-            raise ValueError(f"--seq-len ({self.seq_len}) must be larger than --min-seq-len ({self.min_seq_len})")
-        if self.min_seq_len < 1:
-            raise ValueError("--min-seq-len must be at least 1")
-
-
-@dataclass
-class DecodedCaptions:
-    """Per row: generated token ids (without the start token, with the token that ended
-    the caption), why it stopped, mean entropy (bits) of the full softmax over those
-    steps (temperature 1, before any logits processing) and mean log-probability of the
-    chosen tokens under that same distribution."""
-
-    token_ids: list[list[int]]
-    stop: list[str]
-    entropy_bits: list[float]
-    mean_logprob: list[float]
+from .greedy import DecodedCaptions, GreedySettings, greedy_decode
 
 
 @dataclass
@@ -117,6 +84,15 @@ class CachedCocaDecoder(nn.Module):
         if self.settings.seq_len > max_pos:
             raise ValueError(f"--seq-len {self.settings.seq_len} exceeds the model's context of {max_pos} tokens")
         self.to(self.dtype).eval().requires_grad_(False)
+
+    def bytes_per_row(self, n_image_tokens: int) -> int:
+        """Device memory one decode row holds: self-attention caches, the image's cross-attention
+        keys/values and embeddings, and the step's logits, log-probs and probs in float32."""
+        item = torch.finfo(self.dtype).bits // 8
+        d = self.ln_final.normalized_shape[0]
+        per_row = item * d * (2 * len(self.cross_blocks) * n_image_tokens + n_image_tokens
+                              + 2 * (len(self.text_blocks) + len(self.decoder_blocks)) * self.settings.seq_len)
+        return per_row + 4 * self.text_projection.shape[1] * 3
 
     # ----------------------------------------------------------- image side
 
@@ -184,64 +160,13 @@ class CachedCocaDecoder(nn.Module):
 
     # ----------------------------------------------------------- the loop
 
-    @torch.no_grad()
+    def start(self, image_embs: torch.Tensor) -> tuple[KVCache, torch.Tensor]:
+        """The greedy loop's first step: the cache of a batch and the logits after the start token."""
+        image_embs = image_embs.to(self.dtype)
+        cache = self.new_cache(image_embs)
+        sot = torch.full((image_embs.shape[0],), self.settings.sot_token_id, dtype=torch.long, device=image_embs.device)
+        return cache, self.step(sot, 0, cache)
+
     def generate(self, image_embs: torch.Tensor, compact_below: float = 0.5) -> DecodedCaptions:
         """Greedy captions for a batch of image embeddings ``[rows, n_image_tokens, dim]``."""
-        greedy = self.settings
-        rows, device = image_embs.shape[0], image_embs.device
-        cache = self.new_cache(image_embs.to(self.dtype))
-        out = torch.full((rows, greedy.seq_len), greedy.pad_token_id, dtype=torch.long, device=device)
-        out[:, 0] = greedy.sot_token_id
-        length = torch.ones(rows, dtype=torch.long, device=device)       # tokens incl. start
-        entropy_sum = torch.zeros(rows, dtype=torch.float64, device=device)
-        logprob_sum = torch.zeros(rows, dtype=torch.float64, device=device)
-        stop_code = torch.zeros(rows, dtype=torch.long, device=device)   # 0 eos, 1 pad, 2 length
-        active = torch.arange(rows, device=device)                       # original row of each cache row
-        running = torch.ones(rows, dtype=torch.bool, device=device)      # per cache row
-
-        for pos in range(greedy.seq_len - 1):
-            cur_len = pos + 1
-            logits = self.step(out[active, pos], pos, cache)
-            logp = torch.log_softmax(logits, dim=-1)
-            entropy = -(logp.exp() * logp).sum(-1) / LN2
-            if cur_len + 1 == greedy.seq_len:
-                nxt = torch.full_like(active, greedy.eos_token_id)
-            else:
-                if cur_len < greedy.min_seq_len:
-                    logits[:, greedy.eos_token_id] = -float("inf")
-                nxt = logits.argmax(-1)
-            chosen_lp = logp.gather(1, nxt[:, None])[:, 0]
-
-            live = active[running]
-            out[live, pos + 1] = nxt[running]
-            length[live] += 1
-            entropy_sum[live] += entropy[running].double()
-            logprob_sum[live] += chosen_lp[running].double()
-            ended = running & ((nxt == greedy.eos_token_id) | (nxt == greedy.pad_token_id))
-            if cur_len + 1 == greedy.seq_len:
-                stop_code[active[ended]] = 2
-            else:
-                stop_code[active[ended]] = torch.where(nxt[ended] == greedy.eos_token_id, 0, 1)
-            running &= ~ended
-            n_running = int(running.sum())
-            if n_running == 0:
-                break
-            if n_running < compact_below * len(active):
-                keep = running.nonzero()[:, 0]
-                cache.keep_rows(keep)
-                active, running = active[keep], running[keep]
-
-        n_gen = (length - 1).clamp(min=1).double()
-        # One device-to-host copy per batch (a .tolist() per row would wait on the GPU once per row).
-        tokens_host, lengths_host, stops_host, entropy_host, logprob_host = (
-            t.cpu().tolist() for t in (out, length, stop_code, entropy_sum / n_gen, logprob_sum / n_gen))
-        token_ids = [row[1:n] for row, n in zip(tokens_host, lengths_host)]
-        stops = [("eos", "pad", "length")[code] for code in stops_host]
-        return DecodedCaptions(token_ids, stops, entropy_host, logprob_host)
-
-
-def caption_text(tokenizer, token_ids: list[int]) -> str:
-    """The caption's text: tokens up to (not including) the one that ended it, decoded the
-    way the study did (open_clip's tokenizer, surrounding spaces stripped)."""
-    ids = [t for t in token_ids if t not in (EOS_TOKEN_ID, PAD_TOKEN_ID, SOT_TOKEN_ID)]
-    return tokenizer.decode(ids).strip() if ids else ""
+        return greedy_decode(self, image_embs, compact_below)

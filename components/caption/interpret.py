@@ -10,9 +10,11 @@ from dataclasses import dataclass
 import torch
 
 from ..common.devices import resolve_device
-from ..common.models import load_coca, parse_layers, vision_block_outputs
+from ..common.model_families import load_model
+from ..common.models import parse_layers
 from ..common.precision import exact_float32_math
-from .decoder import CachedCocaDecoder, GreedySettings, caption_text
+from .decoders import make_decoder
+from .greedy import GreedySettings
 
 
 @dataclass
@@ -31,12 +33,12 @@ def interpret_images(paths: list[str], model: str = "tiny-random", pretrained: s
     from PIL import Image
 
     device = resolve_device(device)
-    loaded = load_coca(model, pretrained, device="cpu")
+    loaded = load_model(model, pretrained, device="cpu")
     chosen = parse_layers(layers, loaded.n_layers)
-    decoder = CachedCocaDecoder(loaded.model, precision=precision, settings=settings).to(device)
+    decoder = make_decoder(loaded, precision=precision, settings=settings).to(device)
     if decoder.precision == "float32":
         exact_float32_math()
-    visual = loaded.model.visual.to(device)
+    loaded.vision_tower().to(device)
     results = []
     for path in paths:
         if not os.path.exists(path):
@@ -46,11 +48,11 @@ def interpret_images(paths: list[str], model: str = "tiny-random", pretrained: s
         except Exception as e:  # noqa: BLE001
             raise ValueError(f"{path} is not a readable image ({e})") from e
         pixels = loaded.preprocess(image)[None].to(device)
-        blocks = vision_block_outputs(visual, pixels, chosen)
+        blocks = loaded.vision_block_outputs(pixels, chosen)
         embs = torch.cat([decoder.image_embeddings(b) for b in blocks])
         out = decoder.generate(embs)
         for i, layer in enumerate(chosen):
-            results.append(LayerCaption(path, layer, caption_text(loaded.tokenizer, out.token_ids[i]),
+            results.append(LayerCaption(path, layer, loaded.caption_text(out.token_ids[i]),
                                         out.token_ids[i], out.entropy_bits[i]))
     return results
 

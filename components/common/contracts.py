@@ -202,11 +202,18 @@ class FeatureManifest:
     objects: list[ChunkInfo] = field(default_factory=list)
     skipped: list[SkippedSample] = field(default_factory=list)
     made_by: dict = field(default_factory=dict)
+    model_family: str = ""          # common.model_families (empty in manifests from before families: CoCa)
+    layer_numbering: dict = field(default_factory=dict)  # LayerNumbering.to_json(): the model's own layer names
     format: str = FEATURES_FORMAT
     version: int = FEATURES_VERSION
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    @property
+    def n_layers(self) -> int | None:
+        """Blocks of the model's vision encoder (None in manifests from before families)."""
+        return self.layer_numbering.get("n_layers")
 
     @classmethod
     def from_json(cls, d: dict) -> "FeatureManifest":

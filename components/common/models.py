@@ -69,8 +69,17 @@ def check_model_name(model: str) -> None:
     if architecture_name(model) not in open_clip.list_models() or not architecture_name(model).startswith("coca"):
         raise ValueError(
             f"unknown model {model!r}: use one of the open_clip CoCa architectures "
-            f"({', '.join(known_models())})"
+            f"({', '.join(known_models())}), a Hugging Face captioner as hf:ORG/NAME, a local model folder or "
+            "s3:// prefix, or tiny-random-blip / tiny-random-vit-gpt2 / tiny-random-llava"
         )
+
+
+def coca_n_layers(model: str) -> int:
+    """Blocks of a CoCa architecture's vision tower, from its config (no weights loaded)."""
+    import open_clip
+
+    check_model_name(model)
+    return open_clip.get_model_config(architecture_name(model))["vision_cfg"]["layers"]
 
 
 def default_pretrained(model: str, pretrained: str | None) -> str:
@@ -180,3 +189,10 @@ def vision_block_outputs(visual: torch.nn.Module, images: torch.Tensor, layers: 
         if i in wanted:
             outs.append(x)
     return outs
+
+
+def caption_text(tokenizer, token_ids: list[int]) -> str:
+    """A CoCa caption's text: tokens up to (not including) the one that ended it, decoded the
+    way the study did (open_clip's tokenizer, surrounding spaces stripped)."""
+    ids = [t for t in token_ids if t not in (EOS_TOKEN_ID, PAD_TOKEN_ID, SOT_TOKEN_ID)]
+    return tokenizer.decode(ids).strip() if ids else ""

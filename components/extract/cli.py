@@ -35,12 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """--model and --pretrained, shared by every command that loads CoCa."""
-    p.add_argument("--model", default="tiny-random",
-                   help="open_clip CoCa architecture (coca_ViT-L-14, coca_ViT-B-32, ...) or tiny-random (offline, random weights)")
-    p.add_argument("--pretrained", default=None,
-                   help="pretrained tag (e.g. mscoco_finetuned_laion2B-s13B-b90k, from the Hugging Face hub), a local "
-                        "checkpoint file/folder, an s3:// object, or 'random' (default: the study's tag; random for tiny-random)")
+    """--model and --pretrained, shared by every command that loads a model."""
+    from ..common.model_families import MODEL_HELP, PRETRAINED_HELP
+
+    p.add_argument("--model", default="tiny-random", help=MODEL_HELP)
+    p.add_argument("--pretrained", default=None, help=PRETRAINED_HELP)
 
 
 def _shards(args) -> int:

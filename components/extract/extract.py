@@ -38,7 +38,8 @@ from ..common.contracts import (
 )
 from ..common.devices import resolve_device
 from ..common.features import digest_feature_chunk, read_chunk_header, read_manifest, write_feature_chunk
-from ..common.models import LoadedCoca, load_coca, parse_layers, vision_block_outputs
+from ..common.model_families import VisionLanguageModel, load_model
+from ..common.models import parse_layers
 from ..common.oom import OutOfMemoryBackoff, backoff_batches
 from ..common.precision import exact_float32_math, parse_dtype, torch_dtype
 from ..common.progress import Progress
@@ -71,11 +72,6 @@ def parameters_fingerprint(model: str, pretrained: str, layers: list[int], dtype
     return {"model": model, "pretrained": pretrained, "layers": layers, "dtype": dtype}
 
 
-def _tokens_and_width(loaded: LoadedCoca) -> tuple[int, int]:
-    visual = loaded.model.visual
-    return visual.positional_embedding.shape[0], visual.transformer.width
-
-
 def bounded_map(pool: ThreadPoolExecutor, fn, items, window: int):
     """``pool.map`` in order, but at most ``window`` items in flight: ``Executor.map`` would
     read and decode the whole shard ahead, and host memory would grow with the shard."""
@@ -93,10 +89,6 @@ def bounded_map(pool: ThreadPoolExecutor, fn, items, window: int):
 def decode_threads(settings: ExtractSettings) -> int:
     """JPEG decoding and resizing release the GIL: a thread per core keeps a GPU fed."""
     return settings.decoders or max(1, min(16, os.cpu_count() or 1))
-
-
-def _as_pair(size) -> tuple[int, int]:
-    return tuple(size) if isinstance(size, (tuple, list)) else (size, size)
 
 
 def auto_batch_size(device: str, per_image_bytes: int, max_chunk_bytes: int, width: int, tokens: int) -> int:
@@ -226,7 +218,7 @@ class ShardExtractor:
     copied asynchronously into a pinned host buffer, and the chunk written in the background
     once a CUDA event says the copy is complete."""
 
-    def __init__(self, shard_uri: str, shard_dir: str, loaded: LoadedCoca, layers: list[int], dtype: str,
+    def __init__(self, shard_uri: str, shard_dir: str, loaded: VisionLanguageModel, layers: list[int], dtype: str,
                  settings: ExtractSettings, device: str, batch_size: int, fingerprint: dict, first_index: int):
         self.shard_uri, self.shard_dir, self.loaded, self.layers = shard_uri, shard_dir, loaded, layers
         self.settings, self.device, self.next_index = settings, device, first_index
@@ -235,14 +227,15 @@ class ShardExtractor:
         self.use_cuda = device.startswith("cuda")
         # Half-precision compute on the GPU in the stored dtype; fp32 on the CPU (and for fp32 features).
         self.autocast_dtype = self.out_dtype if self.use_cuda and self.out_dtype != torch.float32 else None
-        self.image_size = max(_as_pair(loaded.model.visual.image_size))
-        tokens, width = _tokens_and_width(loaded)
+        self.image_size = loaded.image_size
+        tokens, width = loaded.feature_shape()
         self.backoff = OutOfMemoryBackoff(batch_size, f"extract {self.name}", advice="set a smaller --batch-size "
                                           "or use a GPU with more free memory")
         self.writers = ChunkWriters(max(1, settings.writers))
         self.writers.buffers({layer: (batch_size, tokens, width) for layer in layers}, self.out_dtype, pin=self.use_cuda)
         self.chunk_metadata = {
-            "model": loaded.name, "pretrained": loaded.pretrained, "layers": json.dumps(layers),
+            "model": loaded.name, "pretrained": loaded.pretrained, "model_family": loaded.family,
+            "layers": json.dumps(layers),
             "dtype": dtype, "parameters": json.dumps(fingerprint), "shard": shard_uri,
         }
         self.progress = Progress(f"extract {self.name}", "img")
@@ -259,7 +252,7 @@ class ShardExtractor:
         """The selected blocks' outputs of one batch, on the device (may run out of memory)."""
         images = torch.stack(pixels).to(self.device, non_blocking=True)
         with torch.autocast(device_type="cuda", dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            return vision_block_outputs(self.loaded.model.visual, images, self.layers)
+            return self.loaded.vision_block_outputs(images, self.layers)
 
     def write_chunk(self, index: int, keys: list[str], host: dict[int, torch.Tensor], n: int,
                     copied: torch.cuda.Event | None) -> ChunkInfo:
@@ -320,7 +313,7 @@ class ShardExtractor:
         self.progress.close()
 
 
-def extract_shard(shard_uri: str, out_uri: str, loaded: LoadedCoca, settings: ExtractSettings, device: str) -> FeatureManifest:
+def extract_shard(shard_uri: str, out_uri: str, loaded: VisionLanguageModel, settings: ExtractSettings, device: str) -> FeatureManifest:
     """Extract one shard into ``out_uri/<shard name>/``; returns its manifest."""
     name = shard_name(shard_uri)
     shard_dir = storage.join(out_uri, name)
@@ -338,7 +331,7 @@ def extract_shard(shard_uri: str, out_uri: str, loaded: LoadedCoca, settings: Ex
     if previous:
         log.info("%s: resuming, %d chunks (%d images) already written", name, len(previous), len(done_keys))
 
-    tokens, width = _tokens_and_width(loaded)
+    tokens, width = loaded.feature_shape()
     per_image = len(layers) * tokens * width * torch_dtype(dtype).itemsize
     batch = choose_batch_size(settings, device, per_image, tokens, width, name)
     log.info("%s: layers %s, batch %d, %.1f MB of features per image", name, layers, batch, per_image / 1e6)
@@ -354,12 +347,13 @@ def extract_shard(shard_uri: str, out_uri: str, loaded: LoadedCoca, settings: Ex
         extractor.close()
 
     chunks.sort(key=lambda c: c.key)
-    made_by = provenance(**fingerprint, batch_size=extractor.backoff.batch_size, device=device,
+    made_by = provenance(**fingerprint, model_family=loaded.family, batch_size=extractor.backoff.batch_size, device=device,
                          **({"tf32": math["tf32"]} if math else {}))
     manifest = FeatureManifest(
         shard=shard_uri, model=loaded.name, pretrained=loaded.pretrained, layers=layers,
         dtype=dtype, tokens=tokens, width=width,
         image_count=sum(c.images for c in chunks), objects=chunks, skipped=skipped, made_by=made_by,
+        model_family=loaded.family, layer_numbering=loaded.layer_numbering().to_json(),
     )
     storage.write_json(storage.join(shard_dir, MANIFEST_NAME), manifest.to_json())
     log.info("%s: %d images, %d chunks, %d skipped", name, manifest.image_count, len(chunks), len(skipped))
@@ -381,7 +375,8 @@ def run_extract(shard_uris: list[str], out_uri: str, settings: ExtractSettings) 
     device = resolve_device(settings.device)
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))  # events and streams of the copies live on this GPU
-    loaded = load_coca(settings.model, settings.pretrained, device=device)
+    loaded = load_model(settings.model, settings.pretrained)
+    loaded.vision_tower().to(device)  # extract runs the vision encoder only
     parse_layers(settings.layers, loaded.n_layers)  # fail early on bad layers
     result = ExtractResult({}, {})
     for uri in shard_uris:

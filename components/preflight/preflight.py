@@ -11,14 +11,13 @@ import uuid
 
 from ..common import storage
 from ..common.contracts import check_unique_shard_names
-from ..common.models import architecture_name, check_model_name, parse_layers
+from ..common.model_families import model_n_layers
+from ..common.models import parse_layers
 
 
 def vision_layer_count(model: str) -> int:
-    import open_clip
-
-    check_model_name(model)
-    return open_clip.get_model_config(architecture_name(model))["vision_cfg"]["layers"]
+    """Blocks of the model's vision encoder (from its config: an unknown or unsupported model fails here)."""
+    return model_n_layers(model)
 
 
 def parse_gpu_count(value: str, parameter: str = "categorize_gpus") -> int:

@@ -21,6 +21,7 @@ from latent_verbalizer.components.common.features import (
     read_chunk_header,
     read_manifest,
 )
+from latent_verbalizer.components.common.model_families import load_model
 from latent_verbalizer.components.common.models import load_coca
 from latent_verbalizer.components.extract.extract import ExtractSettings, extract_shard, run_extract
 from latent_verbalizer.components.extract.shards import decode_image, write_shards
@@ -32,7 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
 
 @pytest.fixture(scope="module")
 def tiny():
-    return load_coca("tiny-random")
+    return load_model("tiny-random")
 
 
 @pytest.fixture(scope="module")
@@ -282,16 +283,16 @@ def test_out_of_memory_halves_the_batch(tiny, photo_shard, tmp_path, monkeypatch
     """Inject a GPU out-of-memory for batches over 2 images: the shard still completes, in smaller chunks."""
     import latent_verbalizer.components.extract.extract as extract_module
 
-    real = extract_module.vision_block_outputs
+    real = extract_module.ShardExtractor.forward
     seen = []
 
-    def tight_memory(visual, images, layers):
-        seen.append(images.shape[0])
-        if images.shape[0] > 2:
+    def tight_memory(self, pixels):
+        seen.append(len(pixels))
+        if len(pixels) > 2:
             raise torch.OutOfMemoryError("injected: CUDA out of memory")
-        return real(visual, images, layers)
+        return real(self, pixels)
 
-    monkeypatch.setattr(extract_module, "vision_block_outputs", tight_memory)
+    monkeypatch.setattr(extract_module.ShardExtractor, "forward", tight_memory)
     manifest = extract_shard(photo_shard, str(tmp_path), tiny, ExtractSettings(batch_size=8, device="cpu"), "cpu")
     assert manifest.image_count == 6
     assert seen[:3] == [6, 3, 1] and max(o.images for o in manifest.objects) <= 2  # 6 -> 3 -> 1

@@ -1,0 +1,166 @@
+"""Cached decoders of the Hugging Face families, driven by the shared greedy loop (``greedy.py``).
+
+Each step runs the model's own text decoder with the model's own KV cache (transformers'
+``Cache``: one new token per step; cross-attention keys/values of the image computed on
+the first step and kept), batched across images and layers, with finished rows dropped
+from the cache (``Cache.reorder_cache``) as the loop compacts.
+
+- ``CrossAttentionDecoder`` (BLIP, VisionEncoderDecoder): the decoder input is the image's
+  token states, read by the text decoder's cross-attention (``encoder_hidden_states``).
+- ``PromptDecoder`` (LLaVA): the decoder input is the projected image tokens, placed where
+  the model's own chat prompt holds its image tokens; the whole prompt is the prefix (one
+  forward fills the cache), and the caption starts after it.
+
+The modules decoding uses (``decoder_modules()`` of the family) are cast in place to the
+decoding precision; the vision tower is left as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..common.model_families import LLAVA, VisionLanguageModel
+from ..common.precision import parse_dtype, torch_dtype
+from .greedy import DecodedCaptions, GreedySettings, greedy_decode
+
+
+@dataclass
+class HFDecodeState:
+    """One batch's cache, and the image states the cross-attention reads (None for LLaVA)."""
+
+    cache: object = None
+    encoder_states: torch.Tensor | None = None
+
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        self.cache.reorder_cache(rows)
+        if self.encoder_states is not None:
+            self.encoder_states = self.encoder_states.index_select(0, rows)
+
+
+def _cache_of(output):
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
+class HFCachedDecoder:
+    """What both kinds share: precision, settings, and ``image_embeddings`` (block output ->
+    the decoder's input) under the name the caption step uses for every family."""
+
+    def __init__(self, loaded: VisionLanguageModel, precision: str, settings: GreedySettings, modules):
+        self.loaded = loaded
+        self.precision = parse_dtype(precision, ("float32", "bfloat16"), what="--precision")
+        self.dtype = torch_dtype(self.precision)
+        self.settings = settings
+        for module in modules:
+            module.to(self.dtype).requires_grad_(False)
+
+    @torch.no_grad()
+    def image_embeddings(self, block_tokens: torch.Tensor) -> torch.Tensor:
+        return self.loaded.decoder_inputs(block_tokens.to(self.dtype))
+
+    def bytes_per_row(self, n_image_tokens: int) -> int:
+        """Device memory one decode row holds: the language model's KV cache over the prefix and
+        the caption (keys and values of every layer), the image's states, and the step's logits,
+        log-probs and probs in float32. For LLaVA the prefix holds the image tokens: hundreds
+        per image, so this is what bounds the batch."""
+        config = self.text_config()
+        item = torch.finfo(self.dtype).bits // 8
+        heads = config.num_attention_heads
+        kv_width = getattr(config, "num_key_value_heads", None) or heads
+        kv_width *= getattr(config, "head_dim", None) or config.hidden_size // heads
+        cached = self.prefix_tokens(n_image_tokens) + self.settings.seq_len
+        per_row = item * (2 * config.num_hidden_layers * kv_width * cached + n_image_tokens * config.hidden_size)
+        return per_row + 4 * config.vocab_size * 3
+
+    def generate(self, decoder_inputs: torch.Tensor, compact_below: float = 0.5) -> DecodedCaptions:
+        return greedy_decode(self, decoder_inputs, compact_below)
+
+    def to(self, device: str) -> HFCachedDecoder:
+        self.loaded.model.to(device)
+        return self
+
+    def caption_text(self, token_ids: list[int]) -> str:
+        return self.loaded.caption_text(token_ids)
+
+
+class CrossAttentionDecoder(HFCachedDecoder):
+    """BLIP's text decoder, or a VisionEncoderDecoder's decoder, reading the image by cross-attention."""
+
+    def __init__(self, loaded: VisionLanguageModel, precision: str = "float32", settings: GreedySettings | None = None):
+        base = settings or GreedySettings()
+        settings = GreedySettings(base.seq_len, base.min_seq_len, loaded.start_token_id, loaded.eos_token_id, None)
+        self.decoder = loaded.text_decoder()
+        context = getattr(self.decoder.config, "max_position_embeddings", None) or getattr(self.decoder.config, "n_positions")
+        if settings.seq_len > context:
+            raise ValueError(f"--seq-len {settings.seq_len} exceeds the text decoder's context of {context} tokens")
+        super().__init__(loaded, precision, settings, loaded.decoder_modules())
+
+    def text_config(self):
+        return self.decoder.config
+
+    def prefix_tokens(self, n_image_tokens: int) -> int:
+        return n_image_tokens  # the cross-attention's keys/values of the image, per layer
+
+    def _forward(self, tokens: torch.Tensor, state: HFDecodeState) -> torch.Tensor:
+        output = self.decoder(input_ids=tokens[:, None], encoder_hidden_states=state.encoder_states,
+                              cache=state.cache, use_cache=True)
+        state.cache = _cache_of(output)
+        return output.logits[:, -1].float()
+
+    def start(self, decoder_inputs: torch.Tensor) -> tuple[HFDecodeState, torch.Tensor]:
+        state = HFDecodeState(encoder_states=decoder_inputs.to(self.dtype))
+        sot = torch.full((decoder_inputs.shape[0],), self.settings.sot_token_id, dtype=torch.long,
+                         device=decoder_inputs.device)
+        return state, self._forward(sot, state)
+
+    def step(self, tokens: torch.Tensor, pos: int, state: HFDecodeState) -> torch.Tensor:
+        return self._forward(tokens, state)
+
+
+class PromptDecoder(HFCachedDecoder):
+    """LLaVA: the chat prompt with the image tokens as the prefix, the caption after it."""
+
+    def __init__(self, loaded: VisionLanguageModel, precision: str = "float32", settings: GreedySettings | None = None):
+        base = settings or GreedySettings()
+        self.prompt_ids = loaded.prompt_ids()
+        settings = GreedySettings(base.seq_len, base.min_seq_len, self.prompt_ids[-1], loaded.eos_token_id, None)
+        model = loaded.model
+        context = model.config.text_config.max_position_embeddings
+        if len(self.prompt_ids) + settings.seq_len > context:
+            raise ValueError(f"the prompt ({len(self.prompt_ids)} tokens with the image) and --seq-len "
+                             f"{settings.seq_len} exceed the language model's context of {context} tokens")
+        self.image_positions = [i for i, t in enumerate(self.prompt_ids) if t == loaded.image_token_id]
+        super().__init__(loaded, precision, settings, loaded.decoder_modules())
+        self.model = model
+
+    def text_config(self):
+        return self.model.config.text_config
+
+    def prefix_tokens(self, n_image_tokens: int) -> int:
+        return len(self.prompt_ids)
+
+    def start(self, decoder_inputs: torch.Tensor) -> tuple[HFDecodeState, torch.Tensor]:
+        rows, n_image = decoder_inputs.shape[:2]
+        if n_image != len(self.image_positions):
+            raise ValueError(f"{n_image} image tokens per image, but the prompt holds {len(self.image_positions)}: "
+                             "the features were made at another image size than the processor's")
+        ids = torch.tensor(self.prompt_ids, device=decoder_inputs.device)
+        embeds = self.model.get_input_embeddings()(ids)[None].expand(rows, -1, -1).clone()
+        embeds[:, self.image_positions] = decoder_inputs.to(embeds.dtype)
+        output = self.model(inputs_embeds=embeds, use_cache=True, logits_to_keep=1)
+        return HFDecodeState(cache=_cache_of(output)), output.logits[:, -1].float()
+
+    def step(self, tokens: torch.Tensor, pos: int, state: HFDecodeState) -> torch.Tensor:
+        output = self.model(input_ids=tokens[:, None], cache=state.cache, use_cache=True, logits_to_keep=1)
+        state.cache = _cache_of(output)
+        return output.logits[:, -1].float()
+
+
+def hf_decoder(loaded: VisionLanguageModel, precision: str = "float32",
+               settings: GreedySettings | None = None) -> HFCachedDecoder:
+    """The cached decoder of a Hugging Face family."""
+    if loaded.family == LLAVA:
+        return PromptDecoder(loaded, precision, settings)
+    return CrossAttentionDecoder(loaded, precision, settings)

@@ -1,0 +1,94 @@
+"""What every model family gives the pipeline: the vision tower's per-layer features, and
+what the caption step needs to decode from them.
+
+A family adapter holds a loaded model and answers:
+
+- ``preprocess(image)``: the model's own eval transform (PIL image -> ``[3, H, W]``);
+- ``vision_block_outputs(pixels, layers)``: the outputs ``[n, tokens, width]`` of the
+  selected blocks of the vision encoder (0-based block index: block ``k`` is the model's
+  ``hidden_states[k + 1]`` in Hugging Face terms, ``resblocks[k]`` in open_clip's);
+- ``layer_numbering()``: how the model itself names those blocks, and which one it
+  normally captions from;
+- the decoder side (what a block's output becomes as the text decoder's input, and the
+  decoder itself) is built by the caption step from ``model`` and ``family``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+COCA = "open_clip-coca"
+BLIP = "hf-blip"
+VISION_ENCODER_DECODER = "hf-vision-encoder-decoder"
+LLAVA = "hf-llava"
+FAMILIES = (COCA, BLIP, VISION_ENCODER_DECODER, LLAVA)
+
+
+@dataclass(frozen=True)
+class LayerNumbering:
+    """How a model numbers the blocks we caption from (recorded in features, captions, reports).
+
+    ``labels[k]`` is the model's own name for 0-based block ``k``; ``normal_layer`` is the
+    block the model's own captioning reads; relative depth of block ``k`` is ``(k + 1) / n_layers``.
+    """
+
+    n_layers: int
+    normal_layer: int
+    scheme: str
+    labels: tuple[str, ...]
+
+    def to_json(self) -> dict:
+        return dict(asdict(self), labels=list(self.labels))
+
+
+class VisionLanguageModel:
+    """A loaded model of one family (subclasses fill in the family's parts)."""
+
+    family: str = ""
+
+    def __init__(self, model: torch.nn.Module, name: str, pretrained: str, tokenizer):
+        self.model = model
+        self.name = name                 # the model as given (tiny-random, hf:ORG/NAME, a folder, s3://...)
+        self.pretrained = pretrained     # the weights as given ("random" for random init)
+        self.tokenizer = tokenizer
+
+    @property
+    def n_layers(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square image the transform makes (decoding can shrink large images to about this first)."""
+        raise NotImplementedError
+
+    def feature_shape(self) -> tuple[int, int]:
+        """(tokens, width) of one block's output for one image."""
+        raise NotImplementedError
+
+    def preprocess(self, image) -> torch.Tensor:
+        raise NotImplementedError
+
+    def vision_block_outputs(self, pixels: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def layer_numbering(self) -> LayerNumbering:
+        raise NotImplementedError
+
+    def caption_text(self, token_ids: list[int]) -> str:
+        """The caption's text from its generated ids (the ending token and special tokens left out)."""
+        raise NotImplementedError
+
+    def vision_tower(self) -> torch.nn.Module:
+        """The module the extract step moves to the device and runs."""
+        raise NotImplementedError
+
+    def to_device(self, device: str) -> "VisionLanguageModel":
+        self.model.to(device)
+        return self
+
+    def identity(self) -> dict:
+        """What features, captions and provenance record about the model."""
+        return {"model": self.name, "pretrained": self.pretrained, "model_family": self.family,
+                "layer_numbering": self.layer_numbering().to_json()}

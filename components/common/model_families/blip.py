@@ -1,0 +1,47 @@
+"""BLIP captioning (``BlipForConditionalGeneration``).
+
+Decoder input of block ``k``: the vision model's ``hidden_states[k + 1]`` through the vision
+model's final ``post_layernorm`` -- what BLIP's own ``generate`` feeds the text decoder's
+cross-attention after the last block (as CoCa's ``ln_post`` is used for every block).
+Decoding starts from the text config's ``bos_token_id`` ([DEC]) and ends at its
+``sep_token_id``, as ``BlipForConditionalGeneration.generate`` does.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import BLIP, LayerNumbering
+from .hf_vision import HFVisionLanguageModel
+
+
+class BlipModel(HFVisionLanguageModel):
+    family = BLIP
+
+    def vision_tower(self) -> torch.nn.Module:
+        return self.model.vision_model
+
+    @property
+    def vision_config(self):
+        return self.model.config.vision_config
+
+    def decoder_inputs(self, block_tokens: torch.Tensor) -> torch.Tensor:
+        return self.model.vision_model.post_layernorm(block_tokens)
+
+    @property
+    def start_token_id(self) -> int:
+        return self.model.config.text_config.bos_token_id
+
+    @property
+    def eos_token_id(self) -> int:
+        return self.model.config.text_config.sep_token_id
+
+    def text_decoder(self) -> torch.nn.Module:
+        return self.model.text_decoder
+
+    def decoder_modules(self) -> list[torch.nn.Module]:
+        """What decoding runs (cast to the decoding precision); the vision tower is not among them."""
+        return [self.model.text_decoder, self.model.vision_model.post_layernorm]
+
+    def layer_numbering(self) -> LayerNumbering:
+        return self.numbering("vision_model.encoder.layers[k]", "layer {k}", self.n_layers - 1)

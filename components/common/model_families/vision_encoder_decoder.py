@@ -1,0 +1,62 @@
+"""Encoder-decoder captioners (``VisionEncoderDecoderModel``, e.g. ViT + GPT-2).
+
+Decoder input of block ``k``: the encoder's ``hidden_states[k + 1]`` through the encoder's
+final norm (``layernorm`` of ViT and DeiT, which the model applies after its last block),
+then ``enc_to_dec_proj`` where the model has one (encoder and decoder widths differ), as
+``encoder_hidden_states`` of the decoder's cross-attention. Decoding starts from
+``decoder_start_token_id`` and ends at ``eos_token_id``, as the model's ``generate`` does.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import VISION_ENCODER_DECODER, LayerNumbering
+from .hf_vision import HFVisionLanguageModel
+
+ENCODERS_WITH_FINAL_NORM = ("vit", "deit")  # hidden_states of one shape, final ``layernorm`` after the last block
+
+
+class VisionEncoderDecoderCaptioner(HFVisionLanguageModel):
+    family = VISION_ENCODER_DECODER
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        encoder_type = self.model.config.encoder.model_type
+        if encoder_type not in ENCODERS_WITH_FINAL_NORM:
+            raise ValueError(f"{self.name}: encoder type {encoder_type!r} is not supported (its per-layer outputs or "
+                             f"final norm differ); supported encoders: {', '.join(ENCODERS_WITH_FINAL_NORM)}")
+
+    def vision_tower(self) -> torch.nn.Module:
+        return self.model.encoder
+
+    @property
+    def vision_config(self):
+        return self.model.config.encoder
+
+    def decoder_inputs(self, block_tokens: torch.Tensor) -> torch.Tensor:
+        states = self.model.encoder.layernorm(block_tokens)
+        projection = getattr(self.model, "enc_to_dec_proj", None)
+        return projection(states) if projection is not None else states
+
+    @property
+    def start_token_id(self) -> int:
+        return self.model.config.decoder_start_token_id
+
+    @property
+    def eos_token_id(self) -> int:
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.model.config.decoder.eos_token_id
+        return eos[0] if isinstance(eos, (list, tuple)) else eos
+
+    def text_decoder(self) -> torch.nn.Module:
+        return self.model.decoder
+
+    def decoder_modules(self) -> list[torch.nn.Module]:
+        """What decoding runs (cast to the decoding precision); the vision tower is not among them."""
+        projection = getattr(self.model, "enc_to_dec_proj", None)
+        return [self.model.decoder, self.model.encoder.layernorm] + ([projection] if projection is not None else [])
+
+    def layer_numbering(self) -> LayerNumbering:
+        return self.numbering("encoder.encoder.layer[k]", "layer {k}", self.n_layers - 1)
