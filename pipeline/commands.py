@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--workdir", default=None, help="folder for this run (default runs/<timestamp>)")
     r.add_argument("--parallelism", type=int, default=2)
     r.add_argument("--no-cache", action="store_true", help="re-run every step even when kfp.local has it cached")
+    r.add_argument("--compare-with", default=None, metavar="MODEL",
+                   help="then run again on the same images with this model (e.g. tiny-random-blip), and make the second "
+                        "run's report compare the two")
     r.set_defaults(func=_run)
 
     s = sub.add_parser("submit", help="upload the pipeline to Kubeflow and start a run (CI); token from KFP_TOKEN")
@@ -62,10 +65,15 @@ def _compile(args) -> int:
 
 
 def _run(args) -> int:
-    from latent_verbalizer.pipeline.local import run_local
+    from latent_verbalizer.pipeline.local import run_local, run_local_compared
 
-    result = run_local(parse_params(args.params), workdir=args.workdir, storage_prefix=args.storage,
-                       parallelism=args.parallelism, cache=not args.no_cache, verbose=args.verbose)
+    options = dict(workdir=args.workdir, storage_prefix=args.storage, parallelism=args.parallelism,
+                   cache=not args.no_cache, verbose=args.verbose)
+    if args.compare_with:
+        result = run_local_compared(parse_params(args.params), args.compare_with, **options)
+        print(f"\nfirst run's report: {result['first']['report']}")
+    else:
+        result = run_local(parse_params(args.params), **options)
     report = result["report"]
     opener = "(on S3: copy it out to open it)" if report.startswith("s3://") else \
         f"open it: python -m webbrowser file://{report}"

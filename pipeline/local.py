@@ -95,3 +95,18 @@ def run_local(params: Optional[dict] = None, workdir: Optional[str] = None, stor
     report = storage.join(prefix, "report", "report.html")
     return {"report": report, "storage_prefix": prefix, "pipeline_root": os.path.join(workdir, "kfp"),
             "params": run_params, "log": log_path}
+
+
+def run_local_compared(params: Optional[dict], compare_model: str, workdir: Optional[str] = None,
+                       storage_prefix: Optional[str] = None, **kwargs) -> dict:
+    """Two local runs on the same images, the second with ``compare_model``, whose report also
+    compares it with the first (the report step's ``report_compare_prefix``); returns the second
+    run's places, with the first's under ``"first"``."""
+    workdir = os.path.abspath(workdir or os.path.join("runs", dt.datetime.now().strftime("%Y%m%d-%H%M%S")))
+    first = run_local(params, workdir=os.path.join(workdir, "first"),
+                      storage_prefix=storage_prefix and storage.join(storage_prefix, "first"), **kwargs)
+    second_params = dict(params or {}, shards=first["params"]["shards"], extract_model=compare_model,
+                         report_compare_prefix=first["storage_prefix"])
+    second = run_local(second_params, workdir=os.path.join(workdir, "second"),
+                       storage_prefix=storage_prefix and storage.join(storage_prefix, "second"), **kwargs)
+    return dict(second, first=first)
