@@ -73,14 +73,14 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
     categorize_op = make_categorize_op(image)
     report_op = make_report_op(image)
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="What each layer of a CoCa vision encoder sees, in words: a caption "
+    @dsl.pipeline(name=PIPELINE_NAME, description="What each layer of a vision encoder (CoCa, BLIP, ViT-GPT2, LLaVA) sees, in words: a caption "
                   "per image per layer, labelled by an LLM, shown per layer.")
     def latent_verbalizer(
         shards: str = "s3://datasets/coco-karpathy-test/test-{000000..000004}.tar",
         storage_root: str = "s3://latent-verbalizer/runs",
         storage_prefix: str = "",
         extract_model: str = "coca_ViT-L-14",
-        extract_pretrained: str = "mscoco_finetuned_laion2B-s13B-b90k",
+        extract_pretrained: str = "",
         extract_layers: str = "all",
         extract_dtype: str = "float16",
         extract_batch_size: str = "auto",
@@ -102,8 +102,8 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
             shards: webdataset shard pattern (s3://, minio:// or a mounted path), braces and globs allowed.
             storage_root: where each run's bulk data goes by default: <storage_root>/<run id> (features, captions, labels, report files).
             storage_prefix: empty (default): a prefix of this run's own under storage_root. Give one (s3://bucket/prefix) to share bulk data between runs: a run then skips the shards and captions already finished there.
-            extract_model: open_clip CoCa architecture (coca_ViT-L-14 as in the study; coca_ViT-B-32; tiny-random offline).
-            extract_pretrained: pretrained tag (from the Hugging Face hub), /models/... checkpoint on the weights volume, s3:// object, or 'random'.
+            extract_model: the model whose layers are captioned: an open_clip CoCa architecture (coca_ViT-L-14 as in the study; coca_ViT-B-32; tiny-random offline), or a Hugging Face captioner (BLIP, VisionEncoderDecoder such as ViT + GPT-2, LLaVA) as hf:ORG/NAME, a /models/... folder on the weights volume, or an s3:// prefix holding the model folder.
+            extract_pretrained: empty: the study's weights (mscoco_finetuned_laion2B-s13B-b90k) for CoCa, the model itself for Hugging Face models. CoCa: an open_clip tag, /models/... checkpoint or s3:// object; Hugging Face: a /models/... folder or s3:// prefix holding the same model (air-gapped clusters); or 'random'.
             extract_layers: 'all' or 0-based block indices, e.g. 0,5,23.
             extract_dtype: stored feature dtype: float16 (default), bfloat16 or float32 (fp16, bf16, fp32 accepted).
             extract_batch_size: images per batch, or 'auto' (from free GPU memory).
@@ -127,7 +127,7 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
                                 llm_model=categorize_model, llm_gpus=categorize_gpus, **where)
         listed.set_display_name("check parameters, list shards").set_caching_options(False)
         if kubernetes_settings:
-            _with_storage_secrets(listed).set_cpu_request("500m").set_memory_request("1Gi")
+            _with_storage_secrets(listed, hf=True).set_cpu_request("500m").set_memory_request("1Gi")  # HF token: hub configs
 
         with dsl.ParallelFor(listed.output, parallelism=parallelism) as shard:
             extracted = extract_op(shard=shard, **where, model=extract_model,

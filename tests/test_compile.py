@@ -197,7 +197,8 @@ def test_gpu_tasks_have_limits_tolerations_shm_secrets_and_retries(docs):
     tasks = all_tasks(pipeline_spec)
     for name in GPU_TASKS:
         assert tasks[name]["retryPolicy"]["maxRetryCount"] >= 1
-    assert "lverb-hf-token" not in str(executors["exec-list-shards"]), "CPU preflight needs no HF token"
+    # preflight reads hf:ORG/NAME models' configs from the hub (gated ones need the token)
+    assert "lverb-hf-token" in str(executors["exec-list-shards"]), "preflight checks Hugging Face models on the hub"
     assert "accelerator" not in pipeline_spec["deploymentSpec"]["executors"]["exec-list-shards"]["container"].get("resources", {})
 
 
