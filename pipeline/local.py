@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 LOCAL_DEFAULTS = {
     "extract_model": "tiny-random",
-    "extract_pretrained": "random",
+    "extract_pretrained": "",  # the model's own: random for the tiny-random models, the real weights for real ones
     "extract_batch_size": "16",
     "caption_precision": "float32",
     "categorize_model": "smollm2-135m",
