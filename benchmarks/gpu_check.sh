@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU run, one script: the GPU test suite (pytest -m gpu) and the three benchmarks on one
+# One GPU run, one script: the GPU test suite (pytest -m gpu) and the four benchmarks on one
 # H100/H200, all figures in one Markdown file, in under 9 minutes.
 #
 #   benchmarks/gpu_prepare.sh                 # once, on a machine with internet (fills .gpu-carry/)
@@ -70,7 +70,7 @@ export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
   echo "## GPU check ($(date -u +%Y-%m-%d), commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown))"
   echo
   echo "- GPU: $sees; $(nproc) CPU cores"
-  echo "- \`benchmarks/gpu_check.sh\`: the GPU test suite and the three benchmarks in one run; random weights"
+  echo "- \`benchmarks/gpu_check.sh\`: the GPU test suite and the four benchmarks in one run; random weights"
   echo
 } >"$REPORT"
 
@@ -103,7 +103,7 @@ export LVERB_GPU_REPORT=$LOGS/gpu-tests-figures.md
 rm -f "$LVERB_GPU_REPORT"
 # Only the GPU test files are collected: the others import what this machine need not have (kfp, ...).
 mapfile -t gpu_test_files < <(find components tests -name 'test_gpu*.py' | sort)
-CI=true phase gpu-tests 240 "$PY" -m pytest -m gpu -q -p no:cacheprovider --timeout 200 --junitxml "$LOGS/gpu-tests.xml" \
+CI=true phase gpu-tests 200 "$PY" -m pytest -m gpu -q -p no:cacheprovider --timeout 180 --junitxml "$LOGS/gpu-tests.xml" \
   "${gpu_test_files[@]}"
 "$PY" - "$LOGS/gpu-tests.xml" >>"$REPORT" <<'EOF'
 import sys
@@ -124,6 +124,7 @@ EOF
 phase bench-extract 95 "$PY" benchmarks/extract.py --quick --results "$REPORT"
 phase bench-caption 80 "$PY" benchmarks/caption.py --quick --results "$REPORT"
 phase bench-categorize 95 "$PY" benchmarks/categorize.py --quick --results "$REPORT"
+phase bench-families 60 "$PY" benchmarks/families.py --size base --images 16 --results "$REPORT"
 
 total=$(($(date +%s) - START))
 {
