@@ -42,6 +42,11 @@ def test_wheel_installs_one_top_level_name(wheel):
     assert tops == {"latent_verbalizer"}, f"the wheel installs top-level names {sorted(tops)}"
     # Package data travels: the tiny-random CoCa config and the study's label set.
     assert "latent_verbalizer/components/common/model_configs/coca-tiny-random.json" in names
+    for tiny in ("tiny-random-blip", "tiny-random-vit-gpt2", "tiny-random-llava"):  # the offline Hugging Face families
+        folder = f"latent_verbalizer/components/common/model_configs/{tiny}/"
+        assert {folder + "config.json", folder + "tokenizer.json", folder + "tokenizer_config.json"} <= set(names), tiny
+    assert "latent_verbalizer/components/common/model_configs/tiny-random-llava/chat_template.jinja" in names
+    assert "latent_verbalizer/components/common/model_families/llava.py" in names
     assert "latent_verbalizer/components/categorize/data/labels.yaml" in names
     assert not [n for n in names if "/tests/" in n], "tests are not installed"
 
