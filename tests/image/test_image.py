@@ -130,6 +130,11 @@ def test_every_component_cli_on_tiny_random_with_data_on_s3(lverb_image, s3_buck
                                            "--pretrained", "random", "--layers", "0,5", "--json"], volumes=volumes)
     rows = [json.loads(line) for line in interpreted.stdout.splitlines() if line.startswith("{")]
     assert [r["layer"] for r in rows] == [0, 5], interpreted.stdout
+    for family_model in ("tiny-random-blip", "tiny-random-llava"):  # Hugging Face families: configs, tokenizers, processors
+        interpreted = docker_run(lverb_image, ["lverb", "interpret", "/data/photos/photo0.jpg", "--model", family_model,
+                                               "--json"], volumes=volumes)
+        rows = [json.loads(line) for line in interpreted.stdout.splitlines() if line.startswith("{")]
+        assert [r["layer"] for r in rows] == [0, 1, 2, 3] and all(r["caption"] for r in rows), interpreted.stdout
 
     # the whole chain once more, root filesystem writable: docker diff lists what it wrote there
     second = s3_bucket + "/cli-diff"
