@@ -11,14 +11,17 @@ A model is named as
   fixed seed (tests and offline demos).
 
 ``pretrained`` may name another place holding the same ``hf:`` model (a local folder or
-``s3://`` prefix, for air-gapped clusters). Weights are read from safetensors files only
-(no pickle), and ``trust_remote_code`` stays off.
+``s3://`` prefix, for air-gapped clusters). Weights are read from safetensors files where the
+model has them; a model with only ``pytorch_model.bin`` (e.g. nlpconnect/vit-gpt2-image-captioning)
+is read through torch's weights-only unpickler (tensors and plain containers; no code runs), the
+same rule as CoCa's ``.pt``/``.bin`` checkpoints. ``trust_remote_code`` stays off.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
 from dataclasses import dataclass
 
 import torch
@@ -40,7 +43,7 @@ ARCHITECTURES = {  # config "architectures" entry -> family
     "LlavaForConditionalGeneration": LLAVA,
 }
 MODEL_TYPES = {"blip": BLIP, "vision-encoder-decoder": VISION_ENCODER_DECODER, "llava": LLAVA}
-MODEL_FILES = (".json", ".safetensors", ".txt", ".model", ".jinja", ".tiktoken")  # no pickled weights
+MODEL_FILES = (".json", ".safetensors", ".bin", ".txt", ".model", ".jinja", ".tiktoken")
 
 
 @dataclass(frozen=True)
@@ -134,13 +137,16 @@ def load_hf_model(model_class, source: HFSource, config) -> torch.nn.Module:
         net = model_class(config)
         init_random_weights(net)
         return net.eval()
-    token = os.environ.get("HF_TOKEN") or None if source.on_hub else None
+    token = (os.environ.get("HF_TOKEN") or None) if source.on_hub else None
     try:
-        net = model_class.from_pretrained(source.location, dtype=torch.float32, use_safetensors=True,
-                                          trust_remote_code=False, token=token)
+        net = model_class.from_pretrained(source.location, dtype=torch.float32, trust_remote_code=False, token=token,
+                                          weights_only=True)  # .bin weights: torch's weights-only unpickler, no code runs
     except OSError as e:
-        raise RuntimeError(f"could not load the weights of {source.location} ({e}); the folder needs *.safetensors "
-                           "files (pickled .bin weights are not loaded)") from e
+        raise RuntimeError(f"could not load the weights of {source.location} ({e}); the model folder needs its "
+                           "weights (*.safetensors, or a pytorch_model.bin state dict)") from e
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"refused the weights of {source.location}: its .bin file holds more than tensors (only "
+                         "torch's weights-only unpickler is used, no code is run); convert it to safetensors") from e
     return net.eval()
 
 
