@@ -55,9 +55,9 @@ def base_size(family: str, tiny):
         LlamaConfig,
         LlavaConfig,
         LlavaForConditionalGeneration,
-        ViTConfig,
         VisionEncoderDecoderConfig,
         VisionEncoderDecoderModel,
+        ViTConfig,
     )
 
     old = tiny.model.config

@@ -123,7 +123,7 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
         # works it out from the same three values (a task output fed into the ParallelFor would be
         # one pod fewer, but kfp.local 2.17 hands the loop's steps the loop item in its place).
         where = dict(storage_prefix=storage_prefix, storage_root=storage_root, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
-        listed = list_shards_op(shards=shards, model=extract_model, layers=extract_layers,
+        listed = list_shards_op(shards=shards, model=extract_model, pretrained=extract_pretrained, layers=extract_layers,
                                 llm_model=categorize_model, llm_gpus=categorize_gpus, **where)
         listed.set_display_name("check parameters, list shards").set_caching_options(False)
         if kubernetes_settings:

@@ -6,8 +6,6 @@ Chromium with no console errors."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from latent_verbalizer.components.common import storage

@@ -4,7 +4,7 @@ from kfp import dsl
 
 
 def list_shards(shards: str, storage_prefix: str, model: str, layers: str, llm_model: str, llm_gpus: str,
-                storage_root: str = "", run_id: str = "") -> list:
+                storage_root: str = "", run_id: str = "", pretrained: str = "") -> list:
     """Check the run's parameters and list the shards to process (CPU only).
 
     Args:
@@ -12,7 +12,8 @@ def list_shards(shards: str, storage_prefix: str, model: str, layers: str, llm_m
         storage_prefix: where bulk data goes (s3://bucket/prefix).
         storage_root: with an empty storage_prefix, bulk data goes under <storage_root>/<run_id>.
         run_id: the pipeline run's id (dsl.PIPELINE_JOB_ID_PLACEHOLDER): each run's own prefix.
-        model: the CoCa architecture (to check layers against it).
+        model: the model whose layers are captioned (checked, and its layers counted, from its config).
+        pretrained: where the model's files are when not at its name (a Hugging Face model's folder or s3:// prefix).
         layers: layers to extract.
         llm_model: the categorize step's LLM.
         llm_gpus: GPUs of the categorize step, as digits (e.g. "8"): the pod's GPU limit comes from this string.
@@ -23,7 +24,7 @@ def list_shards(shards: str, storage_prefix: str, model: str, layers: str, llm_m
 
     configure_logging()
     storage_prefix = run_storage_prefix(storage_prefix, storage_root, run_id)
-    uris = check_run(shards, storage_prefix, model, layers, llm_model, llm_gpus)
+    uris = check_run(shards, storage_prefix, model, layers, llm_model, llm_gpus, pretrained=pretrained)
     print(f"{len(uris)} shards: {uris[:3]}{' ...' if len(uris) > 3 else ''}; bulk data of this run under {storage_prefix}")
     return uris
 

@@ -15,9 +15,12 @@ from ..common.model_families import model_n_layers
 from ..common.models import parse_layers
 
 
-def vision_layer_count(model: str) -> int:
-    """Blocks of the model's vision encoder (from its config: an unknown or unsupported model fails here)."""
-    return model_n_layers(model)
+def vision_layer_count(model: str, pretrained: str = "") -> int:
+    """Blocks of the model's vision encoder (from its config: an unknown or unsupported model fails here).
+    A Hugging Face model whose files are given elsewhere (``pretrained``) is read from there."""
+    from ..common.model_families import is_hf_model
+
+    return model_n_layers(model, (pretrained or None) if is_hf_model(model) else None)
 
 
 def parse_gpu_count(value: str, parameter: str = "categorize_gpus") -> int:
@@ -30,9 +33,10 @@ def parse_gpu_count(value: str, parameter: str = "categorize_gpus") -> int:
     return int(text)
 
 
-def check_run(shards: str, storage_prefix: str, model: str, layers: str, llm_model: str, llm_gpus: str) -> list[str]:
+def check_run(shards: str, storage_prefix: str, model: str, layers: str, llm_model: str, llm_gpus: str,
+              pretrained: str = "") -> list[str]:
     """Validate a run's parameters; returns the shard URIs. Raises ValueError/StorageError naming the fix."""
-    n_layers = vision_layer_count(model)
+    n_layers = vision_layer_count(model, pretrained)
     parse_layers(layers, n_layers)
     parse_gpu_count(llm_gpus, "categorize_gpus")
     if not llm_model.strip():

@@ -1,5 +1,6 @@
 """Bad run parameters fail in the CPU preflight step, before any GPU is asked for, with one clear message."""
 
+import os
 import socket
 
 import pytest
@@ -36,6 +37,28 @@ def test_good_parameters_list_the_shards(shard_on_s3, s3_bucket):
 def test_bad_parameters(shard_on_s3, s3_bucket, change, message):
     with pytest.raises(ValueError, match=message):
         check_run(shard_on_s3, s3_bucket + "/run", **dict(GOOD, **change))
+
+
+def test_hugging_face_models_are_checked_from_their_config(shard_on_s3, s3_bucket, tmp_path, monkeypatch):
+    """A family's layers come from its config alone: a tiny name, a local folder, or an hf: name whose files
+    are on S3 (an air-gapped cluster: only the config is fetched, never the weights)."""
+    from latent_verbalizer.components.common.model_families.hf_loading import CONFIG_DIR
+
+    monkeypatch.setenv("LVERB_MODEL_CACHE", str(tmp_path / "cache"))
+    run = s3_bucket + "/run"
+    assert check_run(shard_on_s3, run, **dict(GOOD, model="tiny-random-blip", layers="0,3"))
+    with pytest.raises(ValueError, match="layer 4 is out of range: the model has 4 blocks"):
+        check_run(shard_on_s3, run, **dict(GOOD, model="tiny-random-vit-gpt2", layers="4"))
+    folder = os.path.join(CONFIG_DIR, "tiny-random-llava")
+    assert check_run(shard_on_s3, run, **dict(GOOD, model=folder, layers="-1"))
+    for name in os.listdir(folder):
+        storage.write_bytes(f"{s3_bucket}/models/llava/{name}", open(os.path.join(folder, name), "rb").read())
+    storage.write_bytes(f"{s3_bucket}/models/llava/model.safetensors", b"not fetched by preflight")
+    assert check_run(shard_on_s3, run, **dict(GOOD, model="hf:acme/llava", layers="all"), pretrained=f"{s3_bucket}/models/llava")
+    fetched = {p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()}
+    assert "config.json" in fetched and "model.safetensors" not in fetched and "tokenizer.json" not in fetched
+    with pytest.raises(ValueError, match="open_clip pretrained tags are for CoCa models only"):
+        check_run(shard_on_s3, run, **dict(GOOD, model="hf:acme/llava"), pretrained="mscoco_finetuned_laion2B-s13B-b90k")
 
 
 @pytest.mark.parametrize("text,count", [("1", 1), ("8", 8), (" 4 ", 4), ("16", 16)])
