@@ -193,7 +193,7 @@ def main() -> int:
     for family in args.families.split(","):
         r = bench_family(family, args.size, device, n_images, args.precision)
         lines.append(f"| {r['family']} | {r['size']} | {r['layers']} | {r['rows']} | {r['image_tokens']} | {r['batch']} | "
-                     f"{r['ours']:.1f} | {r['naive']:.1f} | {r['ours'] / r['naive']:.2f}x | {r['identical']:.1f}% |")
+                     f"{r['ours']:.3g} | {r['naive']:.3g} | {r['ours'] / r['naive']:.2f}x | {r['identical']:.1f}% |")
         print(lines[-1], flush=True)
     report = "\n".join(lines) + "\n"
     print("\n" + report)
