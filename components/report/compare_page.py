@@ -92,7 +92,8 @@ def difference_section(c: Comparison) -> tuple[str, str, str]:
     largest = depth.max_abs_difference()
     headline = (f"Largest difference: {largest[0]:+.1f} points for {largest[1]} at depth {largest[2]:.2f}."
                 if largest else "No depth where both runs have labels.")
-    inner = (f'<p class="note">{escape(INTERPOLATION_NOTE)} {escape(headline)}</p>'
+    inner = (f'<p class="note">{escape(INTERPOLATION_NOTE)} In the figure, the categories of the charts\' "other" '
+             f'area are summed into one row; the table lists every category. {escape(headline)}</p>'
              + svg_img(c.svgs["compare_share_difference"], "category share difference", "chart-compare-difference")
              + "<details><summary>the table (B minus A, percentage points; every category)</summary>"
              + table(["relative depth", f"A layer ({c.a.name})", f"B layer ({c.b.name})"] + depth.categories, rows,
@@ -198,7 +199,8 @@ def browser_rows(a: RunView, b: RunView) -> list[list]:
 
 
 def browser_data(c: Comparison) -> dict:
-    categories = list(c.colours)
+    # every category a caption part may have; not the charts' "other" group
+    categories = [name for name in c.colours if name in c.depth.categories or name not in c.chart_categories]
     category_index = {name: i for i, name in enumerate(categories)}
     label_index: dict[str, int] = {}
     runs = [_run_data(c.a, c.shared_keys, category_index, label_index),

@@ -68,16 +68,31 @@ def shares_side_by_side(a: RunView, b: RunView, categories: list[str], values_a:
     return fig
 
 
-def share_difference(shares: DepthShares, name_a: str, name_b: str) -> plt.Figure:
-    """B minus A per category (rows) on the common depth grid (columns); grey: no value."""
-    n_cat, n_depth = len(shares.categories), len(shares.depths)
+def difference_rows(shares: DepthShares, chart_categories: list[str]) -> tuple[list[str], np.ndarray]:
+    """The heatmap's rows: the charts' categories, and their "other" group as the sum of the differences
+    of the categories in it (a difference of sums is the sum of the differences)."""
+    diff = shares.difference
+    kept = [j for j, c in enumerate(shares.categories) if c in chart_categories]
+    rows, values = [shares.categories[j] for j in kept], [diff[:, j] for j in kept]
+    rest = [j for j in range(len(shares.categories)) if j not in kept]
+    if rest:
+        other = next((c for c in chart_categories if c not in shares.categories), f"other ({len(rest)} categories)")
+        rows.append(other)
+        values.append(diff[:, rest].sum(axis=1))
+    return rows, np.array(values).reshape(len(rows), len(shares.depths))
+
+
+def share_difference(shares: DepthShares, chart_categories: list[str], name_a: str, name_b: str) -> plt.Figure:
+    """B minus A per category (rows, top = top of the charts' stack) on the common depth grid (columns);
+    grey: no value (outside a run's depth range)."""
+    categories, diff = difference_rows(shares, chart_categories)
+    n_cat, n_depth = len(categories), len(shares.depths)
     fig, ax = plt.subplots(figsize=(max(9.0, min(0.35 * n_depth + 4, 18)), max(3.0, 0.32 * n_cat + 1.8)))
-    diff = shares.difference.T[::-1]  # top row: the top of the stack
+    diff = diff[::-1]
     if n_cat and n_depth:
         limit = float(np.nanmax(np.abs(diff))) if not np.isnan(diff).all() else 1.0
         limit = max(limit, 1.0)
-        cmap = plt.get_cmap("RdBu_r").copy()
-        cmap.set_bad("#dddddd")
+        cmap = plt.get_cmap("RdBu_r").with_extremes(bad="#dddddd")
         image = ax.imshow(np.ma.masked_invalid(diff), aspect="auto", cmap=cmap,
                           norm=TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit), interpolation="nearest")
         fig.colorbar(image, ax=ax, label=f"{name_b} minus {name_a} (percentage points)", fraction=0.04, pad=0.02)
@@ -85,7 +100,7 @@ def share_difference(shares: DepthShares, name_a: str, name_b: str) -> plt.Figur
         ax.set_xticks(range(0, n_depth, step))
         ax.set_xticklabels([f"{d:.2f}" for d in shares.depths[::step]], rotation=90, fontsize=8)
         ax.set_yticks(range(n_cat))
-        ax.set_yticklabels(shares.categories[::-1], fontsize=9)
+        ax.set_yticklabels(categories[::-1], fontsize=9)
     else:
         ax.text(0.5, 0.5, "no labelled captions", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("relative depth (the union of both runs' layer depths)")

@@ -116,7 +116,7 @@ def compare_figures(c: Comparison, min_share_percent: float) -> dict:
     return {
         "compare_category_share": compare_plots.shares_side_by_side(c.a, c.b, categories, values_a, values_b,
                                                                     c.colours),
-        "compare_share_difference": compare_plots.share_difference(c.depth, c.a.name, c.b.name),
+        "compare_share_difference": compare_plots.share_difference(c.depth, categories, c.a.name, c.b.name),
         "compare_entropy": compare_plots.entropy_overlay(c.a, c.b),
     }
 
