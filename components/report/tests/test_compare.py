@@ -263,3 +263,43 @@ def test_a_run_the_caption_step_made_is_compared_by_the_fallback_naming(tmp_path
     assert sum(row[1] >= 0 for row in data["rows"]) == 6
     assert r.metrics["compare_images_only_a"] == 1 and r.metrics["compare_images_only_b"] == 1
     assert "tiny-random" in r.html and "not recorded in these captions" in r.html
+
+
+# ------------------------------------------------------------------ edges
+
+def test_interpolation_leaves_gaps_next_to_a_layer_without_labels():
+    import numpy as np
+
+    from latent_verbalizer.components.report.depth_shares import at_depths
+
+    values = np.array([[np.nan], [100.0]])  # layer 0 has no labels
+    got, exact = at_depths([0.5, 1.0], [0, 1], values, [0.25, 0.5, 0.75, 1.0])
+    assert np.isnan(got[:3, 0]).all() and got[3, 0] == 100.0
+    assert exact == [None, 0, None, 1]
+
+
+def test_runs_without_shared_images_or_with_one_model_name_are_told_apart(tmp_path):
+    params = {"model": "same-model", "precision": "fp32"}
+    a = _run(tmp_path / "a", [("x0", 0, "a dog"), ("x0", 1, "a dog")], params)
+    b = _run(tmp_path / "b", [("y0", 0, "a car"), ("y0", 1, "a red ball")], params)
+    r = build_compare_report(a, b, str(tmp_path / "o"))
+    assert "the runs share no image" in r.html and "the runs share no image" in r.markdown
+    data = embedded_data(r.html, "compare-data")
+    assert data["keys"] == [] and [run["name"] for run in data["runs"]] == ["same-model (A)", "same-model (B)"]
+
+
+def test_runs_on_s3(hand_runs, s3_bucket, tmp_path):
+    from latent_verbalizer.components.common import storage
+
+    a, b = hand_runs
+    for local, name in ((a, "run-a"), (b, "run-b")):
+        for root, _, files in os.walk(local):
+            for f in files:
+                path = os.path.join(root, f)
+                storage.write_bytes(f"{s3_bucket}/runs/{name}/{os.path.relpath(path, local)}", open(path, "rb").read())
+    r = build_compare_report(f"{s3_bucket}/runs/run-a", f"{s3_bucket}/runs/run-b", f"{s3_bucket}/compare")
+    assert r.metrics["compare_images_shared"] == 1
+    assert storage.read_bytes(f"{s3_bucket}/compare/report.html").decode() == r.html
+    assert f"{s3_bucket}/compare/compare_shares.csv" in storage.list_uris(f"{s3_bucket}/compare")
+    with pytest.raises(FileNotFoundError, match=f"RUN_B {s3_bucket}/runs/none has no captions/<shard>/captions.parquet"):
+        build_compare_report(f"{s3_bucket}/runs/run-a", f"{s3_bucket}/runs/none", f"{s3_bucket}/x")
