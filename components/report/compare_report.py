@@ -32,7 +32,7 @@ from .compare_page import (
 )
 from .depth_shares import INTERPOLATION_NOTE, compare_shares, grouped_for_charts
 from .page import page
-from .report_outputs import ReportResult, input_warnings, share_warnings, write_csv, write_page_files
+from .report_outputs import ReportResult, write_csv, write_page_files
 from .run_view import RunView, load_run
 from .summary import metric_text
 from .thumbnails import ShardImages, read_shard_images
@@ -60,11 +60,8 @@ def build_compare_report(run_a: str, run_b: str, out_uri: str, images_pattern: s
     c = compare_runs(a, b, min_share_percent)
     if images_pattern:
         c.images = read_shard_images(images_pattern, set(c.shared_keys), thumbnail_px, max_thumbnails)
+        c.warnings += thumbnail_warnings(c, images_pattern, max_thumbnails)
     files = write_compare_files(out_uri, c)
-    for run in (a, b):
-        c.warnings += [f"{run.name}: {w}" for w in share_warnings(run.shares) + input_warnings(run.grid, None, None, None)]
-    if c.images is not None:
-        c.warnings += input_warnings_shared(c, images_pattern, max_thumbnails)
     metrics = compare_metrics(c)
     markdown = compare_markdown(c, metrics, standalone=True)
     report_params = compare_parameters(min_share_percent)
@@ -134,7 +131,7 @@ def write_compare_files(out_uri: str, c: Comparison) -> dict[str, str]:
     return files
 
 
-def input_warnings_shared(c: Comparison, images_pattern: str | None, max_thumbnails: int | None) -> list[str]:
+def thumbnail_warnings(c: Comparison, images_pattern: str | None, max_thumbnails: int | None) -> list[str]:
     images: ShardImages = c.images
     missing = [k for k in c.shared_keys if k not in images.thumbnails and k not in dict(images.unreadable)]
     out = []

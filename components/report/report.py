@@ -105,6 +105,7 @@ def compare_this_run(inputs: ReportInputs, grid: CaptionGrid, stats: LayerStats,
         raise ValueError(f"{role} {other}: a comparison needs this run's labels too; pass --labels and --aggregate")
     name_a, name_b = names or (None, None)
     this = run_view_of(inputs, "this run", "this run", name_a, stats=stats, grid=grid)
+    this.warnings = []  # this run's own warnings are on its page already
     comparison = compare.compare_runs(this, load_run(other, role, name_b), min_share_percent)
     comparison.images = images  # this run's thumbnails: the shared images are among them
     return comparison

@@ -11,6 +11,7 @@ from .inputs import ReportInputs, load_inputs
 from .layer_naming import LayerNaming, layer_naming
 from .layer_stats import CaptionGrid, LayerStats, compute_layer_stats
 from .precision import CaptionPrecision, caption_precision
+from .report_outputs import input_warnings, share_warnings
 from .run_tables import find_run_tables
 
 
@@ -57,9 +58,11 @@ def run_view_of(inputs: ReportInputs, role: str, source: str, name: str | None =
     stats = stats or compute_layer_stats(grid)
     naming = layer_naming(inputs.provenance.get("captions") or [], grid.layers, f"{role} {source} captions")
     shares = cat.share_matrix(inputs.categorized.aggregate, grid.layers)
-    return RunView(role=role, name=name or naming.model or role, source=source, inputs=inputs, grid=grid, stats=stats,
+    view = RunView(role=role, name=name or naming.model or role, source=source, inputs=inputs, grid=grid, stats=stats,
                    labels=label_view(inputs.categorized), shares=shares,
                    precision=caption_precision(inputs.provenance["captions"]), naming=naming)
+    view.warnings = [f"{view.name}: {w}" for w in share_warnings(shares) + input_warnings(grid, None, None, None)]
+    return view
 
 
 def load_run(run: str, role: str, name: str | None = None) -> RunView:

@@ -303,3 +303,21 @@ def test_runs_on_s3(hand_runs, s3_bucket, tmp_path):
     assert f"{s3_bucket}/compare/compare_shares.csv" in storage.list_uris(f"{s3_bucket}/compare")
     with pytest.raises(FileNotFoundError, match=f"RUN_B {s3_bucket}/runs/none has no captions/<shard>/captions.parquet"):
         build_compare_report(f"{s3_bucket}/runs/run-a", f"{s3_bucket}/runs/none", f"{s3_bucket}/x")
+
+
+def test_a_layer_without_labels_is_a_gap_and_a_warning(hand_runs, tmp_path):
+    a, _ = hand_runs
+    rows = [("k1", 0, "a dog"), ("k1", 1, "zzz"), ("k1", 2, "a car")]
+    table = caption_rows(rows)
+    b = str(tmp_path / "gappy")
+    write_captions(b, table, blip_parameters(3))
+    write_labels(b, table, [("a dog", [("a dog", ["animal"])], "ok"), ("zzz", [], "unparseable"),
+                            ("a car", [("a car", ["object"])], "ok")], CATEGORY_MAP)
+    r = build_compare_report(a, b, str(tmp_path / "o"))
+    assert "hf:tiny-blip: no valid labels at layer 1 (shown as gaps)" in r.html
+    with open(tmp_path / "o" / "compare_shares.csv") as f:
+        got = {(float(row["relative_depth"]), row["category"]): row for row in csv.DictReader(f)}
+    # B's depth 2/3 has no labels: no value there, and none interpolated next to it (A's 0.5 .. 1.0 has values)
+    two_thirds = round(2 / 3, 9)  # the CSV's depths carry 9 digits
+    assert got[(two_thirds, "animal")]["share_b_percent"] == "" and got[(two_thirds, "animal")]["share_a_percent"] != ""
+    assert got[(0.5, "animal")]["share_b_percent"] == "" and got[(1.0, "object")]["share_b_percent"] == "100.0"
