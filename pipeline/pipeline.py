@@ -92,6 +92,7 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
         categorize_gpus: str = "8",
         categorize_batch_size: str = "auto",
         categorize_max_answer_parts: int = 0,
+        report_compare_prefix: str = "",
         gpu_accelerator_type: str = "nvidia.com/gpu",
         gpu_node_selector: dict = {},
         gpu_tolerations: list = DEFAULT_TOLERATIONS,
@@ -115,6 +116,7 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
             categorize_gpus: GPUs for the labelling step, a whole number >= 1, e.g. 8 (sharded or replicated as the model's size requires).
             categorize_batch_size: captions per generation batch, or 'auto'.
             categorize_max_answer_parts: 0 (the study's method): each caption alone bounds its answer; N: at most N parts per answer (cheaper; recorded in the labels' metadata).
+            report_compare_prefix: empty (default), or the storage prefix of a finished run to compare this one with (s3://bucket/runs/<run id>): the report then also shows both runs' category shares on relative depth, their difference, entropy, and both captions of the images both share.
             gpu_accelerator_type: Kubernetes GPU resource name, e.g. nvidia.com/gpu.
             gpu_node_selector: node labels for GPU steps, e.g. {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}.
             gpu_tolerations: tolerations of the GPU steps (JSON list of Kubernetes tolerations).
@@ -146,7 +148,7 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
                                  batch_size=categorize_batch_size,
                                  max_answer_parts=categorize_max_answer_parts).set_display_name("categorize")
         reported = report_op(captions=dsl.Collected(captioned.outputs["captions"]), labels=labelled.outputs["labels"],
-                             shards=shards, **where).set_display_name("report")
+                             shards=shards, compare_prefix=report_compare_prefix, **where).set_display_name("report")
         # KFP's cache is off for every step: its key covers parameters, not the bulk data the steps'
         # small manifests point at (a cached step could point at deleted or overwritten data). Reuse
         # comes from the manifests instead: a step whose committed manifest exists with the same

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..common.contracts import part_category
 from .inputs import CategorizeOutput
+from .layer_naming import LayerNaming
 from .layer_stats import CaptionGrid, LayerStats
 from .thumbnails import ShardImages
 
@@ -81,7 +82,7 @@ def caption_spans(caption: str, parts: list[dict], category_index: dict[str, int
 
 
 def browser_data(grid: CaptionGrid, stats: LayerStats, labels: LabelView, categories: list[str],
-                 colours: dict[str, str], images: ShardImages | None) -> dict:
+                 colours: dict[str, str], images: ShardImages | None, naming: LayerNaming | None = None) -> dict:
     category_index = {c: i for i, c in enumerate(categories)}
     label_index: dict[str, int] = {}
     caption_number: dict[str, int] = {}
@@ -110,6 +111,7 @@ def browser_data(grid: CaptionGrid, stats: LayerStats, labels: LabelView, catego
     shard_index = {s: i for i, s in enumerate(shard_names)}
     return {
         "layers": grid.layers,
+        "layerLabels": [naming.describe(layer) for layer in grid.layers] if naming else None,
         "categories": categories,
         "colours": [colours[c] for c in categories],
         "labelSets": list(label_index),

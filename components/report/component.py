@@ -16,6 +16,7 @@ def build_report_page(
     metrics: Output[Metrics],
     storage_root: str = "",
     run_id: str = "",
+    compare_prefix: str = "",
 ):
     """Show what each layer sees: category shares per layer, entropy, distance to the final caption, an image browser.
 
@@ -26,6 +27,7 @@ def build_report_page(
         storage_root: with an empty storage_prefix, bulk data goes under <storage_root>/<run_id>.
         run_id: the pipeline run's id (dsl.PIPELINE_JOB_ID_PLACEHOLDER): each run's own prefix.
         shards: the shard pattern (for thumbnails in the image browser).
+        compare_prefix: empty (default), or a second finished run's storage prefix: the page also compares this run with it.
         report: the self-contained HTML report.
         summary: a short Markdown summary.
         metrics: headline numbers.
@@ -46,7 +48,8 @@ def build_report_page(
     with open(labels.path) as f:
         pointer = json.load(f)
     result = build_report(caption_uris, pointer["labels"], pointer["aggregate"], storage.join(storage_prefix, "report"),
-                          images_pattern=shards or None)
+                          images_pattern=shards or None, compare_with=compare_prefix.strip() or None,
+                          compare_role="report_compare_prefix")
     with open(report.path, "w", encoding="utf-8") as f:
         f.write(result.html)
     with open(summary.path, "w", encoding="utf-8") as f:

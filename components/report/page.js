@@ -106,7 +106,9 @@
       if (hit) { tr.className = "hit"; }
       if (j === L - 1) { tr.className += " final"; }
       tr.setAttribute("data-layer", D.layers[j]);
-      tr.appendChild(text("td", `L${D.layers[j]}`, "n"));
+      const lab = text("td", `L${D.layers[j]}`, "n");
+      if (D.layerLabels) { lab.title = D.layerLabels[j]; }
+      tr.appendChild(lab);
       const td = text("td", null, "c");
       td.appendChild(captionNode(ci));
       tr.appendChild(td);
@@ -138,7 +140,7 @@
     document.querySelectorAll(".pageinfo").forEach((p) => { p.textContent = pl; });
     document.querySelectorAll(".prev").forEach((b) => { b.disabled = state.page <= 0; });
     document.querySelectorAll(".next").forEach((b) => { b.disabled = state.page >= pages - 1; });
-    document.querySelectorAll(".chip").forEach((c) => {
+    el("legend").querySelectorAll(".chip").forEach((c) => {
       c.classList.toggle("on", Number(c.getAttribute("data-cat")) === state.cat);
     });
     window.__lverb.lastRenderMs = performance.now() - t0;
@@ -191,7 +193,11 @@
       });
       el("legend").appendChild(chip);
     });
-    D.layers.forEach((l, i) => { const o = text("option", `layer ${l}`); o.value = String(i); ls.appendChild(o); });
+    D.layers.forEach((l, i) => {
+      const o = text("option", D.layerLabels ? `layer ${l}: ${D.layerLabels[i]}` : `layer ${l}`);
+      o.value = String(i);
+      ls.appendChild(o);
+    });
     readHash();
     el("search").value = state.q; cs.value = String(state.cat); ls.value = String(state.layer);
     el("size").value = String(state.size);

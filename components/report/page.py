@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 import json
 import math
+from dataclasses import dataclass
 from html import escape
 
-from .page_assets import page_css, page_js
+from .page_assets import page_css
 
 # No network at all: a page opened from an S3 console or KFP's artifact viewer fetches nothing.
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
@@ -61,28 +62,7 @@ def cards(items: list[tuple[str, str]]) -> str:
     ) + "</div>"
 
 
-def page(*, title: str, subtitle: str, headline: list[tuple[str, str]], sections: list[tuple[str, str, str]],
-         browser_data: dict, warnings: list[str], method_note: str = "", method_deviation: bool = False) -> str:
-    """``sections``: (id, heading, inner HTML already escaped) placed before the image browser.
-    ``method_note``: a line under the title on how the captions were made (e.g. their precision);
-    ``method_deviation`` marks it as a deviation from the study's method."""
-    nav = "".join(f'<a href="#{escape(sid)}">{escape(h)}</a>' for sid, h, _ in sections if sid != "run")
-    nav += '<a href="#browser">Images</a><a href="#run">How this run was made</a>'
-    warn = "".join(f'<div class="warn">{escape(w)}</div>' for w in warnings)
-    method = ""
-    if method_note:
-        marker = '<strong>Method deviation:</strong> ' if method_deviation else ""
-        method = (f'<p id="method" class="method{" deviation" if method_deviation else ""}">'
-                  f'{marker}{escape(method_note)}</p>')
-    body = []
-    for sid, heading, inner in sections:
-        if sid == "run":
-            continue
-        body.append(f'<section id="{escape(sid)}"><h2>{escape(heading)}</h2>{inner}</section>')
-    run = next((inner for sid, _, inner in sections if sid == "run"), "")
-    browser = """
-<section id="browser"><h2>Images</h2>
-<p class="note">Every layer's caption of each image; caption parts are coloured by category (hover for the labels).
+SINGLE_BROWSER = """<p class="note">Every layer's caption of each image; caption parts are coloured by category (hover for the labels).
 Right columns: caption entropy (bits per token) and token F1 against the last layer's caption.
 Search matches caption text and image keys; click a category to filter; the address bar keeps the view (#q=...).</p>
 <div class="controls">
@@ -96,8 +76,37 @@ Search matches caption text and image keys; click a category to filter; the addr
 <div class="legend" id="legend"></div>
 <div class="pager"><button class="prev" type="button">&larr; prev</button><span class="pageinfo"></span><button class="next" type="button">next &rarr;</button></div>
 <div id="results"></div>
-<div class="pager"><button class="prev" type="button">&larr; prev</button><span class="pageinfo"></span><button class="next" type="button">next &rarr;</button></div>
-</section>"""
+<div class="pager"><button class="prev" type="button">&larr; prev</button><span class="pageinfo"></span><button class="next" type="button">next &rarr;</button></div>"""
+
+
+@dataclass
+class PageScript:
+    """Data embedded as JSON (``<script type="application/json" id=data_id>``) and the module script reading it."""
+
+    data_id: str
+    data: dict
+    js: str
+
+
+def method_line(note: str, deviation: bool, elem_id: str = "method") -> str:
+    """A line under the title on how captions were made; a deviation from the study's method is marked."""
+    marker = '<strong>Method deviation:</strong> ' if deviation else ""
+    return f'<p id="{escape(elem_id)}" class="method{" deviation" if deviation else ""}">{marker}{escape(note)}</p>'
+
+
+def page(*, title: str, subtitle: str, headline: list[tuple[str, str]], sections: list[tuple[str, str, str]],
+         warnings: list[str], scripts: list[PageScript], method_notes: list[tuple[str, bool]] = ()) -> str:
+    """``sections``: (id, heading, inner HTML already escaped), in page order (the nav lists them).
+    ``method_notes``: (text, deviation) lines under the title on how the captions were made."""
+    nav = "".join(f'<a href="#{escape(sid)}">{escape(h)}</a>' for sid, h, _ in sections)
+    warn = "".join(f'<div class="warn">{escape(w)}</div>' for w in warnings)
+    method = "".join(method_line(note, deviation, "method" if i == 0 else f"method-{i + 1}")
+                     for i, (note, deviation) in enumerate(method_notes) if note)
+    body = "".join(f'<section id="{escape(sid)}"><h2>{escape(heading)}</h2>{inner}</section>'
+                   for sid, heading, inner in sections)
+    data = "".join(f'<script type="application/json" id="{escape(s.data_id)}">{json_for_script(s.data)}</script>'
+                   for s in scripts)
+    code = "".join(f'<script type="module">{s.js}</script>' for s in scripts)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
@@ -110,11 +119,9 @@ Search matches caption text and image keys; click a category to filter; the addr
 <main>
 {warn}
 {cards(headline)}
-{''.join(body)}
-{browser}
-<section id="run"><h2>How this run was made</h2>{run}</section>
+{body}
 </main>
-<script type="application/json" id="report-data">{json_for_script(browser_data)}</script>
-<script type="module">{page_js()}</script>
+{data}
+{code}
 </body></html>
 """

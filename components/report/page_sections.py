@@ -9,9 +9,12 @@ from html import escape
 
 from . import categories as cat
 from .browser_data import LabelView, browser_data
+from .compare_page import Comparison, compare_script, compare_sections
 from .inputs import ReportInputs
+from .layer_naming import LayerNaming
 from .layer_stats import CaptionGrid, LayerStats
-from .page import page, svg_img, table
+from .page import SINGLE_BROWSER, PageScript, page, svg_img, table
+from .page_assets import page_js
 from .precision import CaptionPrecision
 from .provenance_view import find_skipped, provenance_html
 from .summary import layer_rows, metric_text, status_text
@@ -36,6 +39,8 @@ class ReportContent:
     precision: CaptionPrecision
     warnings: list[str]
     report_params: list[tuple[str, str]]
+    naming: LayerNaming
+    comparison: Comparison | None = None   # a second run to compare this one with (its sections follow the browser)
 
 
 def headline_cards(content: ReportContent) -> list[tuple[str, str]]:
@@ -99,7 +104,7 @@ def distance_section(content: ReportContent) -> tuple[str, str, str]:
                                             'corpus BLEU-4 and CIDEr-D' if with_refs else
                                             ' (no reference captions in the inputs: pass --images with shards carrying '
                                             'json captions for BLEU/CIDEr against them)') + '.</p>')
-    rows = layer_rows(content.stats, content.shares)
+    rows = layer_rows(content.stats, content.shares, content.naming)
     return ("distance", "Distance to the final caption",
             note + svg_img(content.svgs["distance_to_final"], "distance to the final caption", "chart-distance")
             + svg_img(content.svgs["stays_close"], "first layer a caption stays close", "chart-settle")
@@ -114,6 +119,7 @@ def run_section(content: ReportContent) -> tuple[str, str, str]:
         ("caption rows", f"{int((grid.rows >= 0).sum()):,}"),
         ("stop reasons", ", ".join(f"{k}: {v:,}" for k, v in Counter(grid.stops).most_common())),
         ("caption precision", content.precision.text),
+        ("layer naming", content.naming.source_text()),
     ]
     if inputs.categorized is not None:
         counts.append(("labels rows (distinct captions)", f"{inputs.categorized.labels.num_rows:,}"))
@@ -142,13 +148,22 @@ def subtitle(content: ReportContent) -> str:
 
 def report_html(content: ReportContent) -> str:
     sections = [categories_section(content), entropy_section(content), distance_section(content),
-                run_section(content)]
+                ("browser", "Images", SINGLE_BROWSER)]
     chart, shares = content.chart, content.shares
     # the browser lists the table's categories, not the chart's "other" group
     browser_categories = [c for c in content.colours if chart is None or c not in chart.categories
                           or c in shares.categories]
     data = browser_data(content.grid, content.stats, content.labels, browser_categories, content.colours,
-                        content.images)
+                        content.images, content.naming)
+    scripts = [PageScript("report-data", data, page_js())]
+    notes = [(content.precision.text, content.precision.deviation)]
+    comparison = content.comparison
+    if comparison is not None:
+        sections += compare_sections(comparison)
+        scripts.append(compare_script(comparison))
+        other = comparison.b
+        notes.append((f"compared with {other.name} ({other.source}): {other.precision.text}",
+                      other.precision.deviation))
+    sections.append(run_section(content))
     return page(title=content.title, subtitle=subtitle(content), headline=headline_cards(content), sections=sections,
-                browser_data=data, warnings=content.warnings, method_note=content.precision.text,
-                method_deviation=content.precision.deviation)
+                warnings=content.warnings, scripts=scripts, method_notes=notes)

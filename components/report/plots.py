@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .categories import ShareMatrix  # noqa: E402
+from .layer_naming import LayerNaming  # noqa: E402
 from .layer_stats import LayerStats  # noqa: E402
 
 plt.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "lverb-report", "font.size": 11})
@@ -18,23 +19,32 @@ plt.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "lverb-report", "fo
 LAYER_AXIS = "layer (0 = first residual block)"
 
 
-def _layer_axis(ax, layers: list[int]) -> None:
-    ax.set_xlabel(LAYER_AXIS)
+def _layer_axis(ax, layers: list[int], naming: LayerNaming | None = None) -> None:
+    """The layer axis by the model's own numbering (``naming``; default: 0-based blocks), with the
+    relative depth (k + 1) / N on a second axis at the top."""
+    ax.set_xlabel(naming.axis_title() if naming else LAYER_AXIS)
     if len(layers) <= 32:
         ax.set_xticks(layers)
+        if naming and naming.recorded:
+            ax.set_xticklabels([naming.label(layer).rsplit(" ", 1)[-1] for layer in layers])
     if len(layers) > 1:
         ax.set_xlim(layers[0], layers[-1])
     ax.grid(True, color="#999999", linewidth=0.6, alpha=0.6)
+    if naming is not None:
+        n = naming.n_layers
+        top = ax.secondary_xaxis("top", functions=(lambda k: (k + 1) / n, lambda d: d * n - 1))
+        top.set_xlabel("relative depth ((k + 1) / N)", fontsize=9)
+        top.tick_params(labelsize=8)
 
 
-def category_share(matrix: ShareMatrix, colours: dict[str, str]) -> plt.Figure:
+def category_share(matrix: ShareMatrix, colours: dict[str, str], naming: LayerNaming | None = None) -> plt.Figure:
     """Stacked area of category share per layer; legend listed top-down as the areas."""
     fig, ax = plt.subplots(figsize=(14, 6))
     x = np.asarray(matrix.layers, dtype=float)
     if not matrix.categories:
         ax.text(0.5, 0.5, "no labelled captions", ha="center", va="center", transform=ax.transAxes)
         ax.set_ylim(0, 100)
-        _layer_axis(ax, matrix.layers)
+        _layer_axis(ax, matrix.layers, naming)
         fig.tight_layout()
         return fig
     values = matrix.values
@@ -61,7 +71,7 @@ def category_share(matrix: ShareMatrix, colours: dict[str, str]) -> plt.Figure:
         for i in np.flatnonzero(missing):
             ax.axvspan(x[i] - 0.5, x[i] + 0.5, facecolor="#eeeeee", hatch="//", edgecolor="#bbbbbb", linewidth=0)
             ax.text(x[i], 50, "no labels", rotation=90, ha="center", va="center", fontsize=9, color="#555555")
-        _layer_axis(ax, matrix.layers)
+        _layer_axis(ax, matrix.layers, naming)
     ax.set_ylim(0, 100)
     ax.set_ylabel("mean share of caption parts (%)")
     # legend top-down = areas top-down
@@ -71,7 +81,7 @@ def category_share(matrix: ShareMatrix, colours: dict[str, str]) -> plt.Figure:
     return fig
 
 
-def entropy(stats: LayerStats) -> plt.Figure:
+def entropy(stats: LayerStats, naming: LayerNaming | None = None) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(9, 4.5))
     x = np.asarray(stats.layers, dtype=float)
     spread = {k: np.asarray(v, dtype=float) for k, v in stats.entropy.items()}
@@ -81,7 +91,7 @@ def entropy(stats: LayerStats) -> plt.Figure:
     ax.plot(x, spread["mean"], color="#d62728", marker="o", markersize=3.5, linewidth=1.6, label="mean")
     ax.set_ylabel("caption entropy (bits per token)")
     ax.set_ylim(bottom=0)
-    _layer_axis(ax, stats.layers)
+    _layer_axis(ax, stats.layers, naming)
     if len(x) == 1:
         ax.set_xlim(x[0] - 1, x[0] + 1)
     ax.legend(frameon=False, fontsize=9)
@@ -89,7 +99,7 @@ def entropy(stats: LayerStats) -> plt.Figure:
     return fig
 
 
-def distance_to_final(stats: LayerStats) -> plt.Figure:
+def distance_to_final(stats: LayerStats, naming: LayerNaming | None = None) -> plt.Figure:
     with_refs = stats.cider_to_refs is not None
     fig, axes = plt.subplots(1, 2 if with_refs else 1, figsize=(13 if with_refs else 9, 4.5), squeeze=False)
     x = np.asarray(stats.layers, dtype=float)
@@ -99,7 +109,7 @@ def distance_to_final(stats: LayerStats) -> plt.Figure:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("agreement with the last layer's caption")
     ax.set_title("each layer's caption vs the last layer's", fontsize=11)
-    _layer_axis(ax, stats.layers)
+    _layer_axis(ax, stats.layers, naming)
     ax.legend(frameon=False, fontsize=9, loc="upper left")
     if with_refs:
         ax = axes[0, 1]
@@ -111,7 +121,7 @@ def distance_to_final(stats: LayerStats) -> plt.Figure:
         ax2.set_ylabel("CIDEr-D")
         ax2.set_ylim(bottom=0)
         ax.set_title(f"vs reference captions ({stats.n_with_refs} images)", fontsize=11)
-        _layer_axis(ax, stats.layers)
+        _layer_axis(ax, stats.layers, naming)
         bleu_handles, bleu_labels = ax.get_legend_handles_labels()
         cider_handles, cider_labels = ax2.get_legend_handles_labels()
         ax.legend(bleu_handles + cider_handles, bleu_labels + cider_labels, frameon=False, fontsize=9, loc="upper left")
@@ -122,7 +132,7 @@ def distance_to_final(stats: LayerStats) -> plt.Figure:
     return fig
 
 
-def stays_close(stats: LayerStats) -> plt.Figure:
+def stays_close(stats: LayerStats, naming: LayerNaming | None = None) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(9, 4.5))
     layers = stats.layers
     settled = [v for v in stats.stays_close if v is not None]
@@ -135,7 +145,7 @@ def stays_close(stats: LayerStats) -> plt.Figure:
     ax.set_ylim(0, 100)
     ax.set_title(f"first layer from which the caption stays close to the final one (token F1 >= {stats.close_threshold:g})",
                  fontsize=11)
-    _layer_axis(ax, layers)
+    _layer_axis(ax, layers, naming)
     if len(layers) == 1:
         ax.set_xlim(layers[0] - 1, layers[0] + 1)
     else:

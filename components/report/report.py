@@ -9,30 +9,32 @@ Files written under ``out_uri`` (a folder or an ``s3://``/``minio://`` prefix)::
     category_share.csv      the per-layer category table the chart is drawn from
     layer_stats.csv         per-layer entropy / distance numbers
     plots/{category_share,entropy,distance_to_final,stays_close}.{png,svg}
+
+Given a second run (``compare_with``), the page also compares this run (A) with it (B), and the
+comparison's files are written too (``compare_report``: compare_shares.csv, plots/compare_*).
 """
 
 from __future__ import annotations
 
-import csv
 import datetime
-import io
-import json
 import logging
-import math
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..common import storage
 from ..common.version import __version__
 from . import categories as cat
+from . import compare_report as compare
 from . import plots
 from .browser_data import LabelView, label_view
 from .inputs import ReportInputs, load_inputs
+from .layer_naming import LayerNaming, layer_naming
 from .layer_stats import CaptionGrid, LayerStats, compute_layer_stats
 from .page_sections import ReportContent, report_html
 from .precision import caption_precision
+from .report_outputs import ReportResult, input_warnings, share_warnings, write_csv, write_page_files
+from .run_view import load_run, run_view_of
 from .summary import headline_metrics, layer_rows, summary_markdown
 from .thumbnails import ShardImages, read_shard_images
 
@@ -41,18 +43,11 @@ log = logging.getLogger("lverb.report")
 SHARE_COLUMNS = ["layer", "category", "share_percent", "n_captions"]
 
 
-@dataclass
-class ReportResult:
-    metrics: dict[str, float]     # headline numbers, all finite floats (KFP Metrics)
-    markdown: str                 # short summary (KFP Markdown)
-    html: str                     # the page itself (KFP HTML)
-    files: dict[str, str] = field(default_factory=dict)  # name -> URI written
-
-
 def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggregate_uri: str | None,
                  out_uri: str, images_pattern: str | None = None, *, close_f1: float = 0.5,
                  min_share_percent: float = 5.0, thumbnail_px: int = 96, max_thumbnails: int | None = None,
-                 title: str = "What each layer sees") -> ReportResult:
+                 title: str = "What each layer sees", compare_with: str | None = None,
+                 compare_role: str = "--compare-with", names: tuple[str | None, str | None] | None = None) -> ReportResult:
     """Read the tables, write the report under ``out_uri``, return metrics, Markdown and HTML.
 
     ``labels_uri`` and ``aggregate_uri``: the categorize step's two tables (both or neither);
@@ -60,6 +55,9 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
     ``close_f1``: token F1 to the last layer's caption above which a caption counts as close.
     ``min_share_percent``: categories never reaching this share in any layer are drawn as one
     "other" area (the table keeps them all).
+    ``compare_with``: a second finished run's storage prefix (folder or s3://): the page also compares
+    this run (A) with it (B); ``compare_role`` names it in errors (the pipeline: its parameter's name).
+    ``names``: display names of this run and the other (default: their models' names).
     """
     started = time.perf_counter()
     inputs = load_inputs(captions_uris, labels_uri, aggregate_uri)
@@ -73,14 +71,24 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
     precision = caption_precision(inputs.provenance["captions"])
     warnings = share_warnings(shares) + input_warnings(grid, images, images_pattern, max_thumbnails)
     metrics = headline_metrics(grid, stats, labels if inputs.categorized else None, shares)
+    naming = layer_naming(inputs.provenance["captions"], grid.layers)
+    comparison = None
+    if compare_with:
+        comparison = compare_this_run(inputs, grid, stats, images, compare_with, compare_role, names,
+                                      min_share_percent)
+        warnings += comparison.warnings
 
-    svgs, files = write_plots(out_uri, stats, chart, colours)
-    files.update(write_tables(out_uri, stats, shares))
+    svgs, files = write_plots(out_uri, stats, chart, colours, naming)
+    files.update(write_tables(out_uri, stats, shares, naming))
     markdown = summary_markdown(metrics, stats, shares, labels if inputs.categorized else None, precision, warnings)
+    if comparison is not None:
+        files.update(compare.write_compare_files(out_uri, comparison))
+        metrics.update(compare.compare_metrics(comparison))
+        markdown += "\n" + compare.compare_markdown(comparison, metrics, standalone=False)
     html = report_html(ReportContent(
         title=title, inputs=inputs, grid=grid, stats=stats, labels=labels, shares=shares, chart=chart,
         colours=colours, svgs=svgs, metrics=metrics, images=images, precision=precision, warnings=warnings,
-        report_params=report_parameters(close_f1, min_share_percent),
+        report_params=report_parameters(close_f1, min_share_percent), naming=naming, comparison=comparison,
     ))
     files.update(write_page_files(out_uri, markdown, metrics, html))
     log.info("report: %d images x %d layers -> %s (%.1f MB HTML) in %.1fs", len(grid.image_keys), len(grid.layers),
@@ -89,6 +97,19 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
 
 
 # ------------------------------------------------------------------ steps
+
+def compare_this_run(inputs: ReportInputs, grid: CaptionGrid, stats: LayerStats, images: ShardImages | None,
+                     other: str, role: str, names: tuple[str | None, str | None] | None, min_share_percent: float):
+    """This run (A, the tables just read) against a second finished run (B, from its storage prefix)."""
+    if inputs.categorized is None:
+        raise ValueError(f"{role} {other}: a comparison needs this run's labels too; pass --labels and --aggregate")
+    name_a, name_b = names or (None, None)
+    this = run_view_of(inputs, "this run", "this run", name_a, stats=stats, grid=grid)
+    this.warnings = []  # this run's own warnings are on its page already
+    comparison = compare.compare_runs(this, load_run(other, role, name_b), min_share_percent)
+    comparison.images = images  # this run's thumbnails: the shared images are among them
+    return comparison
+
 
 def read_images(pattern: str | None, grid: CaptionGrid, inputs: ReportInputs, thumbnail_px: int,
                 max_thumbnails: int | None) -> ShardImages | None:
@@ -113,39 +134,6 @@ def category_colours(shares: cat.ShareMatrix | None, chart: cat.ShareMatrix | No
     return colours
 
 
-def share_warnings(shares: cat.ShareMatrix | None) -> list[str]:
-    if shares is None:
-        return []
-    warnings = []
-    sums = shares.layer_sums()
-    off = [(layer, s) for layer, s in zip(shares.layers, sums) if not math.isnan(s) and abs(s - 100) > 0.5]
-    if off:
-        warnings.append("category shares do not sum to 100% at layers " + ", ".join(
-            f"{layer} ({s:.1f}%)" for layer, s in off[:8]) + ": the aggregate table is incomplete")
-    empty = [layer for layer, s in zip(shares.layers, sums) if math.isnan(s)]
-    if empty and shares.categories:
-        warnings.append(f"no valid labels at layer{'s' if len(empty) > 1 else ''} "
-                        + ", ".join(map(str, empty)) + " (shown as gaps)")
-    return warnings
-
-
-def input_warnings(grid: CaptionGrid, images: ShardImages | None, images_pattern: str | None,
-                   max_thumbnails: int | None) -> list[str]:
-    warnings = []
-    if grid.duplicates:
-        warnings.append(f"{grid.duplicates} (image, layer) rows appear more than once in the captions; "
-                        "the first was kept")
-    if images and images.unreadable:
-        n_bad = len(images.unreadable)
-        warnings.append(f"{n_bad} image{'s' if n_bad != 1 else ''} could not be read for thumbnails: "
-                        + ", ".join(key for key, _ in images.unreadable[:10]))
-    if images and len(images.thumbnails) < len(grid.image_keys) and max_thumbnails is None:
-        missing = len(grid.image_keys) - len(images.thumbnails) - len(images.unreadable)
-        if missing:
-            warnings.append(f"{missing} images of the captions were not found in the shards {images_pattern}")
-    return warnings
-
-
 def report_parameters(close_f1: float, min_share_percent: float) -> list[tuple[str, str]]:
     return [
         ("package", f"latent-verbalizer {__version__}"),
@@ -158,16 +146,16 @@ def report_parameters(close_f1: float, min_share_percent: float) -> list[tuple[s
     ]
 
 
-def write_plots(out_uri: str, stats: LayerStats, chart: cat.ShareMatrix | None,
-                colours: dict[str, str]) -> tuple[dict[str, bytes], dict[str, str]]:
+def write_plots(out_uri: str, stats: LayerStats, chart: cat.ShareMatrix | None, colours: dict[str, str],
+                naming: LayerNaming | None = None) -> tuple[dict[str, bytes], dict[str, str]]:
     """Every figure as PNG and SVG under plots/; returns the SVGs (for the page) and the files."""
     figures = {
-        "entropy": plots.entropy(stats),
-        "distance_to_final": plots.distance_to_final(stats),
-        "stays_close": plots.stays_close(stats),
+        "entropy": plots.entropy(stats, naming),
+        "distance_to_final": plots.distance_to_final(stats, naming),
+        "stays_close": plots.stays_close(stats, naming),
     }
     if chart is not None:
-        figures["category_share"] = plots.category_share(chart, colours)
+        figures["category_share"] = plots.category_share(chart, colours, naming)
     svgs: dict[str, bytes] = {}
     files: dict[str, str] = {}
     for name, figure in figures.items():
@@ -180,30 +168,11 @@ def write_plots(out_uri: str, stats: LayerStats, chart: cat.ShareMatrix | None,
     return svgs, files
 
 
-def write_tables(out_uri: str, stats: LayerStats, shares: cat.ShareMatrix | None) -> dict[str, str]:
-    rows = layer_rows(stats, shares)
+def write_tables(out_uri: str, stats: LayerStats, shares: cat.ShareMatrix | None,
+                 naming: LayerNaming | None = None) -> dict[str, str]:
+    rows = layer_rows(stats, shares, naming)
     return {
         "category_share.csv": write_csv(storage.join(out_uri, "category_share.csv"), SHARE_COLUMNS,
                                         shares.rows() if shares else []),
         "layer_stats.csv": write_csv(storage.join(out_uri, "layer_stats.csv"), list(rows[0]), rows),
     }
-
-
-def write_csv(uri: str, header: list[str], rows: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
-    storage.write_bytes(uri, buf.getvalue().encode())
-    return uri
-
-
-def write_page_files(out_uri: str, markdown: str, metrics: dict[str, float], html: str) -> dict[str, str]:
-    contents = {"summary.md": markdown.encode(), "metrics.json": json.dumps(metrics, indent=1).encode(),
-                "report.html": html.encode()}
-    files = {}
-    for name, data in contents.items():
-        files[name] = storage.join(out_uri, name)
-        storage.write_bytes(files[name], data)
-    return files

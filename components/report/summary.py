@@ -9,6 +9,7 @@ import numpy as np
 
 from . import categories as cat
 from .browser_data import LabelView
+from .layer_naming import LayerNaming
 from .layer_stats import CaptionGrid, LayerStats
 from .precision import CaptionPrecision
 
@@ -81,13 +82,17 @@ def headline_metrics(grid: CaptionGrid, stats: LayerStats, labels: LabelView | N
     return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
 
 
-def layer_rows(stats: LayerStats, shares: cat.ShareMatrix | None) -> list[dict]:
-    """One row per layer: the numbers of layer_stats.csv and the page's per-layer table."""
+def layer_rows(stats: LayerStats, shares: cat.ShareMatrix | None, naming: LayerNaming | None = None) -> list[dict]:
+    """One row per layer: the numbers of layer_stats.csv and the page's per-layer table (with
+    ``naming``: the model's own label of the layer and its relative depth)."""
     top = main_category_by_layer(shares)
     rows = []
     for j, layer in enumerate(stats.layers):
-        row = {
-            "layer": layer,
+        row = {"layer": layer}
+        if naming is not None:
+            row["layer_label"] = naming.label(layer)
+            row["relative_depth"] = round(naming.depth(layer), 4)
+        row.update({
             "captions": stats.n_captions[j],
             "unique_captions": stats.unique_captions[j],
             "entropy_mean": stats.entropy["mean"][j],
@@ -95,7 +100,7 @@ def layer_rows(stats: LayerStats, shares: cat.ShareMatrix | None) -> list[dict]:
             "entropy_median": stats.entropy["median"][j],
             "f1_to_final": stats.f1_to_final[j],
             "bleu4_to_final": stats.bleu4_to_final[j],
-        }
+        })
         if stats.cider_to_refs is not None:
             row["bleu4_to_refs"] = stats.bleu4_to_refs[j]
             row["cider_d_to_refs"] = stats.cider_to_refs[j]

@@ -7,9 +7,10 @@ import re
 from html.parser import HTMLParser
 
 
-def embedded_data(html: str) -> dict:
-    m = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S)
-    assert m, "no report-data script in the page"
+def embedded_data(html: str, elem_id: str = "report-data") -> dict:
+    """The JSON a page embeds for its script: the image browser's (``report-data``) or the comparison's (``compare-data``)."""
+    m = re.search(rf'<script type="application/json" id="{elem_id}">(.*?)</script>', html, re.S)
+    assert m, f"no {elem_id} script in the page"
     return json.loads(m.group(1))
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from latent_verbalizer.components.report import page_assets
-from latent_verbalizer.components.report.page import page
+from latent_verbalizer.components.report.page import PageScript, page
 
 REPO = Path(__file__).resolve().parents[3]
-ASSETS = [Path(page_assets.__file__).with_name(name) for name in ("page.js", "page.css")]
+ASSETS = [Path(page_assets.__file__).with_name(name) for name in ("page.js", "compare.js", "page.css")]
 
 
 def biome() -> str:
@@ -43,7 +43,9 @@ def test_biome_catches_a_defect(tmp_path):
 
 
 def test_assets_are_inlined_whole():
-    html = page(title="t", subtitle="s", headline=[], sections=[], browser_data={"x": 1}, warnings=[])
+    html = page(title="t", subtitle="s", headline=[], sections=[], warnings=[],
+                scripts=[PageScript("report-data", {"x": 1}, page_assets.page_js()),
+                         PageScript("compare-data", {"y": 2}, page_assets.asset_text("compare.js"))])
     for path in ASSETS:
         text = path.read_text(encoding="utf-8")
         assert text.strip() and text in html, path.name

@@ -1,0 +1,76 @@
+"""What a report writes and returns besides its page: the result object, CSV and page files,
+and the warnings about its inputs that the page and the summary show."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+
+from ..common import storage
+from . import categories as cat
+from .layer_stats import CaptionGrid
+from .thumbnails import ShardImages
+
+
+@dataclass
+class ReportResult:
+    metrics: dict[str, float]     # headline numbers, all finite floats (KFP Metrics)
+    markdown: str                 # short summary (KFP Markdown)
+    html: str                     # the page itself (KFP HTML)
+    files: dict[str, str] = field(default_factory=dict)  # name -> URI written
+
+
+def share_warnings(shares: cat.ShareMatrix | None) -> list[str]:
+    if shares is None:
+        return []
+    warnings = []
+    sums = shares.layer_sums()
+    off = [(layer, s) for layer, s in zip(shares.layers, sums) if not math.isnan(s) and abs(s - 100) > 0.5]
+    if off:
+        warnings.append("category shares do not sum to 100% at layers " + ", ".join(
+            f"{layer} ({s:.1f}%)" for layer, s in off[:8]) + ": the aggregate table is incomplete")
+    empty = [layer for layer, s in zip(shares.layers, sums) if math.isnan(s)]
+    if empty and shares.categories:
+        warnings.append(f"no valid labels at layer{'s' if len(empty) > 1 else ''} "
+                        + ", ".join(map(str, empty)) + " (shown as gaps)")
+    return warnings
+
+
+def input_warnings(grid: CaptionGrid, images: ShardImages | None, images_pattern: str | None,
+                   max_thumbnails: int | None) -> list[str]:
+    warnings = []
+    if grid.duplicates:
+        warnings.append(f"{grid.duplicates} (image, layer) rows appear more than once in the captions; "
+                        "the first was kept")
+    if images and images.unreadable:
+        n_bad = len(images.unreadable)
+        warnings.append(f"{n_bad} image{'s' if n_bad != 1 else ''} could not be read for thumbnails: "
+                        + ", ".join(key for key, _ in images.unreadable[:10]))
+    if images and len(images.thumbnails) < len(grid.image_keys) and max_thumbnails is None:
+        missing = len(grid.image_keys) - len(images.thumbnails) - len(images.unreadable)
+        if missing:
+            warnings.append(f"{missing} images of the captions were not found in the shards {images_pattern}")
+    return warnings
+
+
+def write_csv(uri: str, header: list[str], rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+    storage.write_bytes(uri, buf.getvalue().encode())
+    return uri
+
+
+def write_page_files(out_uri: str, markdown: str, metrics: dict[str, float], html: str) -> dict[str, str]:
+    contents = {"summary.md": markdown.encode(), "metrics.json": json.dumps(metrics, indent=1).encode(),
+                "report.html": html.encode()}
+    files = {}
+    for name, data in contents.items():
+        files[name] = storage.join(out_uri, name)
+        storage.write_bytes(files[name], data)
+    return files
