@@ -9,7 +9,7 @@ setup:            ## venv, pinned torch pair, the package, offline model files
 	scripts/setup.sh
 
 demo: setup       ## the whole pipeline locally on sample images, offline (kfp.local)
-	.venv/bin/lverb run --local
+	.venv/bin/lverb run --local --compare-with tiny-random-blip
 
 test: setup       ## the default test suite (starts its own S3 server)
 	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/python -m pytest -q

@@ -6,6 +6,8 @@ Chromium with no console errors."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from latent_verbalizer.components.common import storage
@@ -42,3 +44,39 @@ def test_vision_encoder_decoder_through_the_pipeline(vit_gpt2_run):
     assert len({r["caption"] for r in rows}) > 4, "captions vary with the image and the layer"
     html = storage.read_bytes(vit_gpt2_run["report"]).decode()
     assert "4 images x 4 layers" in html and "tiny-random-vit-gpt2" in html
+
+
+@pytest.fixture(scope="module")
+def blip_run(one_shard, vit_gpt2_run, tmp_path_factory):
+    """BLIP on the same shard; its report step compares it with the ViT-GPT2 run."""
+    work = tmp_path_factory.mktemp("blip")
+    return run_local(dict(PARAMS, shards=one_shard, extract_model="tiny-random-blip",
+                          report_compare_prefix=vit_gpt2_run["storage_prefix"]), workdir=str(work), cache=False)
+
+
+def test_blip_through_the_pipeline_compared_with_vit_gpt2_in_chromium(blip_run, vit_gpt2_run, tmp_path):
+    from latent_verbalizer.components.report.tests.headless_chromium import CHROMIUM, Chromium
+
+    rows, made_by = captions_of(blip_run)
+    assert made_by["model_family"] == "hf-blip" and made_by["layer_numbering"]["normal_layer"] == 3
+    assert sorted({r["layer"] for r in rows}) == [0, 1, 2, 3] and len({r["caption"] for r in rows}) > 4
+    other, _ = captions_of(vit_gpt2_run)
+    first_key = sorted(r["image_key"] for r in rows)[0]
+    blip_caption = {r["layer"]: r["caption"] for r in rows if r["image_key"] == first_key}
+    vit_gpt2_caption = {r["layer"]: r["caption"] for r in other if r["image_key"] == first_key}
+    assert blip_caption != vit_gpt2_caption
+
+    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is needed (apt-get install -y chromium; scripts/setup.sh installs it)"
+    with Chromium() as browser:
+        browser.open(blip_run["report"])
+        browser.wait_for("window.__lverb && window.__lverb.ready")
+        browser.wait_for("window.__lverbCompare && window.__lverbCompare.ready")
+        assert browser.eval("document.getElementById('cmp-count').textContent") == "4 of 4 shared images"
+        card = browser.eval("""Array.from(document.querySelectorAll('#cmp-results .img-card')).map(c => [c.getAttribute('data-key'),
+            Array.from(c.querySelectorAll('tr[data-depth]')).map(r => Array.from(r.children).map(td => td.textContent))])""")
+        key, depth_rows = card[0]
+        assert key == first_key and len(depth_rows) == 4    # both models have 4 layers: depths 0.25 .. 1
+        for k, cells in enumerate(depth_rows):               # [depth, A label, A caption, A entropy, B label, B caption, ...]
+            assert cells[1] == cells[4] == f"layer {k}"      # both number their blocks "layer k"
+            assert {cells[2], cells[5]} == {blip_caption[k], vit_gpt2_caption[k]}
+        assert browser.errors == [], browser.errors
