@@ -27,6 +27,15 @@ FEATURES_FORMAT = "latent-verbalizer/features"
 FEATURES_VERSION = 2  # 2: per-part sha256 (header and each layer), checked by every read
 CAPTIONS_FORMAT = "latent-verbalizer/captions"
 CAPTIONS_VERSION = 1
+
+# Model families (common.model_families) and the keys that record them in the features manifest and in
+# the captions' provenance parameters: outputs made before families existed have neither (open_clip CoCa).
+FAMILY_COCA = "open_clip-coca"
+FAMILY_BLIP = "hf-blip"
+FAMILY_VISION_ENCODER_DECODER = "hf-vision-encoder-decoder"
+FAMILY_LLAVA = "hf-llava"
+MODEL_FAMILY_KEY = "model_family"
+LAYER_NUMBERING_KEY = "layer_numbering"  # {"n_layers", "normal_layer", "scheme", "labels": [one per block]}
 LABELS_FORMAT = "latent-verbalizer/labels"
 LABELS_VERSION = 1
 

@@ -19,10 +19,12 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-COCA = "open_clip-coca"
-BLIP = "hf-blip"
-VISION_ENCODER_DECODER = "hf-vision-encoder-decoder"
-LLAVA = "hf-llava"
+from ..contracts import FAMILY_BLIP as BLIP
+from ..contracts import FAMILY_COCA as COCA
+from ..contracts import FAMILY_LLAVA as LLAVA
+from ..contracts import FAMILY_VISION_ENCODER_DECODER as VISION_ENCODER_DECODER
+from ..contracts import LAYER_NUMBERING_KEY, MODEL_FAMILY_KEY
+
 FAMILIES = (COCA, BLIP, VISION_ENCODER_DECODER, LLAVA)
 
 
@@ -90,5 +92,5 @@ class VisionLanguageModel:
 
     def identity(self) -> dict:
         """What features, captions and provenance record about the model."""
-        return {"model": self.name, "pretrained": self.pretrained, "model_family": self.family,
-                "layer_numbering": self.layer_numbering().to_json()}
+        return {"model": self.name, "pretrained": self.pretrained, MODEL_FAMILY_KEY: self.family,
+                LAYER_NUMBERING_KEY: self.layer_numbering().to_json()}

@@ -233,9 +233,9 @@ def test_pipeline_parameter_feeds_the_report_step(tmp_path):
 
 # ------------------------------------------------------------------ a run of the real steps
 
-def test_a_run_the_caption_step_made_is_compared_by_the_fallback_naming(tmp_path):
-    """tiny-random CoCa through the real extract and caption steps (its captions record no layer
-    naming: the fallback), labelled as categorize writes labels, against a 12-block BLIP run."""
+def test_a_run_the_caption_step_made_is_compared_by_its_recorded_naming(tmp_path):
+    """tiny-random CoCa through the real extract and caption steps (its captions record the family
+    and the layer numbering), labelled as categorize writes labels, against a 12-block BLIP run."""
     from latent_verbalizer.components.caption.caption import CaptionSettings, run_caption
     from latent_verbalizer.components.extract.extract import ExtractSettings, run_extract
     from tests.images import jpeg_shard
@@ -262,7 +262,8 @@ def test_a_run_the_caption_step_made_is_compared_by_the_fallback_naming(tmp_path
     assert len(data["rows"]) == 12 and all(row[2] >= 0 for row in data["rows"])
     assert sum(row[1] >= 0 for row in data["rows"]) == 6
     assert r.metrics["compare_images_only_a"] == 1 and r.metrics["compare_images_only_b"] == 1
-    assert "tiny-random" in r.html and "not recorded in these captions" in r.html
+    assert "tiny-random" in r.html and "open_clip-coca, 6 blocks" in r.html
+    assert "recorded by the caption step" in r.html and "not recorded in these captions" not in r.html
 
 
 # ------------------------------------------------------------------ edges
