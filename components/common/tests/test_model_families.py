@@ -14,10 +14,16 @@ import torch
 from latent_verbalizer.components.caption.decoders import make_decoder
 from latent_verbalizer.components.caption.interpret import interpret_images
 from latent_verbalizer.components.common import storage
-from latent_verbalizer.components.common.model_families import (BLIP, COCA, LLAVA, VISION_ENCODER_DECODER,
-                                                                check_model_name, load_model, model_n_layers)
+from latent_verbalizer.components.common.model_families import (
+    BLIP,
+    COCA,
+    LLAVA,
+    VISION_ENCODER_DECODER,
+    check_model_name,
+    load_model,
+    model_n_layers,
+)
 from latent_verbalizer.components.common.model_families.hf_loading import CONFIG_DIR
-
 from tests.images import skimage_photo_paths
 
 FAMILIES = {"tiny-random-blip": BLIP, "tiny-random-vit-gpt2": VISION_ENCODER_DECODER, "tiny-random-llava": LLAVA}
