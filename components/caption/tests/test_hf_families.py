@@ -92,9 +92,18 @@ def assert_same_as_reference(loaded, inputs, settings=GreedySettings(), compact_
     return ours
 
 
+def models_own_end_token(loaded) -> int:
+    """The end token the model's own ``generate`` stops at, read from its configs (not from the adapter)."""
+    model = loaded.model
+    if loaded.family == "hf-blip":
+        return model.config.text_config.sep_token_id       # BlipForConditionalGeneration.generate's eos
+    eos = model.generation_config.eos_token_id
+    return eos[0] if isinstance(eos, list) else eos
+
+
 def own_generate(loaded, pixels, settings: GreedySettings) -> list[list[int]]:
     """The model's own greedy ``generate`` with the same length rules, cut after the first end token."""
-    model, eos = loaded.model, loaded.eos_token_id
+    model, eos = loaded.model, models_own_end_token(loaded)
     with torch.no_grad():
         if loaded.family == LLAVA:
             prompt = llava_prompt_ids(loaded)
@@ -124,6 +133,7 @@ def test_normal_layer_equals_models_own_generate(loaded, pixels):
     normal = loaded.layer_numbering().normal_layer
     ours = ours_at(loaded, pixels, normal, settings)
     assert ours.token_ids == own_generate(loaded, pixels, settings)
+    assert loaded.eos_token_id == models_own_end_token(loaded)
     assert len({tuple(t) for t in ours.token_ids}) > 1, "captions should differ across photos"
 
 
