@@ -12,7 +12,8 @@ from the cache (``Cache.reorder_cache``) as the loop compacts.
   forward fills the cache), and the caption starts after it.
 
 The modules decoding uses (``decoder_modules()`` of the family) are cast in place to the
-decoding precision; the vision tower is left as it is.
+decoding precision; the vision tower is left as it is, its final norm included (the decoder
+input of BLIP and VisionEncoderDecoder runs it, in the tower's precision, and is cast after).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class HFCachedDecoder:
 
     @torch.no_grad()
     def image_embeddings(self, block_tokens: torch.Tensor) -> torch.Tensor:
-        return self.loaded.decoder_inputs(block_tokens.to(self.dtype))
+        return self.loaded.decoder_inputs(block_tokens).to(self.dtype)
 
     def bytes_per_row(self, n_image_tokens: int) -> int:
         """Device memory one decode row holds: the language model's KV cache over the prefix and

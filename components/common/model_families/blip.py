@@ -26,7 +26,8 @@ class BlipModel(HFVisionLanguageModel):
         return self.model.config.vision_config
 
     def decoder_inputs(self, block_tokens: torch.Tensor) -> torch.Tensor:
-        return self.model.vision_model.post_layernorm(block_tokens)
+        norm = self.model.vision_model.post_layernorm   # the vision tower's own: it keeps the tower's precision
+        return norm(block_tokens.to(norm.weight.dtype))
 
     @property
     def start_token_id(self) -> int:
@@ -40,8 +41,9 @@ class BlipModel(HFVisionLanguageModel):
         return self.model.text_decoder
 
     def decoder_modules(self) -> list[torch.nn.Module]:
-        """What decoding runs (cast to the decoding precision); the vision tower is not among them."""
-        return [self.model.text_decoder, self.model.vision_model.post_layernorm]
+        """What decoding runs (cast to the decoding precision); the vision tower is not among them, nor
+        its ``post_layernorm``, which the tower's own forward also runs."""
+        return [self.model.text_decoder]
 
     def layer_numbering(self) -> LayerNumbering:
         return self.numbering("vision_model.encoder.layers[k]", "layer {k}", self.n_layers - 1)

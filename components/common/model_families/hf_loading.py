@@ -56,9 +56,10 @@ class HFSource:
 
 
 def is_hf_model(model: str) -> bool:
-    """True for names this module loads (anything but open_clip CoCa)."""
+    """True for names this module loads (anything but open_clip CoCa). Any local folder is one
+    (a CoCa model is an architecture name), so a folder without ``config.json`` is told so."""
     return (model.startswith(HF_PREFIX) or model in TINY_RANDOM_HF or storage.is_s3(model)
-            or os.path.isfile(os.path.join(model, "config.json")))
+            or os.path.isdir(storage.local_path(model)))
 
 
 def resolve_source(model: str, pretrained: str | None = None, config_only: bool = False) -> HFSource:

@@ -43,7 +43,8 @@ class LlavaModel(HFVisionLanguageModel):
     def decoder_inputs(self, block_tokens: torch.Tensor) -> torch.Tensor:
         if self.model.config.vision_feature_select_strategy == "default":
             block_tokens = block_tokens[:, 1:]
-        return self.model.model.multi_modal_projector(block_tokens)
+        projector = self.model.model.multi_modal_projector
+        return projector(block_tokens.to(next(projector.parameters()).dtype))
 
     def decoder_modules(self) -> list[torch.nn.Module]:
         """What decoding runs (cast to the decoding precision); the vision tower is not among them."""

@@ -35,9 +35,10 @@ class VisionEncoderDecoderCaptioner(HFVisionLanguageModel):
         return self.model.config.encoder
 
     def decoder_inputs(self, block_tokens: torch.Tensor) -> torch.Tensor:
-        states = self.model.encoder.layernorm(block_tokens)
+        norm = self.model.encoder.layernorm   # the encoder's own: it keeps the encoder's precision
+        states = norm(block_tokens.to(norm.weight.dtype))
         projection = getattr(self.model, "enc_to_dec_proj", None)
-        return projection(states) if projection is not None else states
+        return projection(states.to(projection.weight.dtype)) if projection is not None else states
 
     @property
     def start_token_id(self) -> int:
@@ -54,9 +55,10 @@ class VisionEncoderDecoderCaptioner(HFVisionLanguageModel):
         return self.model.decoder
 
     def decoder_modules(self) -> list[torch.nn.Module]:
-        """What decoding runs (cast to the decoding precision); the vision tower is not among them."""
+        """What decoding runs (cast to the decoding precision); the vision tower is not among them, nor
+        its final ``layernorm``, which the encoder's own forward also runs."""
         projection = getattr(self.model, "enc_to_dec_proj", None)
-        return [self.model.decoder, self.model.encoder.layernorm] + ([projection] if projection is not None else [])
+        return [self.model.decoder] + ([projection] if projection is not None else [])
 
     def layer_numbering(self) -> LayerNumbering:
         return self.numbering("encoder.encoder.layer[k]", "layer {k}", self.n_layers - 1)
