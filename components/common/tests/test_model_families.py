@@ -138,20 +138,27 @@ class _RunsWhenUnpickled:
         return (open, (self.marker, "w"))
 
 
-def test_pickled_weights_are_refused_unread(tmp_path, s3_bucket, model_cache):
+def test_bin_weights_are_read_as_tensors_only(tmp_path, s3_bucket, model_cache):
+    """A model with only ``pytorch_model.bin`` (as nlpconnect/vit-gpt2-image-captioning ships) loads
+    through torch's weights-only unpickler; a .bin whose unpickling would run code is refused, and
+    the code never runs -- locally and from S3."""
     tiny = load_model("tiny-random-blip")
-    folder = save_model_folder(tiny, tmp_path / "pickled")
-    os.remove(os.path.join(folder, "model.safetensors"))
+    plain = save_model_folder(tiny, tmp_path / "plain-bin")
+    os.remove(os.path.join(plain, "model.safetensors"))
+    torch.save(tiny.model.state_dict(), os.path.join(plain, "pytorch_model.bin"))
+    assert_same_weights(tiny, load_model(plain))
+    assert_same_weights(tiny, load_model(upload_folder(plain, f"{s3_bucket}/plain-bin")))
+
+    hostile = save_model_folder(tiny, tmp_path / "hostile-bin")
+    os.remove(os.path.join(hostile, "model.safetensors"))
     marker = tmp_path / "pickle-code-ran"
     state = dict(tiny.model.state_dict(), payload=_RunsWhenUnpickled(str(marker)))
-    torch.save(state, os.path.join(folder, "pytorch_model.bin"))
-    with pytest.raises(RuntimeError, match=r"needs \*\.safetensors files \(pickled \.bin weights are not loaded\)"):
-        load_model(folder)
-    prefix = upload_folder(folder, f"{s3_bucket}/pickled")
-    with pytest.raises(RuntimeError, match="safetensors"):
-        load_model(prefix)
-    assert not marker.exists(), "the pickled weights were unpickled"
-    assert not list(model_cache.rglob("*.bin")), "pickled weights are not even downloaded"
+    torch.save(state, os.path.join(hostile, "pytorch_model.bin"))
+    with pytest.raises(ValueError, match=r"holds more than tensors .* convert it to safetensors"):
+        load_model(hostile)
+    with pytest.raises(ValueError, match="holds more than tensors"):
+        load_model(upload_folder(hostile, f"{s3_bucket}/hostile-bin"))
+    assert not marker.exists(), "code in the pickled weights ran"
 
 
 # ---------------------------------------------------------------- names and folders that cannot work
