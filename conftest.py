@@ -51,7 +51,11 @@ def s3_bucket(s3_env):
 
     uri = f"s3://t-{uuid.uuid4().hex[:12]}"
     storage.ensure_bucket(uri + "/x")
-    return uri
+    yield uri
+    # SeaweedFS gives each bucket a collection with volumes of its own; a session's server runs out
+    # of free volumes after some dozens of buckets ("No writable volumes and no free volumes left")
+    # unless they are deleted again.
+    s3_env.delete_bucket(storage.parse_s3(uri).bucket)
 
 
 @pytest.hookimpl(hookwrapper=True)

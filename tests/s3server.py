@@ -41,6 +41,22 @@ class S3Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
 
+    def client(self):
+        """A boto3 client with this server's own credentials (whatever a test did to the environment)."""
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
+                            aws_secret_access_key=self.secret_key, region_name="us-east-1")
+
+    def delete_bucket(self, bucket: str) -> None:
+        """Empty and delete a bucket (SeaweedFS frees the volumes of its collection)."""
+        client = self.client()
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+        client.delete_bucket(Bucket=bucket)
+
     def restart(self, pause_s: float = 1.0) -> None:
         """Stop the server and start it again on the same ports and data folder (an outage of
         the object store in the middle of a run); returns once it takes requests again."""
@@ -98,7 +114,9 @@ def _start_seaweedfs_once(data_dir: str, access_key: str, secret_key: str) -> S3
                                             "-filer.port", "-filer.port.grpc", "-admin.port", "-admin.port.grpc",
                                             "-webdav.port", "-debug.port", "-metricsPort")}
     env = dict(os.environ, AWS_ACCESS_KEY_ID=access_key, AWS_SECRET_ACCESS_KEY=secret_key)
-    cmd = [weed, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.port={port}"] + [f"{flag}={p}" for flag, p in ports.items()]
+    # -volume.max: the default (free disk / 128 MB volumes) runs out after some dozens of buckets on a small disk
+    cmd = [weed, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.port={port}",
+           "-volume.max=1000"] + [f"{flag}={p}" for flag, p in ports.items()]
     log = open(os.path.join(data_dir, "weed.log"), "wb")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{port}"
@@ -122,10 +140,7 @@ def _start_seaweedfs_once(data_dir: str, access_key: str, secret_key: str) -> S3
 
 
 def _wait_until_writable(server: S3Server) -> None:
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=server.access_key,
-                          aws_secret_access_key=server.secret_key, region_name="us-east-1")
+    client = server.client()
     deadline = time.time() + 90
     while True:
         try:

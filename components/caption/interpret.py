@@ -57,7 +57,8 @@ def interpret_images(paths: list[str], model: str = "tiny-random", pretrained: s
     return results
 
 
-def print_table(rows: list[LayerCaption], stream=sys.stdout) -> None:
+def print_table(rows: list[LayerCaption], stream=None) -> None:
+    stream = stream or sys.stdout  # looked up when called: whoever captures stdout (a test, a wrapper) gets it
     for image in dict.fromkeys(r.image for r in rows):
         print(f"\n{image}", file=stream)
         print(f"{'layer':>5}  {'entropy':>7}  caption", file=stream)
@@ -66,7 +67,8 @@ def print_table(rows: list[LayerCaption], stream=sys.stdout) -> None:
                 print(f"{r.layer:>5}  {r.entropy_bits:7.3f}  {r.caption}", file=stream)
 
 
-def print_json(rows: list[LayerCaption], stream=sys.stdout) -> None:
+def print_json(rows: list[LayerCaption], stream=None) -> None:
+    stream = stream or sys.stdout
     for r in rows:
         print(json.dumps({"image": r.image, "layer": r.layer, "caption": r.caption,
                           "token_ids": r.token_ids, "entropy_bits": r.entropy_bits}, ensure_ascii=False), file=stream)
