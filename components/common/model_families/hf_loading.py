@@ -19,7 +19,6 @@ same rule as CoCa's ``.pt``/``.bin`` checkpoints. ``trust_remote_code`` stays of
 
 from __future__ import annotations
 
-import logging
 import os
 import pickle
 from dataclasses import dataclass
@@ -29,8 +28,6 @@ import torch
 from .. import storage
 from ..download_cache import download_prefix
 from .base import BLIP, LLAVA, VISION_ENCODER_DECODER
-
-log = logging.getLogger(__name__)
 
 HF_PREFIX = "hf:"
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "model_configs")
@@ -74,7 +71,7 @@ def resolve_source(model: str, pretrained: str | None = None, config_only: bool 
     if model in TINY_RANDOM_HF and where == model:
         return HFSource(os.path.join(CONFIG_DIR, model), on_hub=False, random_weights=True)
     if storage.is_s3(where):
-        folder = download_prefix(where, suffixes=("config.json",) if config_only else MODEL_FILES)
+        folder = download_prefix(where, suffixes=("config.json",) if config_only else _files_to_fetch(where))
         return HFSource(_checked_folder(folder, where), on_hub=False, random_weights=random_weights)
     if where.startswith(HF_PREFIX):
         repo = where[len(HF_PREFIX):].strip("/")
@@ -82,6 +79,14 @@ def resolve_source(model: str, pretrained: str | None = None, config_only: bool 
             raise ValueError(f"model {where!r}: write hub models as hf:ORG/NAME, e.g. hf:Salesforce/blip-image-captioning-large")
         return HFSource(repo, on_hub=True, random_weights=random_weights)
     return HFSource(_checked_folder(storage.local_path(where), where), on_hub=False, random_weights=random_weights)
+
+
+def _files_to_fetch(prefix: str) -> tuple[str, ...]:
+    """The model's files under an S3 prefix: pickled ``.bin`` weights only where there are no safetensors
+    (hub folders often hold both; the same weights twice would be fetched for nothing)."""
+    if any(uri.endswith(".safetensors") for uri in storage.list_uris(prefix.rstrip("/") + "/")):
+        return tuple(s for s in MODEL_FILES if s != ".bin")
+    return MODEL_FILES
 
 
 def _checked_folder(folder: str, given: str) -> str:

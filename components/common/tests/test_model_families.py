@@ -160,6 +160,14 @@ def test_bin_weights_are_read_as_tensors_only(tmp_path, s3_bucket, model_cache):
         load_model(upload_folder(hostile, f"{s3_bucket}/hostile-bin"))
     assert not marker.exists(), "code in the pickled weights ran"
 
+    # beside safetensors (as many hub folders hold both), a .bin is not even fetched from S3
+    both = save_model_folder(tiny, tmp_path / "both")
+    torch.save(state, os.path.join(both, "pytorch_model.bin"))
+    assert_same_weights(tiny, load_model(upload_folder(both, f"{s3_bucket}/both")))
+    both_slot = [d for d in (model_cache / "prefixes").iterdir() if d.name.endswith("-both")]
+    assert len(both_slot) == 1 and (both_slot[0] / "model.safetensors").exists()
+    assert not marker.exists() and not list(both_slot[0].rglob("*.bin"))
+
 
 # ---------------------------------------------------------------- names and folders that cannot work
 
