@@ -11,6 +11,7 @@ The terminal shows a line per step (``run_console``); everything kfp.local and t
 print goes to ``<workdir>/run.log``.
 """
 
+import builtins
 import contextlib
 import datetime as dt
 import logging
@@ -68,6 +69,10 @@ def run_local(params: Optional[dict] = None, workdir: Optional[str] = None, stor
     to_log_file = logging.StreamHandler(console)  # this process's own log lines go where the steps' go
     to_log_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     started = dt.datetime.now()
+    # kfp.local indents every print() of a task by swapping builtins.print for the task's duration; with a
+    # ParallelFor's tasks in threads the swaps overlap and restore out of order, leaving print() indented for
+    # the rest of the process (our closing lines, and any later caller's output). Ours is put back below.
+    original_print = builtins.print
     try:
         with log_file, contextlib.redirect_stdout(console), contextlib.redirect_stderr(console):
             ours.addHandler(to_log_file)
@@ -89,6 +94,7 @@ def run_local(params: Optional[dict] = None, workdir: Optional[str] = None, stor
                     console.report_unfinished()
                 raise
     finally:
+        builtins.print = original_print
         ours.removeHandler(to_log_file)
         ours.propagate = True
         print(f"{console.steps_done} steps in {(dt.datetime.now() - started).total_seconds():.0f}s", flush=True)

@@ -2,6 +2,7 @@
 components) with bulk data on a real S3 server, offline models; then the same run again
 skips the finished work."""
 
+import builtins
 import glob
 import json
 import os
@@ -27,7 +28,9 @@ def labels_summary(workdir):
 def test_local_run_on_s3_then_rerun_skips_finished_work(s3_bucket, tmp_path, capfd):
     prefix = s3_bucket + "/run"
     params = {"extract_layers": ",".join(map(str, LAYERS)), "categorize_model": "tiny-random"}
+    print_before = builtins.print
     first = run_local(params, workdir=str(tmp_path / "w1"), storage_prefix=prefix, cache=False)
+    assert builtins.print is print_before, "kfp.local's per-task print indentation is undone after the run"
 
     # The terminal gets a line per step (with the step's rate), KFP's dumps go to the run's log file.
     out = capfd.readouterr().out
