@@ -7,40 +7,14 @@
   const el = (id) => document.getElementById(id);
   const state = { q: "", cat: -1, page: 0, size: 5 };
   const keyLower = D.keys.map((k) => k.toLowerCase());
+  const { text, captionNode: partsNode, categorySets } = window.__lverbDom;
   for (const run of D.runs) {
     run.nLayers = run.layers.length;
     run.lower = run.captions.map((c) => c.toLowerCase());
-    run.cats = run.spans.map((s) => {
-      const m = {};
-      for (let i = 2; i < s.length; i += 4) { m[s[i]] = true; }
-      return m;
-    });
+    run.cats = categorySets(run.spans);
   }
 
-  function text(tag, t, cls) {
-    const e = document.createElement(tag);
-    if (t !== undefined && t !== null) { e.textContent = String(t); }
-    if (cls) { e.className = cls; }
-    return e;
-  }
-
-  function captionNode(run, ci) {
-    const c = run.captions[ci], s = run.spans[ci], out = document.createElement("span");
-    let pos = 0;
-    for (let i = 0; i < s.length; i += 4) {
-      const a = s[i], b = s[i + 1], cat = s[i + 2], lab = s[i + 3];
-      if (a > pos) { out.appendChild(document.createTextNode(c.slice(pos, a))); }
-      const sp = text("span", c.slice(a, b), "part");
-      sp.style.background = `${D.colours[cat]}55`;
-      sp.style.boxShadow = `inset 0 -2px 0 ${D.colours[cat]}`;
-      sp.title = D.categories[cat] + (D.labelSets[lab] ? ` (${D.labelSets[lab]})` : "");
-      out.appendChild(sp);
-      pos = b;
-    }
-    if (pos < c.length) { out.appendChild(document.createTextNode(c.slice(pos))); }
-    if (!c.length) { out.appendChild(text("i", "(empty caption)")); }
-    return out;
-  }
+  function captionNode(run, ci) { return partsNode(run.captions[ci], run.spans[ci], D); }
 
   function captionMatches(run, ci, q) {
     if (ci < 0) { return false; }

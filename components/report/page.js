@@ -9,36 +9,10 @@
   const el = (id) => document.getElementById(id);
   const state = { q: "", cat: -1, layer: -1, only: false, page: 0, size: 20 };
 
-  // caption index -> set of category indices it contains
-  const capCats = D.spans.map((s) => {
-    const m = {};
-    for (let i = 2; i < s.length; i += 4) { m[s[i]] = true; }
-    return m;
-  });
+  const { text, captionNode: partsNode, categorySets } = window.__lverbDom;
+  const capCats = categorySets(D.spans);  // caption index -> set of category indices it contains
 
-  function text(tag, t, cls) {
-    const e = document.createElement(tag);
-    if (t !== undefined && t !== null) { e.textContent = String(t); }
-    if (cls) { e.className = cls; }
-    return e;
-  }
-
-  function captionNode(ci) {
-    let c = D.captions[ci], s = D.spans[ci], out = document.createElement("span"), pos = 0;
-    for (let i = 0; i < s.length; i += 4) {
-      const a = s[i], b = s[i + 1], cat = s[i + 2], lab = s[i + 3];
-      if (a > pos) { out.appendChild(document.createTextNode(c.slice(pos, a))); }
-      const sp = text("span", c.slice(a, b), "part");
-      sp.style.background = `${D.colours[cat]}55`;
-      sp.style.boxShadow = `inset 0 -2px 0 ${D.colours[cat]}`;
-      sp.title = D.categories[cat] + (D.labelSets[lab] ? ` (${D.labelSets[lab]})` : "");
-      out.appendChild(sp);
-      pos = b;
-    }
-    if (pos < c.length) { out.appendChild(document.createTextNode(c.slice(pos))); }
-    if (!c.length) { out.appendChild(text("i", "(empty caption)")); }
-    return out;
-  }
+  function captionNode(ci) { return partsNode(D.captions[ci], D.spans[ci], D); }
 
   function rowMatches(ci, q) {
     if (ci < 0) { return false; }

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from html import escape
 
-from .page_assets import page_css
+from .page_assets import asset_text, page_css
 
 # No network at all: a page opened from an S3 console or KFP's artifact viewer fetches nothing.
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
@@ -106,7 +106,9 @@ def page(*, title: str, subtitle: str, headline: list[tuple[str, str]], sections
                    for sid, heading, inner in sections)
     data = "".join(f'<script type="application/json" id="{escape(s.data_id)}">{json_for_script(s.data)}</script>'
                    for s in scripts)
-    code = "".join(f'<script type="module">{s.js}</script>' for s in scripts)
+    # the helpers both browsers share, as a classic script: it runs before the (deferred) module scripts
+    shared = f'<script>{asset_text("page_dom.js")}</script>' if scripts else ""
+    code = shared + "".join(f'<script type="module">{s.js}</script>' for s in scripts)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">

@@ -250,7 +250,7 @@ def test_html_special_characters_are_escaped_never_injected(tmp_path):
     # no caption, key or label text appears raw anywhere in the page
     for bad in ("<script>alert", "</script><img", "<img src=x", "<svg onload", "<b>evil", "<b>bold", "img<0>"):
         assert bad not in html, bad
-    assert html.count("</script>") == 2  # the data block and the code block, nothing else closes a script
+    assert html.count("</script>") == 3  # the data block, the shared helpers and the code block: nothing else closes a script
     # ... and the data survives the round trip exactly
     data = embedded_data(html)
     assert set(data["captions"]) == set(HOSTILE)

@@ -12,7 +12,7 @@ from latent_verbalizer.components.report import page_assets
 from latent_verbalizer.components.report.page import PageScript, page
 
 REPO = Path(__file__).resolve().parents[3]
-ASSETS = [Path(page_assets.__file__).with_name(name) for name in ("page.js", "compare.js", "page.css")]
+ASSETS = [Path(page_assets.__file__).with_name(name) for name in ("page_dom.js", "page.js", "compare.js", "page.css")]
 
 
 def biome() -> str:
