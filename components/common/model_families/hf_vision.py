@@ -51,6 +51,14 @@ class HFVisionLanguageModel(VisionLanguageModel):
         hidden = self.vision_tower()(pixel_values=pixels, output_hidden_states=True).hidden_states
         return [hidden[k + 1] for k in layers]
 
+    def generation_end_token(self, text_config) -> int:
+        """The end token of the model's own ``generate``: its generation config's, else ``text_config``'s
+        (the first where several are given)."""
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = text_config.eos_token_id
+        return eos[0] if isinstance(eos, (list, tuple)) else eos
+
     def caption_text(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True).strip()
 

@@ -66,10 +66,7 @@ class LlavaModel(HFVisionLanguageModel):
 
     @property
     def eos_token_id(self) -> int:
-        eos = self.model.generation_config.eos_token_id
-        if eos is None:
-            eos = self.model.config.text_config.eos_token_id
-        return eos[0] if isinstance(eos, (list, tuple)) else eos
+        return self.generation_end_token(self.model.config.text_config)
 
     def layer_numbering(self) -> LayerNumbering:
         n1 = self.n_layers + 1

@@ -46,10 +46,7 @@ class VisionEncoderDecoderCaptioner(HFVisionLanguageModel):
 
     @property
     def eos_token_id(self) -> int:
-        eos = self.model.generation_config.eos_token_id
-        if eos is None:
-            eos = self.model.config.decoder.eos_token_id
-        return eos[0] if isinstance(eos, (list, tuple)) else eos
+        return self.generation_end_token(self.model.config.decoder)
 
     def text_decoder(self) -> torch.nn.Module:
         return self.model.decoder
