@@ -51,15 +51,20 @@ def _not_visible(asked: str) -> GpuNotVisibleError:
 
 
 def resolve_device(device: str = "auto") -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu`` (an error instead when the
-    pipeline gave this step a GPU); ``cuda``/``cuda:N`` -> an error naming what is visible
-    when it is not; ``cpu`` -> ``cpu``."""
+    """``auto`` -> ``cuda:0`` when a GPU is visible, else ``cpu`` (an error instead when the
+    pipeline gave this step a GPU); ``cuda``/``cuda:N`` -> ``cuda:N`` (``cuda`` is ``cuda:0``),
+    an error naming what is visible when it is not; ``cpu`` -> ``cpu``.
+
+    A CUDA device always comes back with its index: torch's per-device calls
+    (``torch.cuda.set_device``, events and streams of a device) refuse an index-less
+    ``torch.device("cuda")`` with a ValueError, so no caller ever has to add one.
+    """
     device = str(device or "auto").strip().lower()
     if device == "cpu":
         return device
     if device == "auto":
         if visible_gpu_count():
-            return "cuda"
+            return "cuda:0"
         if gpu_required():
             raise _not_visible(f"this step was given a GPU ({REQUIRE_GPU_ENV}={os.environ[REQUIRE_GPU_ENV]})")
         return "cpu"
@@ -68,7 +73,7 @@ def resolve_device(device: str = "auto") -> str:
     index = int(device[5:]) if ":" in device else 0
     if index >= visible_gpu_count():
         raise _not_visible(f"--device {device} asked for")
-    return device
+    return f"cuda:{index}"
 
 
 def usable_gpus(requested: int) -> int:
