@@ -20,10 +20,25 @@ def compile_pipeline(output: str = COMPILED, registry: Optional[str] = None, tag
     image = component_image(registry or DEFAULT_REGISTRY, tag or DEFAULT_TAG)
     compiler.Compiler().compile(build_pipeline(image=image, parallelism=parallelism), output)
     with open(output) as f:
-        text = f.read()
+        text = _canonical_header(f.read())
+    faults = lint_compiled(text)
+    if faults:
+        os.remove(output)
+        raise ValueError("the compiled pipeline breaks rules of KFP's backend (nothing written):\n  " + "\n  ".join(faults))
     with open(output, "w") as f:
-        f.write(_canonical_header(text))
+        f.write(text)
     return output
+
+
+def lint_compiled(text: str) -> list[str]:
+    """The faults ``yaml_lint`` finds in a compiled pipeline YAML (both documents)."""
+    import yaml
+
+    from .pipeline import WEIGHTS_MOUNT
+    from .yaml_lint import lint
+
+    docs = list(yaml.safe_load_all(text))
+    return lint(docs[0], docs[1] if len(docs) > 1 else None, mount_path=WEIGHTS_MOUNT)
 
 
 _DEFAULT_IN_HEADER = re.compile(r"^(#.*\[Default: )(.*)(\])$", re.M)

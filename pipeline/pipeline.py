@@ -12,6 +12,7 @@ Parameters carry their step's prefix so the UI's alphabetical list groups them.
 from typing import Optional
 
 from kfp import dsl, kubernetes
+from kfp.dsl.pipeline_channel import PipelineChannel
 
 from ..components.caption.component import make_caption_op
 from ..components.categorize.component import make_categorize_op
@@ -29,6 +30,38 @@ WEIGHTS_PVC = "lverb-model-weights"
 WEIGHTS_MOUNT = "/models"
 DEFAULT_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 SHM_SIZE = "16Gi"
+MOUNTS_ENV = "LVERB_POD_MOUNTS"  # what preflight checks local paths against (components/preflight)
+
+
+def _declare_in_enclosing_dag(task, *values):
+    """Make the compiler declare run parameters that only a task's pod spec uses in the DAG around it.
+
+    kfp 2.17's compiler copies a parameter used only in ``set_accelerator_type``/``set_*_limit``
+    into the task's inputs when it writes the task, after it has worked out what an enclosing
+    ParallelFor declares: the loop never declares it, and KFP's driver fails the task ("parent
+    DAG does not have input parameter"). Registered as one of the task's channel inputs, the
+    parameter is declared like any argument. ``yaml_lint.driver_input_faults`` checks the result.
+    """
+    for value in values:
+        # by identity: a channel's == builds a dsl.Condition operation, which is always truthy
+        if isinstance(value, PipelineChannel) and not any(value is c for c in task.channel_inputs):
+            task.channel_inputs.append(value)
+    return task
+
+
+def _resources(task, cpu: str, cpu_limit: str, memory):
+    """CPU request and limit, memory request = limit (a namespace quota on limits needs both;
+    equal memory keeps the pod from being evicted for memory it was promised)."""
+    task.set_cpu_request(cpu).set_cpu_limit(cpu_limit).set_memory_request(memory).set_memory_limit(memory)
+    return _declare_in_enclosing_dag(task, memory)
+
+
+def _with_weights_volume(task):
+    """The weights volume at /models, where ``/models/...`` paths of every parameter live (models,
+    checkpoints, shards, storage): every step that may read such a path mounts it."""
+    kubernetes.mount_pvc(task, pvc_name=WEIGHTS_PVC, mount_path=WEIGHTS_MOUNT)
+    task.set_env_variable(MOUNTS_ENV, WEIGHTS_MOUNT)
+    return task
 
 
 def _with_storage_secrets(task, hf: bool = False):
@@ -39,7 +72,8 @@ def _with_storage_secrets(task, hf: bool = False):
     return task
 
 
-def _on_gpus(task, count, accelerator_type, node_selector, tolerations, cpu: str, memory: str, shm: str = SHM_SIZE):
+def _on_gpus(task, count, accelerator_type, node_selector, tolerations, cpu: str, cpu_limit: str, memory,
+             shm: str = SHM_SIZE):
     """GPU limits, scheduling, /dev/shm, the weights volume, retries: what every GPU step needs.
 
     ``count`` and ``accelerator_type`` are a constant string or a STRING pipeline parameter:
@@ -48,11 +82,12 @@ def _on_gpus(task, count, accelerator_type, node_selector, tolerations, cpu: str
     (tests/test_compile.py lints the compiled YAML for it). Preflight checks the count.
     """
     task.set_accelerator_type(accelerator_type).set_accelerator_limit(count)
-    task.set_cpu_request(cpu).set_memory_request(memory)
+    _declare_in_enclosing_dag(task, accelerator_type, count)
+    _resources(task, cpu, cpu_limit, memory)
     kubernetes.add_toleration_json(task, tolerations)
     kubernetes.add_node_selector_json(task, node_selector)
     kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=shm)
-    kubernetes.mount_pvc(task, pvc_name=WEIGHTS_PVC, mount_path=WEIGHTS_MOUNT)
+    _with_weights_volume(task)
     task.set_env_variable("HF_HOME", f"{WEIGHTS_MOUNT}/hf-cache")
     task.set_env_variable(REQUIRE_GPU_ENV, "1")  # a GPU step that sees no GPU fails at once, never falls back to CPU
     task.set_env_variable("LVERB_MODEL_CACHE", f"{WEIGHTS_MOUNT}/lverb-cache")  # CoCa checkpoints and LLM folders from s3://
@@ -84,14 +119,17 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
         extract_layers: str = "all",
         extract_dtype: str = "float16",
         extract_batch_size: str = "auto",
+        extract_memory: str = "64Gi",
         caption_precision: str = "float32",
         caption_batch_size: str = "auto",
         caption_seq_len: int = 30,
         caption_min_seq_len: int = 5,
+        caption_memory: str = "64Gi",
         categorize_model: str = "meta-llama/Llama-3.1-70B-Instruct",
         categorize_gpus: str = "8",
         categorize_batch_size: str = "auto",
         categorize_max_answer_parts: int = 0,
+        categorize_memory: str = "200Gi",
         report_compare_prefix: str = "",
         gpu_accelerator_type: str = "nvidia.com/gpu",
         gpu_node_selector: dict = {},
@@ -108,14 +146,17 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
             extract_layers: 'all' or 0-based block indices, e.g. 0,5,23.
             extract_dtype: stored feature dtype: float16 (default), bfloat16 or float32 (fp16, bf16, fp32 accepted).
             extract_batch_size: images per batch, or 'auto' (from free GPU memory).
+            extract_memory: host memory of each extract pod, its Kubernetes request and limit (e.g. 64Gi; extract loads only the vision encoder).
             caption_precision: float32 (default: the study's method, token-for-token its greedy loop) or bfloat16 (faster, opt-in; captions differ, and the report marks the deviation). fp32, bf16 accepted.
             caption_batch_size: (image, layer) pairs decoded together, or 'auto'.
             caption_seq_len: most tokens per caption, including the start token (study: 30).
             caption_min_seq_len: end-of-text banned while shorter than this (study: 5).
+            caption_memory: host memory of each caption pod, its Kubernetes request and limit (e.g. 64Gi; the whole model is loaded on the host once).
             categorize_model: the labelling LLM: Hugging Face id, /models/... folder, s3:// prefix, or smollm2-135m.
             categorize_gpus: GPUs for the labelling step, a whole number >= 1, e.g. 8 (sharded or replicated as the model's size requires).
             categorize_batch_size: captions per generation batch, or 'auto'.
             categorize_max_answer_parts: 0 (the study's method): each caption alone bounds its answer; N: at most N parts per answer (cheaper; recorded in the labels' metadata).
+            categorize_memory: host memory of the labelling pod, its Kubernetes request and limit (e.g. 200Gi for a 70B model over 8 GPUs).
             report_compare_prefix: empty (default), or the storage prefix of a finished run to compare this one with (s3://bucket/runs/<run id>): the report then also shows both runs' category shares on relative depth, their difference, entropy, and both captions of the images both share.
             gpu_accelerator_type: Kubernetes GPU resource name, e.g. nvidia.com/gpu.
             gpu_node_selector: node labels for GPU steps, e.g. {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}.
@@ -126,10 +167,12 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
         # one pod fewer, but kfp.local 2.17 hands the loop's steps the loop item in its place).
         where = dict(storage_prefix=storage_prefix, storage_root=storage_root, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
         listed = list_shards_op(shards=shards, model=extract_model, pretrained=extract_pretrained, layers=extract_layers,
-                                llm_model=categorize_model, llm_gpus=categorize_gpus, **where)
+                                llm_model=categorize_model, llm_gpus=categorize_gpus, compare_prefix=report_compare_prefix,
+                                extract_memory=extract_memory, caption_memory=caption_memory,
+                                categorize_memory=categorize_memory, **where)
         listed.set_display_name("check parameters, list shards").set_caching_options(False)
-        if kubernetes_settings:
-            _with_storage_secrets(listed, hf=True).set_cpu_request("500m").set_memory_request("1Gi")  # HF token: hub configs
+        if kubernetes_settings:  # HF token: hub configs
+            _with_weights_volume(_resources(_with_storage_secrets(listed, hf=True), "500m", "1", "2Gi"))
 
         with dsl.ParallelFor(listed.output, parallelism=parallelism) as shard:
             extracted = extract_op(shard=shard, **where, model=extract_model,
@@ -140,8 +183,10 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
                                    seq_len=caption_seq_len, min_seq_len=caption_min_seq_len,
                                    pretrained=extract_pretrained).set_display_name("caption")
             if kubernetes_settings:
-                for task in (extracted, captioned):
-                    _on_gpus(task, "1", gpu_accelerator_type, gpu_node_selector, gpu_tolerations, cpu="8", memory="64Gi")
+                _on_gpus(extracted, "1", gpu_accelerator_type, gpu_node_selector, gpu_tolerations, cpu="8", cpu_limit="16",
+                         memory=extract_memory)
+                _on_gpus(captioned, "1", gpu_accelerator_type, gpu_node_selector, gpu_tolerations, cpu="8", cpu_limit="16",
+                         memory=caption_memory)
 
         labelled = categorize_op(captions=dsl.Collected(captioned.outputs["captions"]), **where,
                                  model=categorize_model, gpus=categorize_gpus,
@@ -157,7 +202,7 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
             task.set_caching_options(False)
         if kubernetes_settings:
             _on_gpus(labelled, categorize_gpus, gpu_accelerator_type, gpu_node_selector, gpu_tolerations,
-                     cpu="16", memory="200Gi", shm="64Gi")
-            _with_storage_secrets(reported).set_cpu_request("2").set_memory_request("8Gi")
+                     cpu="16", cpu_limit="32", memory=categorize_memory, shm="64Gi")
+            _with_weights_volume(_resources(_with_storage_secrets(reported), "2", "4", "16Gi"))
 
     return latent_verbalizer

@@ -4,7 +4,8 @@ from kfp import dsl
 
 
 def list_shards(shards: str, storage_prefix: str, model: str, layers: str, llm_model: str, llm_gpus: str,
-                storage_root: str = "", run_id: str = "", pretrained: str = "") -> list:
+                storage_root: str = "", run_id: str = "", pretrained: str = "", compare_prefix: str = "",
+                extract_memory: str = "64Gi", caption_memory: str = "64Gi", categorize_memory: str = "200Gi") -> list:
     """Check the run's parameters and list the shards to process (CPU only).
 
     Args:
@@ -17,6 +18,10 @@ def list_shards(shards: str, storage_prefix: str, model: str, layers: str, llm_m
         layers: layers to extract.
         llm_model: the categorize step's LLM.
         llm_gpus: GPUs of the categorize step, as digits (e.g. "8"): the pod's GPU limit comes from this string.
+        compare_prefix: the report's second run, if any (a path there must be on a mounted volume too).
+        extract_memory: memory of each extract pod (a Kubernetes quantity, checked here).
+        caption_memory: memory of each caption pod.
+        categorize_memory: memory of the labelling pod.
     """
     from latent_verbalizer.components.common.contracts import run_storage_prefix
     from latent_verbalizer.components.common.logs import configure_logging
@@ -24,7 +29,10 @@ def list_shards(shards: str, storage_prefix: str, model: str, layers: str, llm_m
 
     configure_logging()
     storage_prefix = run_storage_prefix(storage_prefix, storage_root, run_id)
-    uris = check_run(shards, storage_prefix, model, layers, llm_model, llm_gpus, pretrained=pretrained)
+    uris = check_run(shards, storage_prefix, model, layers, llm_model, llm_gpus, pretrained=pretrained,
+                     compare_prefix=compare_prefix, memory={"extract_memory": extract_memory,
+                                                            "caption_memory": caption_memory,
+                                                            "categorize_memory": categorize_memory})
     print(f"{len(uris)} shards: {uris[:3]}{' ...' if len(uris) > 3 else ''}; bulk data of this run under {storage_prefix}")
     return uris
 

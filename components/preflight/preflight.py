@@ -6,6 +6,7 @@ prefix we cannot write), an unknown model, layers out of range, fewer than one G
 the LLM (the GPU count is a string: see parse_gpu_count).
 """
 
+import os
 import re
 import uuid
 
@@ -33,9 +34,61 @@ def parse_gpu_count(value: str, parameter: str = "categorize_gpus") -> int:
     return int(text)
 
 
+MOUNTS_ENV = "LVERB_POD_MOUNTS"  # set by the pipeline on every pod: the volumes every step mounts
+MEMORY = re.compile(r"[0-9]+(\.[0-9]+)?(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?")
+
+
+def parse_memory(value: str, parameter: str) -> str:
+    """A Kubernetes memory quantity (e.g. 64Gi), checked before any pod asks for it."""
+    text = str(value).strip()
+    if not MEMORY.fullmatch(text):
+        raise ValueError(f"{parameter}={value!r} is not a memory size: write a Kubernetes quantity such as 64Gi or 500Mi")
+    return text
+
+
+def is_pod_path(value: str) -> bool:
+    """A path on a pod's file system (not s3://, minio://, hf:, a hub id or a model name)."""
+    return value.startswith(("/", "file://", "./", "../"))
+
+
+def check_paths_are_mounted(read: dict[str, str], written: dict[str, str] | None = None) -> None:
+    """On a cluster (the pipeline sets ``LVERB_POD_MOUNTS``), a path parameter must lie on a volume
+    that every step mounts: each step runs in its own pod, which sees only what it mounts, so a
+    path on one node's disk, or a folder on the volume that is not there, fails here, naming the
+    parameter and the fix, instead of in a later step. ``read``/``written``: parameter name -> value
+    of what the run reads (must exist) and writes (its folder is made)."""
+    mounts = [m for m in os.environ.get(MOUNTS_ENV, "").split(",") if m]
+    if not mounts:
+        return  # a local run (kfp.local, the CLI): every step shares this machine's disk
+    volume = " or ".join(mounts)
+    for parameter, value in {**read, **(written or {})}.items():
+        value = str(value or "").strip()
+        if not value or not is_pod_path(value):
+            continue
+        path = os.path.normpath(storage.local_path(value))
+        if not any(path == m or path.startswith(m.rstrip("/") + "/") for m in mounts):
+            raise ValueError(
+                f"{parameter}={value!r} is a path on a pod's own disk, which the pipeline's other steps cannot see: "
+                f"every step mounts only {volume} (the lverb-model-weights volume). Copy it onto that volume and "
+                f"give the {mounts[0]}/... path, or give an s3:// URI.")
+        if parameter not in read:
+            continue
+        pattern = re.split(r"[{*?\[]", path)[0]  # a shard pattern: its fixed leading folder must exist
+        folder = pattern if os.path.isdir(pattern) or pattern == path else os.path.dirname(pattern)
+        if not os.path.exists(folder):
+            raise ValueError(f"{parameter}={value!r}: {folder} does not exist on the volume mounted at {volume}; "
+                             "check the path (copy the files there first)")
+
+
 def check_run(shards: str, storage_prefix: str, model: str, layers: str, llm_model: str, llm_gpus: str,
-              pretrained: str = "") -> list[str]:
-    """Validate a run's parameters; returns the shard URIs. Raises ValueError/StorageError naming the fix."""
+              pretrained: str = "", compare_prefix: str = "", memory: dict[str, str] | None = None) -> list[str]:
+    """Validate a run's parameters; returns the shard URIs. Raises ValueError/StorageError naming the fix.
+    ``memory``: the steps' memory parameters (name -> quantity)."""
+    for parameter, value in (memory or {}).items():
+        parse_memory(value, parameter)
+    check_paths_are_mounted({"shards": shards, "extract_model": model, "extract_pretrained": pretrained,
+                             "categorize_model": llm_model, "report_compare_prefix": compare_prefix},
+                            written={"storage_prefix": storage_prefix})
     n_layers = vision_layer_count(model, pretrained)
     parse_layers(layers, n_layers)
     parse_gpu_count(llm_gpus, "categorize_gpus")

@@ -1,6 +1,7 @@
 """Bad run parameters fail in the CPU preflight step, before any GPU is asked for, with one clear message."""
 
 import os
+import re
 import socket
 
 import pytest
@@ -105,3 +106,60 @@ def test_shards_sharing_a_name_are_refused(s3_bucket, tmp_path):
         storage.write_bytes(f"{s3_bucket}/{split}/x-000000.tar", open(path, "rb").read())
     with pytest.raises(ValueError, match="same name 'x-000000'"):
         check_run(s3_bucket + "/*/x-000000.tar", s3_bucket + "/run", **GOOD)
+
+
+@pytest.fixture
+def weights_volume(tmp_path, monkeypatch):
+    """A cluster run's pods: the pipeline mounts one volume in every step and says so (LVERB_POD_MOUNTS)."""
+    from latent_verbalizer.components.preflight.preflight import MOUNTS_ENV
+
+    volume = tmp_path / "models"
+    volume.mkdir()
+    monkeypatch.setenv(MOUNTS_ENV, str(volume))
+    return volume
+
+
+def test_paths_on_the_mounted_volume_work_in_every_parameter(weights_volume, tmp_path):
+    """An HF model folder, shards and the storage prefix on the weights volume (the folder of the prefix need
+    not exist yet: the run makes it)."""
+    import shutil
+
+    from latent_verbalizer.components.common.model_families.hf_loading import CONFIG_DIR
+
+    shutil.copytree(os.path.join(CONFIG_DIR, "tiny-random-blip"), weights_volume / "blip")
+    (weights_volume / "shards").mkdir()
+    jpeg_shard(str(weights_volume / "shards" / "m-000000.tar"), 1)
+    uris = check_run(str(weights_volume / "shards" / "m-{000000..000000}.tar"), str(weights_volume / "runs" / "r1"),
+                     **dict(GOOD, model=str(weights_volume / "blip"), layers="0"))
+    assert uris == [str(weights_volume / "shards" / "m-000000.tar")]
+
+
+@pytest.mark.parametrize("parameter,message", [
+    ("shards", "shards='{outside}/s-{{0..1}}.tar' is a path on a pod's own disk"),
+    ("storage_prefix", "storage_prefix='{outside}/run' is a path on a pod's own disk"),
+    ("model", "extract_model='{outside}/blip' is a path on a pod's own disk"),
+    ("llm_model", "categorize_model='{outside}/llama' is a path on a pod's own disk"),
+    ("compare_prefix", "report_compare_prefix='{outside}/old-run' is a path on a pod's own disk"),
+])
+def test_a_path_that_no_other_step_can_see_is_refused(shard_on_s3, s3_bucket, weights_volume, tmp_path, parameter, message):
+    outside = tmp_path / "node-disk"
+    values = {"shards": f"{outside}/s-{{0..1}}.tar", "storage_prefix": f"{outside}/run", "model": f"{outside}/blip",
+              "llm_model": f"{outside}/llama", "compare_prefix": f"{outside}/old-run"}
+    kwargs = dict(GOOD, shards=shard_on_s3, storage_prefix=s3_bucket + "/run")
+    kwargs[parameter] = values[parameter]
+    with pytest.raises(ValueError, match=re.escape(message.format(outside=outside))) as e:
+        check_run(**kwargs)
+    assert f"every step mounts only {weights_volume} (the lverb-model-weights volume)" in str(e.value)
+
+
+def test_a_folder_missing_from_the_volume_is_named(shard_on_s3, s3_bucket, weights_volume):
+    """Before: the missing folder fell through to the CoCa names check ("unknown model")."""
+    with pytest.raises(ValueError, match=f"extract_model='{weights_volume}/blip': {weights_volume}/blip does not exist "
+                                         "on the volume mounted at"):
+        check_run(shard_on_s3, s3_bucket + "/run", **dict(GOOD, model=f"{weights_volume}/blip"))
+
+
+def test_memory_sizes_are_checked_before_any_pod_asks_for_them(shard_on_s3, s3_bucket):
+    assert check_run(shard_on_s3, s3_bucket + "/run", **GOOD, memory={"extract_memory": "64Gi", "caption_memory": "500Mi"})
+    with pytest.raises(ValueError, match="caption_memory='64 GB' is not a memory size: write a Kubernetes quantity"):
+        check_run(shard_on_s3, s3_bucket + "/run", **GOOD, memory={"caption_memory": "64 GB"})
