@@ -11,9 +11,14 @@ PY=${PY:-.venv/bin/python}
 PYTHON_VERSION=${PYTHON_VERSION:-3.12}
 CARRY=.gpu-carry
 # What the GPU image (PyTorch, transformers, timm, scikit-image, pytest, ...) lacks: our
-# dependencies on the GPU test and benchmark paths, and theirs.
+# dependencies on the GPU test and benchmark paths, and theirs (device/KINDS.md lists the image's).
 PACKAGES=(open_clip_torch ftfy wcwidth webdataset braceexpand boto3 botocore s3transfer jmespath
-          xgrammar apache-tvm-ffi pydantic pydantic-core annotated-types typing-inspection)
+          xgrammar apache-tvm-ffi pydantic pydantic-core annotated-types typing-inspection
+          # kfp: the entry-point phase runs the KFP components and `lverb run --local` (kfp.local)
+          kfp kfp-kubernetes kfp-pipeline-spec kfp-server-api click-option-group docstring-parser
+          google-api-core google-auth google-cloud-storage google-cloud-core google-crc32c google-resumable-media
+          googleapis-common-protos proto-plus pyasn1 pyasn1-modules rsa cachetools cryptography cffi pycparser
+          kubernetes oauthlib requests-oauthlib requests-toolbelt websocket-client docker requests urllib3)
 
 exclude=$(git rev-parse --git-path info/exclude)
 mkdir -p "$(dirname "$exclude")"
