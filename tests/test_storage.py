@@ -71,3 +71,18 @@ def test_a_failed_abort_is_logged_not_swallowed(s3_bucket, caplog):
         writer.abort()
     (record,) = [r for r in caplog.records if "could not abort the multipart upload" in r.getMessage()]
     assert s3_bucket + "/big.bin" in record.getMessage() and "AbortIncompleteMultipartUpload" in record.getMessage()
+
+
+def test_a_read_pinned_to_an_etag_gets_that_version_or_fails(s3_bucket):
+    """``open_read(uri, etag=...)`` reads the version a HEAD saw (``s3_version``), or says the
+    object changed since: the download cache records the ETag of exactly the bytes it copied."""
+    uri = s3_bucket + "/v.bin"
+    storage.write_bytes(uri, b"one")
+    version = storage.s3_version(uri)
+    assert version.size == 3
+    with storage.open_read(uri, etag=version.etag) as f:
+        assert f.read() == b"one"
+    storage.write_bytes(uri, b"two")
+    assert storage.s3_version(uri).etag != version.etag
+    with pytest.raises(storage.StorageError, match="changed while being read"):
+        storage.open_read(uri, etag=version.etag)

@@ -228,10 +228,22 @@ def exists(uri: str) -> bool:
 
 def size(uri: str) -> int:
     if is_s3(uri):
-        loc = parse_s3(uri)
-        head = _s3_call("stat", uri, s3_client().head_object, Bucket=loc.bucket, Key=loc.key)
-        return int(head["ContentLength"])
+        return s3_version(uri).size
     return os.path.getsize(local_path(uri))
+
+
+@dataclass(frozen=True)
+class S3Version:
+    """Which version of an S3 object: its ETag (quotes kept, as S3 sends it) and size."""
+    etag: str
+    size: int
+
+
+def s3_version(uri: str) -> S3Version:
+    """The ETag and size of an S3 object, from one HEAD request."""
+    loc = parse_s3(uri)
+    head = _s3_call("stat", uri, s3_client().head_object, Bucket=loc.bucket, Key=loc.key)
+    return S3Version(etag=head["ETag"], size=int(head["ContentLength"]))
 
 
 def read_bytes(uri: str) -> bytes:
@@ -282,15 +294,16 @@ def _stream_errors() -> tuple:
 class _ResumingS3Reader(io.RawIOBase):
     """A forward-only stream over an S3 object that resumes after a broken connection.
 
-    The object's ETag is pinned at open; if the object changes or disappears mid-read the
-    read fails with a StorageError naming it, instead of silently mixing two versions.
+    The object's ETag is pinned at open (or before it, when ``etag`` is given); if the object
+    changes or disappears mid-read the read fails with a StorageError naming it, instead of
+    silently mixing two versions.
     """
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, etag: str | None = None):
         self.uri = uri
         self.loc = parse_s3(uri)
         self.pos = 0
-        self.etag: str | None = None
+        self.etag: str | None = etag
         self.length: int | None = None
         self.body = None
         self._open()
@@ -306,7 +319,7 @@ class _ResumingS3Reader(io.RawIOBase):
         try:
             resp = _s3_call("read", self.uri, s3_client().get_object, **kwargs)
         except ObjectNotFoundError as e:
-            if self.etag is None:  # never there: the plain "no such object" says it
+            if self.length is None:  # never there: the plain "no such object" says it
                 raise
             raise StorageError(f"{self.uri} disappeared while being read; re-run once the object is stable") from e
         except ClientError as e:
@@ -317,8 +330,12 @@ class _ResumingS3Reader(io.RawIOBase):
                     "re-run once the object is stable"
                 ) from e
             raise
-        if self.etag is None:
-            self.etag = resp.get("ETag")
+        if self.etag and resp.get("ETag") not in (None, self.etag):    # a server that ignored If-Match
+            resp["Body"].close()
+            raise StorageError(f"{self.uri} changed while being read (ETag {resp.get('ETag')}, "
+                               f"wanted {self.etag}); re-run once the object is stable")
+        if self.length is None:
+            self.etag = self.etag or resp.get("ETag")
             self.length = int(resp["ContentLength"])
         self.body = resp["Body"]
 
@@ -348,10 +365,11 @@ class _ResumingS3Reader(io.RawIOBase):
         super().close()
 
 
-def open_read(uri: str) -> IO[bytes]:
-    """A binary stream over the object, read as it arrives (never copied to disk first)."""
+def open_read(uri: str, etag: str | None = None) -> IO[bytes]:
+    """A binary stream over the object, read as it arrives (never copied to disk first).
+    With ``etag`` (S3 only), exactly that version is read, or a StorageError says it changed."""
     if is_s3(uri):
-        return io.BufferedReader(_ResumingS3Reader(uri), buffer_size=1 << 20)
+        return io.BufferedReader(_ResumingS3Reader(uri, etag), buffer_size=1 << 20)
     try:
         return open(local_path(uri), "rb")
     except FileNotFoundError as e:
