@@ -40,7 +40,7 @@ from ..common.contracts import (
 )
 from .aggregate import aggregate, layer_status_counts
 from .answer_store import AnswerStore, run_key
-from .answers import BOUNDS_RULE, answer_bounds, answer_schema
+from .answers import ANSWER_TOKENS_RULE, BOUNDS_RULE, answer_bounds, answer_schema, answer_token_bound
 from .captions_io import CaptionRow, read_captions
 from .labelset import LabelSet, Part, load_labelset
 from .layout import Layout, detect_gpus, plan_layout
@@ -55,9 +55,10 @@ LABELS_NAME = "labels.parquet"
 AGGREGATE_NAME = "aggregate.parquet"
 SUMMARY_NAME = "summary.json"
 CPU_BATCH_SIZE = 16
-# KV cache sized for a typical answer (the study's need <= ~220 tokens re-encoded); a rare
-# long one is covered by the out-of-memory back-off.
-PLAN_PROMPT_TOKENS, PLAN_ANSWER_TOKENS = 768, 256
+# KV cache of the prompt (prefix + caption) of one row; its answer's share is the longest
+# answer token bound of the captions to label (``answers.answer_token_bound``), the same bound
+# that stops a row, so a batch the plan admits holds its rows to the end.
+PLAN_PROMPT_TOKENS = 768
 
 
 @dataclass
@@ -79,7 +80,7 @@ def plan_for_model(model: str, n_gpus: int, gpu_bytes: int, dtype: torch.dtype, 
 def answer_schemas(captions: list[str], label_set: LabelSet) -> dict:
     """The exact answer schemas the captions' answers are held to, with the rule that picks one."""
     bounds = sorted({answer_bounds(c, label_set.limits) for c in captions}, key=lambda b: (b.max_parts, b.max_part_chars))
-    return {"rule": BOUNDS_RULE, "limits": {"max_parts": label_set.limits.max_parts, "max_part_chars": label_set.limits.max_part_chars,
+    return {"rule": BOUNDS_RULE, "answer_tokens_rule": ANSWER_TOKENS_RULE, "limits": {"max_parts": label_set.limits.max_parts, "max_part_chars": label_set.limits.max_part_chars,
                                             "max_labels": label_set.limits.max_labels},
             "schemas": {b.key: answer_schema(label_set, b) for b in bounds}}
 
@@ -148,9 +149,10 @@ def model_answers(rows: list[CaptionRow], uniques: list[str], out_uri: str, mode
     log.info("%d captions, %d distinct (%.1f%% saved by dedup), %d already labelled, %d to label",
              len(rows), len(uniques), summary["dedup_saving_percent"], summary["resumed"], len(todo))
     if todo:
-        layout = plan_for_model(model, n_gpus, gpu_bytes, tdtype, PLAN_PROMPT_TOKENS, PLAN_ANSWER_TOKENS)
+        answer_tokens = max(answer_token_bound(c, label_set) for c in todo)
+        layout = plan_for_model(model, n_gpus, gpu_bytes, tdtype, PLAN_PROMPT_TOKENS, answer_tokens)
         log.info(layout.describe())
-        summary.update(layout=layout.to_json(), batch_size=_batch_size(batch_size, layout, n_gpus))
+        summary.update(layout=layout.to_json(), plan_answer_tokens=answer_tokens, batch_size=_batch_size(batch_size, layout, n_gpus))
         spec = dict(captions=todo, model=model, labels_uri=label_set.source, dtype=dtype_name, out_uri=out_uri, run_key=key,
                     batch_size=summary["batch_size"], groups=layout.groups, max_memory=layout.max_memory,
                     answers_per_file=answers_per_file, made_by=made_by, max_parts=label_set.limits.max_parts)
