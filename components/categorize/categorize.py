@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 LABELS_NAME = "labels.parquet"
 AGGREGATE_NAME = "aggregate.parquet"
 SUMMARY_NAME = "summary.json"
+TODO_NAME = "todo.json"           # under accelerate launch: the captions to label, as rank 0 found them
 CPU_BATCH_SIZE = 16
 # KV cache of the prompt (prefix + caption) of one row; its answer's share is the longest
 # answer token bound of the captions to label (``answers.answer_token_bound``), the same bound
@@ -107,6 +108,22 @@ def _batch_size(batch_size: str | int, layout: Layout, n_gpus: int) -> int:
     return size
 
 
+def _todo_of_launch(store: AnswerStore, uniques: list[str], cpu: bool) -> list[str]:
+    """Under ``accelerate launch``: the captions still to label, worked out once. Rank 0 reads
+    the answer store and writes the list next to it, before it joins the others; every rank
+    reads that file after a barrier. Each rank reading the store itself could see another
+    list (a rank that starts later sees answers written meanwhile), and the ranks' shares of
+    their lists (``split_between_processes``) would then overlap and leave captions out."""
+    from accelerate import PartialState
+
+    uri = storage.join(store.dir, TODO_NAME)
+    if int(os.environ.get("RANK", "0")) == 0:
+        done = store.load()
+        storage.write_json(uri, {"captions": [c for c in uniques if caption_hash(c) not in done]})
+    PartialState(cpu=cpu).wait_for_everyone()
+    return storage.read_json(uri)["captions"]
+
+
 def _label_under_accelerate(spec: dict, layout: Layout, world: int) -> list[dict] | None:
     """This process is one replica of ``accelerate launch``; the stats on the main process, None elsewhere."""
     from accelerate import PartialState
@@ -143,8 +160,12 @@ def model_answers(rows: list[CaptionRow], uniques: list[str], out_uri: str, mode
     dtype_name = str(tdtype).removeprefix("torch.")
     key = run_key(model, dtype_name, label_set.fingerprint)
     store = AnswerStore(out_uri, key)
-    done = store.load()
-    todo = [c for c in uniques if caption_hash(c) not in done]
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if launched:
+        todo = _todo_of_launch(store, uniques, cpu=n_gpus == 0)
+    else:
+        done = store.load()
+        todo = [c for c in uniques if caption_hash(c) not in done]
     summary.update(mode="generate", resumed=len(uniques) - len(todo), to_label=len(todo), run_key=key)
     log.info("%d captions, %d distinct (%.1f%% saved by dedup), %d already labelled, %d to label",
              len(rows), len(uniques), summary["dedup_saving_percent"], summary["resumed"], len(todo))
@@ -160,6 +181,9 @@ def model_answers(rows: list[CaptionRow], uniques: list[str], out_uri: str, mode
         if stats is None:
             return None
         summary["replica_stats"] = stats
+    if launched and int(os.environ.get("RANK", "0")) != 0:
+        return None                          # nothing was left to label; the main process writes the tables
+    if launched or todo:
         done = store.load()
     missing = [c for c in uniques if caption_hash(c) not in done]
     if missing:
