@@ -108,8 +108,8 @@ def max_new_tokens(label_set: LabelSet, bounds: AnswerBounds) -> int:
 # format and counted with the Llama-3 tokenizer: at most 396 tokens (p99 218, median 71);
 # every one lies under 106 + 10 (w + 1) for its caption's word count w (1..28; the line is
 # reached by a 1-word caption of 68 characters, 122 tokens, and a 28-word one, 396), and the
-# rule below is that line with 50% margin (336 tokens at 10 words, 624 at 28). The study itself cut answers at 1,024 tokens
-# (its 146 cut answers ran away repeating), the cap here. The schema's own bound
+# rule below is that line with 50% margin (336 tokens at 10 words, 624 at 28). The study
+# itself cut answers at 1,024 tokens (its 146 cut answers ran away repeating), the cap here. The schema's own bound
 # (``max_new_tokens``) is 2,450 for a 10-word caption and 11,042 for a 28-word one: a batch
 # decodes until its longest row ends, so one runaway row kept a whole batch decoding that long.
 ANSWER_TOKENS_BASE, ANSWER_TOKENS_PER_WORD, ANSWER_TOKENS_CAP = 160, 16, 1024
