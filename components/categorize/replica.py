@@ -16,7 +16,15 @@ import torch
 
 from ..common.progress import Progress
 from .answer_store import AnswerStore
-from .answers import ANSWER_LIMIT, AnswerBounds, answer_bounds, answer_token_bound, limit_reached, max_new_tokens, parse_answer
+from .answers import (
+    ANSWER_LIMIT,
+    AnswerBounds,
+    answer_bounds,
+    answer_token_bound,
+    limit_reached,
+    max_new_tokens,
+    parse_answer,
+)
 from .generate import Generator
 from .grammar import AnswerGrammars, stop_token_ids
 from .labelset import LabelSet, load_labelset
