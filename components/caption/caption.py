@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 CAPTIONS_NAME = "captions.parquet"
 CPU_BATCH = 64
 MAX_BATCH = 4096
+EMBED_WHOLE_CHUNK = 1 << 30      # the embedding pass starts with a chunk's images at once
 PRECISIONS = ("float32", "bfloat16")
 
 
@@ -59,6 +60,16 @@ class CaptionSettings:
 def parse_precision(precision: str) -> str:
     """``float32`` (the study's exact method) or ``bfloat16`` (fast; opt-in), from the dtype vocabulary."""
     return parse_dtype(precision, PRECISIONS, what="--precision")
+
+
+def chunk_embeddings(decoder, block_tokens: torch.Tensor, device: str, backoff: OutOfMemoryBackoff) -> torch.Tensor:
+    """The decoder's image embeddings of one chunk's layer tokens ``[n, tokens, width]``, moved
+    to ``device`` and embedded in batches that ``backoff`` halves on out-of-memory (the whole
+    chunk at once while it fits)."""
+    def embed(start: int, n: int) -> torch.Tensor:
+        return decoder.image_embeddings(block_tokens[start:start + n].to(device))
+
+    return torch.cat([embs for _, _, embs in backoff_batches(len(block_tokens), backoff, embed)])
 
 
 def auto_decode_batch(decoder, n_image_tokens: int, device: str) -> int:
@@ -157,10 +168,13 @@ def caption_shard(features_dir: str, out_uri: str, decoder, loaded: VisionLangua
     batch = settings.batch_size
     progress = Progress(f"caption {name}", "captions", total=features.image_count * len(layers))
     batcher = None
+    # the embedding pass (attentional pooler or projector) over a chunk: as many images as fit
+    embedding_backoff = OutOfMemoryBackoff(EMBED_WHOLE_CHUNK, "caption (image embeddings)",
+                                           advice="decode on a GPU with more free memory")
     with progress:
         for chunk in iter_feature_chunks(features_dir, layers):
             for layer in layers:
-                embs = decoder.image_embeddings(chunk.layers[layer].to(device))
+                embs = chunk_embeddings(decoder, chunk.layers[layer], device, embedding_backoff)
                 if batcher is None:
                     size = auto_decode_batch(decoder, embs.shape[1], device) if batch == "auto" else int(batch)
                     log.info("%s: layers %s, decode batch %d, precision %s", name, layers, size, made_by["precision"])

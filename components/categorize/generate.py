@@ -4,8 +4,9 @@ The prefix (system turn + few-shot turns) is run through the model once; its KV 
 copied and expanded to every batch. Each batch holds captions of similar length,
 left-padded *after* the prefix: ``[prefix][pad..][caption + turn end]``, with the
 attention mask hiding the pads and position ids counting only real tokens, so every row
-sees exactly what it would see alone. Rows leave the batch when their answer is complete.
-An out-of-memory error halves the batch size and retries.
+sees exactly what it would see alone. Rows leave the batch when their answer is complete
+or reaches its own token bound (``limits``), so the batch runs as long as its longest
+bound, never longer. An out-of-memory error halves the batch size and retries.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Answer:
     token_ids: list[int]
-    complete: bool            # ended with a stop token (False: hit max_new_tokens)
+    complete: bool            # ended with a stop token (False: stopped at its token bound)
 
 
 @dataclass
@@ -89,8 +90,11 @@ class Generator:
 
     # -------------------------------------------------------------- one batch
     @torch.inference_mode()
-    def generate_batch(self, suffixes: Sequence[Sequence[int]]) -> list[Answer]:
+    def generate_batch(self, suffixes: Sequence[Sequence[int]], limits: Sequence[int] | None = None) -> list[Answer]:
+        """Answers of one batch; row i stops after ``limits[i]`` new tokens (default
+        ``max_new_tokens``, and never more) with ``complete=False`` unless it ended first."""
         B = len(suffixes)
+        limits = [min(int(x), self.max_new_tokens) for x in limits] if limits is not None else [self.max_new_tokens] * B
         P = len(self.prefix_ids) if self.use_prefix_cache else 0
         rows = [list(s) if self.use_prefix_cache else self.prefix_ids + list(s) for s in suffixes]
         L = max(len(r) for r in rows)
@@ -119,7 +123,7 @@ class Generator:
         finished = [False] * B
         answers = [Answer([], False) for _ in range(B)]
         last = ids[:, -1:]
-        for _step in range(self.max_new_tokens):
+        for step in range(max(limits, default=0)):
             scores = out.logits[:, -1, :].float()
             if proc is not None:
                 scores = proc(last, scores)
@@ -136,6 +140,8 @@ class Generator:
                 else:
                     answers[row].token_ids.append(token)
                     self.stats.new_tokens += 1
+                    if step + 1 >= limits[row]:      # its bound: this row stops, the batch goes on
+                        finished[row] = True
             n_done = sum(finished[r] for r in active)
             if n_done == len(active):
                 break
@@ -160,14 +166,16 @@ class Generator:
         return answers
 
     # -------------------------------------------------------------- many batches
-    def generate(self, suffixes: Sequence[Sequence[int]], batch_size: int) -> Iterator[tuple[list[int], list[Answer]]]:
-        """Yield ``(indices, answers)`` batch by batch, in the given order. Halves the batch
-        size on out-of-memory (and keeps it halved); gives up only at batch size 1."""
+    def generate(self, suffixes: Sequence[Sequence[int]], batch_size: int,
+                 limits: Sequence[int] | None = None) -> Iterator[tuple[list[int], list[Answer]]]:
+        """Yield ``(indices, answers)`` batch by batch, in the given order; ``limits``: each
+        suffix's token bound (``generate_batch``). Halves the batch size on out-of-memory
+        (and keeps it halved); gives up only at batch size 1."""
         backoff = OutOfMemoryBackoff(max(1, int(batch_size)), "categorize",
                                      advice="use more GPUs (--gpus) or a smaller model")
 
         def answer(start: int, n: int) -> list[Answer]:
-            return self.generate_batch(suffixes[start:start + n])
+            return self.generate_batch(suffixes[start:start + n], None if limits is None else limits[start:start + n])
 
         try:
             for start, n, answers in backoff_batches(len(suffixes), backoff, answer):
