@@ -204,6 +204,19 @@ def decoder_start(decoder) -> dict:
     return {"prompt": PROMPT, "prompt_token_ids": prompt_ids}
 
 
+def decoder_end_and_rules(decoder) -> dict:
+    """What else decides the captions, where a model has it: several end tokens (the first is forced at
+    ``seq_len``), and the generation config's settings applied (``generation_settings``)."""
+    made = {}
+    end_ids = decoder.settings.end_token_ids
+    if len(end_ids) > 1:
+        made["end_token_ids"] = list(end_ids)
+    applied = decoder.generation_settings() if hasattr(decoder, "generation_settings") else {}
+    if applied:
+        made["generation_settings"] = applied
+    return made
+
+
 def feature_shard_dirs(features_uri: str) -> list[str]:
     """Shard folders under a features prefix (those with a manifest), or the folder itself."""
     if storage.exists(storage.join(features_uri, MANIFEST_NAME)):
@@ -237,7 +250,8 @@ def run_caption(features_uri: str, out_uri: str, settings: CaptionSettings) -> l
     greedy = GreedySettings(seq_len=settings.seq_len, min_seq_len=settings.min_seq_len)
     decoder = make_decoder(loaded, precision=precision, settings=greedy).to(device)
     made_by = {**loaded.identity(), "pretrained": settings.pretrained or first.pretrained, "precision": precision,
-               "seq_len": greedy.seq_len, "min_seq_len": greedy.min_seq_len, **decoder_start(decoder)}
+               "seq_len": greedy.seq_len, "min_seq_len": greedy.min_seq_len, **decoder_start(decoder),
+               **decoder_end_and_rules(decoder)}
     if precision == "float32":  # the exact path: float32 computed as float32, also on Ampere and newer GPUs
         made_by["tf32"] = exact_float32_math()["tf32"]
     return [caption_shard(d, out_uri, decoder, loaded, settings, device, made_by) for d in shard_dirs]
