@@ -36,12 +36,18 @@ def extract_shard(
     from latent_verbalizer.components.common import storage
     from latent_verbalizer.components.common.contracts import run_storage_prefix, shard_name
     from latent_verbalizer.components.common.logs import configure_logging
+    from latent_verbalizer.components.common.model_families import is_hf_model
+    from latent_verbalizer.components.common.model_families.hub_revision import pin_names, read_resolved_models
     from latent_verbalizer.components.extract.extract import ExtractSettings, run_extract
 
     configure_logging()
     storage_prefix = run_storage_prefix(storage_prefix, storage_root, run_id)
     out = storage.join(storage_prefix, "features")
-    settings = ExtractSettings(model=model, pretrained=pretrained or None, layers=layers, dtype=dtype, batch_size=batch_size)
+    # a hub model at the commit preflight pinned for the whole run (every shard the same commit)
+    pretrained = pretrained or None
+    if is_hf_model(model):
+        model, pretrained = pin_names(model, pretrained, read_resolved_models(storage_prefix))
+    settings = ExtractSettings(model=model, pretrained=pretrained, layers=layers, dtype=dtype, batch_size=batch_size)
     result = run_extract([shard], out, settings)
     if result.failed:
         raise RuntimeError(result.failed[shard])
