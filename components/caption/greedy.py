@@ -4,10 +4,13 @@ open_clip's ``CoCa.generate`` with ``generation_type="top_k", top_k=1``, as the 
 a caption starts with the start token and holds at most ``seq_len`` tokens including it;
 the end token is banned while the sequence is shorter than ``min_seq_len``; a row ends when
 it emits the end token (or, for CoCa, token 0, the pad); when ``cur_len + 1 == seq_len`` the
-token is forced to the end token. A Hugging Face model may list several end tokens (Llama-3- and
-Qwen2-based LLaVA conversions do): all are banned below ``min_seq_len`` and any ends a caption, as
-in its own ``generate``; the one forced at ``seq_len`` is the first listed, its primary end token. Entropy: of the full softmax at temperature 1, before any
+token is forced to the end token. Entropy: of the full softmax at temperature 1, before any
 logits processing, in bits, averaged over every generated token.
+
+A Hugging Face model may list several end tokens (Llama-3- and Qwen2-based LLaVA conversions
+do): all are banned below ``min_seq_len`` and any ends a caption, as in its own ``generate``; the
+one forced at ``seq_len`` is the first listed, the model's primary end token (the study's rule
+forces its model's only one).
 
 The loop drives a *step model* (a family's cached decoder), which gives:
 - ``settings``: ``GreedySettings`` with the family's start / end / pad ids;
