@@ -29,6 +29,7 @@ from ..common.contracts import (
 from ..common.devices import resolve_device
 from ..common.features import iter_feature_chunks, read_manifest
 from ..common.model_families import VisionLanguageModel, load_model
+from ..common.model_families.hub_revision import same_hub_model
 from ..common.models import parse_layers
 from ..common.oom import OutOfMemoryBackoff, backoff_batches
 from ..common.precision import exact_float32_math, parse_dtype
@@ -218,6 +219,19 @@ def decoder_start(decoder) -> dict:
     return {"prompt": PROMPT, "prompt_token_ids": prompt_ids}
 
 
+def decoder_end_and_rules(decoder) -> dict:
+    """What else decides the captions, where a model has it: several end tokens (the first is forced at
+    ``seq_len``), and the generation config's settings applied (``generation_settings``)."""
+    made = {}
+    end_ids = decoder.settings.end_token_ids
+    if len(end_ids) > 1:
+        made["end_token_ids"] = list(end_ids)
+    applied = decoder.generation_settings() if hasattr(decoder, "generation_settings") else {}
+    if applied:
+        made["generation_settings"] = applied
+    return made
+
+
 def feature_shard_dirs(features_uri: str) -> list[str]:
     """Shard folders under a features prefix (those with a manifest), or the folder itself."""
     if storage.exists(storage.join(features_uri, MANIFEST_NAME)):
@@ -241,17 +255,23 @@ def run_caption(features_uri: str, out_uri: str, settings: CaptionSettings) -> l
         if (m.model, m.pretrained) != (first.model, first.pretrained):
             raise ValueError(f"{d} was extracted by {m.model}/{m.pretrained}, {shard_dirs[0]} by "
                              f"{first.model}/{first.pretrained}: caption one model's features per run (--features per model)")
-    if settings.model and settings.model != first.model:
+    if settings.model and settings.model != first.model and not same_hub_model(settings.model, first.model):
         raise ValueError(f"features under {features_uri} were made by {first.model}, not {settings.model}; "
                          "captions must come from the model that made the features")
+    # A hub model is loaded at the commit its features were made with (their model name is pinned,
+    # hf:ORG/NAME@<sha>); the same hub name given again without a commit keeps that commit.
+    pretrained = settings.pretrained
+    if not pretrained or same_hub_model(pretrained, first.pretrained):
+        pretrained = first.pretrained
     device = resolve_device(settings.device)
     precision = parse_precision(settings.precision)
-    loaded = load_model(first.model, settings.pretrained or first.pretrained, device="cpu")
+    loaded = load_model(first.model, pretrained, device="cpu")
     check_same_model(loaded, first, features_uri)
     greedy = GreedySettings(seq_len=settings.seq_len, min_seq_len=settings.min_seq_len)
     decoder = make_decoder(loaded, precision=precision, settings=greedy).to(device)
-    made_by = {**loaded.identity(), "pretrained": settings.pretrained or first.pretrained, "precision": precision,
-               "seq_len": greedy.seq_len, "min_seq_len": greedy.min_seq_len, **decoder_start(decoder)}
+    made_by = {**loaded.identity(), "pretrained": pretrained, "precision": precision,
+               "seq_len": greedy.seq_len, "min_seq_len": greedy.min_seq_len, **decoder_start(decoder),
+               **decoder_end_and_rules(decoder)}
     if precision == "float32":  # the exact path: float32 computed as float32, also on Ampere and newer GPUs
         made_by["tf32"] = exact_float32_math()["tf32"]
     return [caption_shard(d, out_uri, decoder, loaded, settings, device, made_by) for d in shard_dirs]

@@ -24,7 +24,7 @@ def extract_shard(
         storage_prefix: where bulk data goes; features land under <prefix>/features/<shard>/.
         storage_root: with an empty storage_prefix, bulk data goes under <storage_root>/<run_id>.
         run_id: the pipeline run's id (dsl.PIPELINE_JOB_ID_PLACEHOLDER): each run's own prefix.
-        model: open_clip CoCa architecture (coca_ViT-L-14, tiny-random offline), or a Hugging Face captioner (BLIP, VisionEncoderDecoder, LLaVA) as hf:ORG/NAME, a local/PVC folder or an s3:// prefix.
+        model: open_clip CoCa architecture (coca_ViT-L-14, tiny-random offline), or a Hugging Face captioner (BLIP, VisionEncoderDecoder, LLaVA) as hf:ORG/NAME[@REVISION] (read at the commit preflight pinned for the run), a local/PVC folder or an s3:// prefix.
         pretrained: CoCa: pretrained tag, local/PVC checkpoint, s3:// object; Hugging Face: a folder or s3:// prefix holding the model; or 'random'. Empty: the study's weights (CoCa), the model itself (Hugging Face).
         layers: 'all' or 0-based block indices, e.g. 0,5,23.
         dtype: stored feature dtype: float16, bfloat16 or float32 (fp16, bf16, fp32 accepted).
@@ -36,12 +36,18 @@ def extract_shard(
     from latent_verbalizer.components.common import storage
     from latent_verbalizer.components.common.contracts import run_storage_prefix, shard_name
     from latent_verbalizer.components.common.logs import configure_logging
+    from latent_verbalizer.components.common.model_families import is_hf_model
+    from latent_verbalizer.components.common.model_families.hub_revision import pin_names, read_resolved_models
     from latent_verbalizer.components.extract.extract import ExtractSettings, run_extract
 
     configure_logging()
     storage_prefix = run_storage_prefix(storage_prefix, storage_root, run_id)
     out = storage.join(storage_prefix, "features")
-    settings = ExtractSettings(model=model, pretrained=pretrained or None, layers=layers, dtype=dtype, batch_size=batch_size)
+    # a hub model at the commit preflight pinned for the whole run (every shard the same commit)
+    pretrained = pretrained or None
+    if is_hf_model(model):
+        model, pretrained = pin_names(model, pretrained, read_resolved_models(storage_prefix))
+    settings = ExtractSettings(model=model, pretrained=pretrained, layers=layers, dtype=dtype, batch_size=batch_size)
     result = run_extract([shard], out, settings)
     if result.failed:
         raise RuntimeError(result.failed[shard])

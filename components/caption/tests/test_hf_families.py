@@ -78,7 +78,7 @@ def reference_rows(loaded, inputs, settings: GreedySettings) -> list[ref.Referen
         next_logits, start = ref.blip_logits(model, inputs), model.config.text_config.bos_token_id
     else:
         next_logits, start = ref.vision_encoder_decoder_logits(model, inputs), model.config.decoder_start_token_id
-    return ref.reference_greedy(next_logits, inputs.shape[0], start, loaded.eos_token_id,
+    return ref.reference_greedy(next_logits, inputs.shape[0], start, models_own_end_tokens(loaded),
                                 settings.seq_len, settings.min_seq_len)
 
 
@@ -92,32 +92,41 @@ def assert_same_as_reference(loaded, inputs, settings=GreedySettings(), compact_
     return ours
 
 
-def models_own_end_token(loaded) -> int:
-    """The end token the model's own ``generate`` stops at, read from its configs (not from the adapter)."""
+def models_own_end_tokens(loaded) -> list[int]:
+    """The end tokens the model's own ``generate`` stops at, read from its configs (not from the adapter)."""
     model = loaded.model
     if loaded.family == "hf-blip":
-        return model.config.text_config.sep_token_id       # BlipForConditionalGeneration.generate's eos
+        return [model.config.text_config.sep_token_id]       # BlipForConditionalGeneration.generate's eos
     eos = model.generation_config.eos_token_id
-    return eos[0] if isinstance(eos, list) else eos
+    return list(eos) if isinstance(eos, list) else [eos]
+
+
+def models_own_end_token(loaded) -> int:
+    """The first of them: the one the tests force at ``seq_len``."""
+    return models_own_end_tokens(loaded)[0]
 
 
 def own_generate(loaded, pixels, settings: GreedySettings) -> list[list[int]]:
-    """The model's own greedy ``generate`` with the same length rules, cut after the first end token."""
-    model, eos = loaded.model, models_own_end_token(loaded)
+    """The model's own greedy ``generate`` with the same length rules, cut after the first end token.
+    The end tokens, and any other setting of its generation config, are the model's own (not passed)."""
+    model, ends = loaded.model, models_own_end_tokens(loaded)
     with torch.no_grad():
         if loaded.family == LLAVA:
             prompt = llava_prompt_ids(loaded)
             ids = torch.tensor([prompt] * len(pixels))
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels,
                                  max_new_tokens=settings.seq_len - 1, min_new_tokens=settings.min_seq_len - 1,
-                                 forced_eos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
-                                 do_sample=False, num_beams=1)
+                                 forced_eos_token_id=ends[0], pad_token_id=ends[0], do_sample=False, num_beams=1)
             rows = [r[len(prompt):].tolist() for r in out]
         else:
             out = model.generate(pixel_values=pixels, max_length=settings.seq_len, min_length=settings.min_seq_len,
-                                 forced_eos_token_id=eos, do_sample=False, num_beams=1)
+                                 forced_eos_token_id=ends[0], do_sample=False, num_beams=1)
             rows = [r[1:].tolist() for r in out]
-    return [r[:r.index(eos) + 1] if eos in r else r for r in rows]
+    cut = []
+    for r in rows:
+        at = [i for i, t in enumerate(r) if t in ends]
+        cut.append(r[:at[0] + 1] if at else r)
+    return cut
 
 
 def ours_at(loaded, pixels, layer: int, settings: GreedySettings):
