@@ -34,6 +34,7 @@ from ..common.models import parse_layers
 from ..common.oom import OutOfMemoryBackoff, backoff_batches
 from ..common.precision import exact_float32_math, parse_dtype
 from ..common.progress import Progress
+from ..common.shard_failures import OutputRefusedError
 from .decoders import make_decoder
 from .greedy import DecodedCaptions, GreedySettings
 
@@ -164,7 +165,7 @@ def caption_shard(features_dir: str, out_uri: str, decoder, loaded: VisionLangua
         if done.get("parameters") == params:
             log.info("%s: already captioned (%d rows), skipping", name, done["rows"])
             return done
-        raise ValueError(f"{shard_out} holds captions made with {done.get('parameters')}, not {params}; use another --out")
+        raise OutputRefusedError(f"{shard_out} holds captions made with {done.get('parameters')}, not {params}; use another --out")
 
     batch = settings.batch_size
     progress = Progress(f"caption {name}", "captions", total=features.image_count * len(layers))

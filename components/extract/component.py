@@ -16,6 +16,7 @@ def extract_shard(
     features: Output[Artifact],
     storage_root: str = "",
     run_id: str = "",
+    fail_on_bad_shard: bool = False,
 ):
     """Extract every selected vision block's output tokens of one webdataset shard.
 
@@ -29,15 +30,17 @@ def extract_shard(
         layers: 'all' or 0-based block indices, e.g. 0,5,23.
         dtype: stored feature dtype: float16, bfloat16 or float32 (fp16, bf16, fp32 accepted).
         batch_size: images per batch, or 'auto' (from free GPU memory).
-        features: small JSON manifest pointing at the features (the bulk data stays in storage).
+        fail_on_bad_shard: False (default): a shard bad for a reason a retry cannot change (not a tar, no images, features of other parameters) gives a pointer that records it failed, and the run goes on without it; True: it fails this step.
+        features: small JSON manifest pointing at the features (the bulk data stays in storage), or {"failed": reason, "shard": ..., "step": "extract"}.
     """
     import json
 
     from latent_verbalizer.components.common import storage
-    from latent_verbalizer.components.common.contracts import run_storage_prefix, shard_name
+    from latent_verbalizer.components.common.contracts import FailedShard, run_storage_prefix, shard_name
     from latent_verbalizer.components.common.logs import configure_logging
     from latent_verbalizer.components.common.model_families import is_hf_model
     from latent_verbalizer.components.common.model_families.hub_revision import pin_names, read_resolved_models
+    from latent_verbalizer.components.common.shard_failures import is_bad_shard
     from latent_verbalizer.components.extract.extract import ExtractSettings, run_extract
 
     configure_logging()
@@ -49,11 +52,15 @@ def extract_shard(
         model, pretrained = pin_names(model, pretrained, read_resolved_models(storage_prefix))
     settings = ExtractSettings(model=model, pretrained=pretrained, layers=layers, dtype=dtype, batch_size=batch_size)
     result = run_extract([shard], out, settings)
-    if result.failed:
-        raise RuntimeError(result.failed[shard])
-    manifest = result.manifests[shard]
-    pointer = {"features": storage.join(out, shard_name(shard)), "shard": shard, "images": manifest.image_count,
-               "skipped": len(manifest.skipped), "layers": manifest.layers, "model": manifest.model}
+    if shard in result.failed:
+        error = result.errors[shard]
+        if fail_on_bad_shard or not is_bad_shard(error):
+            raise error  # of the moment (network...): Kubeflow's retry runs the step again
+        pointer = FailedShard(shard=shard, reason=result.failed[shard], step="extract").to_pointer()
+    else:
+        manifest = result.manifests[shard]
+        pointer = {"features": storage.join(out, shard_name(shard)), "shard": shard, "images": manifest.image_count,
+                   "skipped": len(manifest.skipped), "layers": manifest.layers, "model": manifest.model}
     with open(features.path, "w") as f:
         json.dump(pointer, f)
     features.metadata.update(pointer)
