@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import xgrammar as xgr
@@ -79,3 +81,23 @@ def test_out_of_memory_halves_the_batch(tiny, sample, monkeypatch):
     monkeypatch.setattr(full, "generate_batch", no_memory)
     with pytest.raises(RuntimeError, match="batch size 1"):
         _run(full, tiny.suffixes(captions[:2]), 2)
+
+
+def test_cache_reaches_a_forward_that_names_it_past_key_values(tiny, sample):
+    """The real model under transformers' older calling convention (the cache is ``past_key_values``,
+    unknown keywords are swallowed): the prefix cache still reaches it, same tokens as usual."""
+    from latent_verbalizer.components.categorize.generate import Generator
+
+    model = copy.deepcopy(tiny.model)
+    real = type(model)
+
+    class PastKeyValuesNamed(real):
+        def forward(self, *args, past_key_values=None, **kwargs):
+            kwargs.pop("cache", None)
+            return real.forward(self, *args, cache=past_key_values, **kwargs)
+
+    model.__class__ = PastKeyValuesNamed
+    captions = sample(6, layers=[4, 20])
+    usual = _run(tiny.generator(), tiny.suffixes(captions), 3)
+    old_style = Generator(model, tiny.prompt.prefix_ids, tiny.grammar, tiny.stops, tiny.tok.pad_token_id, tiny.max_new)
+    assert [a.token_ids for a in _run(old_style, tiny.suffixes(captions), 3)] == [a.token_ids for a in usual]
