@@ -53,9 +53,11 @@ export PYTHONPATH="$work/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 import sys
 from importlib.metadata import version
 
+from packaging.version import Version
+
 for pin in sys.argv[1:]:
     name, _, wanted = pin.partition("==")
-    assert version(name) == wanted, f"{name} {version(name)} imported, {wanted} wanted"
+    assert Version(version(name)) == Version(wanted), f"{name} {version(name)} imported, {wanted} wanted"
 import transformers
 assert transformers.__version__ == version("transformers")
 print("testing on:", ", ".join(f"{p.partition('==')[0]} {version(p.partition('==')[0])}" for p in sys.argv[1:]),

@@ -116,6 +116,7 @@ def test_installers_use_the_locks():
     assert "--requirement locks/setup.txt" in setup and "--no-deps" in setup
     dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
     assert "COPY locks/image.txt " in dockerfile
+    assert "!locks/image.txt" in (ROOT / ".dockerignore").read_text().split(), "the build context must hold the lock"
     base = re.search(r"ARG BASE_IMAGE=pytorch/pytorch:(\d+\.\d+\.\d+)-", dockerfile).group(1)
     assert f"torch=={base}\n" in (ROOT / "locks" / "torch-pair.txt").read_text(), \
         "the Dockerfile's base image carries another torch than locks/torch-pair.txt"
