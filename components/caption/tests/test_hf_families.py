@@ -12,6 +12,7 @@ real classes (BLIP, ViT + GPT-2 VisionEncoderDecoder, LLaVA) and real photos, of
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import sys
 
@@ -298,16 +299,18 @@ def test_llava_every_layer_is_its_own_vision_feature_layer():
 def named_past_key_values(loaded):
     """A copy whose decoding forward takes its KV cache as ``past_key_values``, the name
     transformers used before 5.24, and swallows unknown keywords as those releases' ``**kwargs``
-    did: a cache handed over as ``cache=`` is lost without an error. The model code is the real one."""
+    did: a cache handed over as ``cache=`` is lost without an error. The model code is the real one
+    (under a transformers before 5.24, where the name is already ``past_key_values``, it is unchanged)."""
     twin = copy.copy(loaded)
     twin.model = copy.deepcopy(loaded.model)
     module = twin.model if loaded.family == LLAVA else twin.text_decoder()
     real = type(module)
+    own = "cache" if "cache" in inspect.signature(real.forward).parameters else "past_key_values"   # the real name
 
     class PastKeyValuesNamed(real):
         def forward(self, *args, past_key_values=None, **kwargs):
             kwargs.pop("cache", None)
-            return real.forward(self, *args, cache=past_key_values, **kwargs)
+            return real.forward(self, *args, **{own: past_key_values}, **kwargs)
 
     module.__class__ = PastKeyValuesNamed
     return twin
