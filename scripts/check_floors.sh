@@ -4,7 +4,8 @@
 # declared floor is one that is tested, not hoped for. The floors (and whatever else they need
 # in another version, e.g. tokenizers, huggingface-hub) are installed from PyPI into a
 # temporary folder put in front of the environment's own packages; the environment is left
-# as it is. About 5 minutes on 2 cores; needs PyPI.
+# as it is. Needs PyPI. Measured: 2.5 CPU-minutes; 7-10 minutes of wall time on a 2-core
+# machine that other jobs share.
 #
 #   scripts/check_floors.sh                  # the floors pyproject.toml declares
 #   scripts/check_floors.sh transformers==5.0.0   # or any other set of versions
