@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..common.hf_cache_kwarg import cache_kwarg, cache_of
 from ..common.model_families import LLAVA, VisionLanguageModel
 from ..common.precision import parse_dtype, torch_dtype
 from .generation_settings import logits_rules
@@ -39,11 +40,6 @@ class HFDecodeState:
         self.cache.reorder_cache(rows)
         if self.encoder_states is not None:
             self.encoder_states = self.encoder_states.index_select(0, rows)
-
-
-def _cache_of(output):
-    cache = getattr(output, "cache", None)
-    return cache if cache is not None else output.past_key_values
 
 
 class HFCachedDecoder:
@@ -108,6 +104,7 @@ class CrossAttentionDecoder(HFCachedDecoder):
         settings = GreedySettings(base.seq_len, base.min_seq_len, loaded.start_token_id, loaded.eos_token_id, None,
                                   loaded.end_token_ids[1:])
         self.decoder = loaded.text_decoder()
+        self.cache_kwarg = cache_kwarg(self.decoder)
         context = getattr(self.decoder.config, "max_position_embeddings", None) or getattr(self.decoder.config, "n_positions")
         if settings.seq_len > context:
             raise ValueError(f"--seq-len {settings.seq_len} exceeds the text decoder's context of {context} tokens")
@@ -121,8 +118,8 @@ class CrossAttentionDecoder(HFCachedDecoder):
 
     def _forward(self, tokens: torch.Tensor, state: HFDecodeState) -> torch.Tensor:
         output = self.decoder(input_ids=tokens[:, None], encoder_hidden_states=state.encoder_states,
-                              cache=state.cache, use_cache=True)
-        state.cache = _cache_of(output)
+                              use_cache=True, **{self.cache_kwarg: state.cache})
+        state.cache = cache_of(output)
         return output.logits[:, -1].float()
 
     def start(self, decoder_inputs: torch.Tensor) -> tuple[HFDecodeState, torch.Tensor]:
@@ -151,6 +148,7 @@ class PromptDecoder(HFCachedDecoder):
         self.image_positions = [i for i, t in enumerate(self.prompt_ids) if t == loaded.image_token_id]
         super().__init__(loaded, precision, settings, loaded.decoder_modules(), prefix_ids=self.prompt_ids[:-1])
         self.model = model
+        self.cache_kwarg = cache_kwarg(model)
 
     def text_config(self):
         return self.model.config.text_config
@@ -167,11 +165,12 @@ class PromptDecoder(HFCachedDecoder):
         embeds = self.model.get_input_embeddings()(ids)[None].expand(rows, -1, -1).clone()
         embeds[:, self.image_positions] = decoder_inputs.to(embeds.dtype)
         output = self.model(inputs_embeds=embeds, use_cache=True, logits_to_keep=1)
-        return HFDecodeState(cache=_cache_of(output)), output.logits[:, -1].float()
+        return HFDecodeState(cache=cache_of(output)), output.logits[:, -1].float()
 
     def step(self, tokens: torch.Tensor, pos: int, state: HFDecodeState) -> torch.Tensor:
-        output = self.model(input_ids=tokens[:, None], cache=state.cache, use_cache=True, logits_to_keep=1)
-        state.cache = _cache_of(output)
+        output = self.model(input_ids=tokens[:, None], use_cache=True, logits_to_keep=1,
+                            **{self.cache_kwarg: state.cache})
+        state.cache = cache_of(output)
         return output.logits[:, -1].float()
 
 

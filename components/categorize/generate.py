@@ -12,7 +12,6 @@ bound, never longer. An out-of-memory error halves the batch size and retries.
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Iterator, Sequence
 
 import torch
 
+from ..common.hf_cache_kwarg import cache_kwarg, cache_of
 from ..common.oom import OutOfMemoryBackoff, backoff_batches
 from .grammar import GrammarLogitsProcessor
 
@@ -64,8 +64,7 @@ class Generator:
         self.device = model.get_input_embeddings().weight.device
         self.stats = GenStats(prefix_tokens=len(self.prefix_ids))
         self._prefix_cache = None
-        # transformers >= 5.x names the cache argument `cache` (`past_key_values` before)
-        self._cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self._cache_kw = cache_kwarg(model)
 
     # -------------------------------------------------------------- prefix
     @torch.inference_mode()
@@ -75,7 +74,7 @@ class Generator:
             t0 = time.perf_counter()
             ids = torch.tensor([self.prefix_ids], device=self.device)
             out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
-            self._prefix_cache = _cache_of(out)
+            self._prefix_cache = cache_of(out)
             self.stats.prefix_seconds = time.perf_counter() - t0
             log.info("prompt prefix: %d tokens, KV cache computed once in %.2fs", len(self.prefix_ids), self.stats.prefix_seconds)
         return self._prefix_cache
@@ -117,7 +116,7 @@ class Generator:
                 cache.batch_repeat_interleave(B)
             kw[self._cache_kw] = cache
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1, **kw)
-        cache = _cache_of(out)
+        cache = cache_of(out)
         proc = GrammarLogitsProcessor(self.grammar, B) if self.grammar is not None else None
         active = list(range(B))                  # original row of each batch row
         finished = [False] * B
@@ -186,8 +185,3 @@ class Generator:
     @property
     def batch_size_now(self) -> int:
         return self.stats.batch_sizes[-1] if self.stats.batch_sizes else 0
-
-
-def _cache_of(out):
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values

@@ -12,6 +12,7 @@ real classes (BLIP, ViT + GPT-2 VisionEncoderDecoder, LLaVA) and real photos, of
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import sys
 
@@ -300,3 +301,32 @@ def test_llava_every_layer_is_its_own_vision_feature_layer():
             own = torch.stack(model.get_image_features(pixel_values=pixels, vision_feature_layer=k + 1,
                                                        vision_feature_select_strategy="default").pooler_output)
         torch.testing.assert_close(loaded.decoder_inputs(block), own, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- 6. the cache argument's name
+
+def named_past_key_values(loaded):
+    """A copy whose decoding forward takes its KV cache as ``past_key_values``, the name
+    transformers used before 5.24, and swallows unknown keywords as those releases' ``**kwargs``
+    did: a cache handed over as ``cache=`` is lost without an error. The model code is the real one
+    (under a transformers before 5.24, where the name is already ``past_key_values``, it is unchanged)."""
+    twin = copy.copy(loaded)
+    twin.model = copy.deepcopy(loaded.model)
+    module = twin.model if loaded.family == LLAVA else twin.text_decoder()
+    real = type(module)
+    own = "cache" if "cache" in inspect.signature(real.forward).parameters else "past_key_values"   # the real name
+
+    class PastKeyValuesNamed(real):
+        def forward(self, *args, past_key_values=None, **kwargs):
+            kwargs.pop("cache", None)
+            return real.forward(self, *args, **{own: past_key_values}, **kwargs)
+
+    module.__class__ = PastKeyValuesNamed
+    return twin
+
+
+def test_cache_reaches_a_forward_that_names_it_past_key_values(loaded, every_layer):
+    """Under the older name the decoder still hands the cache over (else every step would decode
+    one token with no past, and the captions would differ from the reference loop's)."""
+    old_style = named_past_key_values(loaded)
+    assert_same_as_reference(old_style, every_layer[0][:6])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import inspect
+
 import pytest
 import torch
 import xgrammar as xgr
@@ -103,3 +106,24 @@ def test_other_runtime_errors_are_not_taken_for_out_of_memory(tiny, sample):
         assert gen.stats.ooms == 0
     finally:
         handle.remove()
+
+
+def test_cache_reaches_a_forward_that_names_it_past_key_values(tiny, sample):
+    """The real model under transformers' older calling convention (the cache is ``past_key_values``,
+    unknown keywords are swallowed): the prefix cache still reaches it, same tokens as usual."""
+    from latent_verbalizer.components.categorize.generate import Generator
+
+    model = copy.deepcopy(tiny.model)
+    real = type(model)
+    own = "cache" if "cache" in inspect.signature(real.forward).parameters else "past_key_values"   # the real name
+
+    class PastKeyValuesNamed(real):
+        def forward(self, *args, past_key_values=None, **kwargs):
+            kwargs.pop("cache", None)
+            return real.forward(self, *args, **{own: past_key_values}, **kwargs)
+
+    model.__class__ = PastKeyValuesNamed
+    captions = sample(6, layers=[4, 20])
+    usual = _run(tiny.generator(), tiny.suffixes(captions), 3)
+    old_style = Generator(model, tiny.prompt.prefix_ids, tiny.grammar, tiny.stops, tiny.tok.pad_token_id, tiny.max_new)
+    assert [a.token_ids for a in _run(old_style, tiny.suffixes(captions), 3)] == [a.token_ids for a in usual]
