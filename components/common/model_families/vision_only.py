@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                      "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+                      "BOOL": torch.bool}
 VISION_TOWERS = {BLIP: "vision_model", VISION_ENCODER_DECODER: "encoder", LLAVA: "model.vision_tower"}  # module paths
 
 
@@ -91,21 +94,42 @@ def _locate(net, path: str, wanted: dict, files: dict[str, str]) -> dict[str, tu
 
 
 def _read_tensors(located: dict[str, tuple[str, str]], wanted: dict) -> dict[str, torch.Tensor] | None:
-    """The tower's tensors, each file opened once, cast to the dtype the model built them in (float32)."""
-    from safetensors import safe_open
-
+    """The tower's tensors, cast to the dtype the model built them in (float32). Read with plain
+    file reads at the header's offsets, not through a memory map: a mapped checkpoint's pages
+    would count in the pod's resident memory next to the float32 copies."""
     by_file = defaultdict(list)
     for name, (file, key) in located.items():
         by_file[file].append((name, key))
     state = {}
     for file, names in by_file.items():
-        with safe_open(file, framework="pt", device="cpu") as f:
+        header, data_start = _header(file)
+        with open(file, "rb", buffering=0) as f:
             for name, key in names:
-                tensor = f.get_tensor(key)
-                if tensor.shape != wanted[name].shape:
+                entry = header[key]
+                dtype = SAFETENSORS_DTYPES.get(entry["dtype"])
+                if dtype is None or tuple(entry["shape"]) != tuple(wanted[name].shape):
                     return None
+                begin, end = entry["data_offsets"]
+                raw = torch.empty(end - begin, dtype=torch.uint8)
+                f.seek(data_start + begin)
+                view, done = memoryview(raw.numpy()), 0
+                while done < len(view):
+                    n = f.readinto(view[done:])
+                    if not n:
+                        raise EOFError(f"{file}: {key} ends past the end of the file")
+                    done += n
+                tensor = raw.view(dtype).reshape(entry["shape"])
                 state[name] = tensor.to(wanted[name].dtype) if tensor.is_floating_point() else tensor
     return state
+
+
+def _header(file: str) -> tuple[dict, int]:
+    """A safetensors file's header (tensor name -> dtype, shape, data offsets) and where its data starts."""
+    with open(file, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+    header.pop("__metadata__", None)
+    return header, 8 + size
 
 
 def _safetensors_files(source) -> dict[str, str] | None:
@@ -125,10 +149,7 @@ def _safetensors_files(source) -> dict[str, str] | None:
 
 
 def _keys_of(file: str) -> dict[str, str]:
-    from safetensors import safe_open
-
-    with safe_open(file, framework="pt", device="cpu") as f:
-        return {key: file for key in f.keys()}
+    return dict.fromkeys(_header(file)[0], file)
 
 
 class _LazyHubFiles(dict):
