@@ -13,7 +13,7 @@ in memory, stored in the dtype their hub checkpoints use:
   (4096, 32k vocabulary) with ``--llava-layers`` of its 32 layers, float16 as llava-hf's: the
   language model dominates, as in the real one;
 - ``coca``: open_clip ``coca_ViT-L-14`` (the study's model) from a float32 safetensors checkpoint
-  file; open_clip loads it whole in both steps.
+  file (as the hub's ``open_clip_model.safetensors``); whole: open_clip's own load.
 
 The bytes per parameter measured here give the estimates for the real models (LLaVA-1.5-7B,
 CoCa ViT-L/14) that size the Kubernetes memory requests.

@@ -29,15 +29,15 @@ def load_model(model: str, pretrained: str | None = None, device: str = "cpu", p
     ``part``: ``all``, or ``vision`` for what the extract step runs: a Hugging Face model's vision
     tower alone is read from its safetensors (same float32 weights as the whole model's, the
     rest never loaded: ``vision_only``); only ``vision_tower()``, ``preprocess``,
-    ``vision_block_outputs`` and what the config tells may then be used. CoCa is loaded whole
-    (open_clip), and only its tower is moved to ``device``."""
+    ``vision_block_outputs`` and what the config tells may then be used. CoCa likewise reads
+    only ``visual`` from a safetensors checkpoint (``models.load_coca``)."""
     if part not in PARTS:
         raise ValueError(f"part {part!r}: give one of {', '.join(PARTS)}")
     if not is_hf_model(model):
         from .coca import load_coca_model
 
-        loaded = load_coca_model(model, pretrained)
-        loaded.vision_only = part == VISION  # loaded whole (open_clip), but only the tower goes to the device
+        loaded = load_coca_model(model, pretrained, tower_only=part == VISION)
+        loaded.vision_only = part == VISION  # only the tower goes to the device (random weights: made whole, tiny)
         return loaded.to_device(device)
     return _load_hf(model, pretrained, part).to_device(device)
 

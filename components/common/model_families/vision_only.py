@@ -1,4 +1,4 @@
-"""Loading only the vision tower of a Hugging Face captioner: what the extract step runs.
+"""Loading only the vision tower of a captioner: what the extract step runs.
 
 Extract runs the vision encoder alone, yet loading the whole model for it costs the whole
 model in host memory (LLaVA-1.5-7B in float32: about 28 GB per pod, for a 0.3B-parameter
@@ -11,9 +11,11 @@ Checkpoint keys are mapped to the model's names by transformers' own renamings (
 So the tower's weights, and the features, are exactly the full load's; every other part of
 the model stays on ``meta`` and must not be run.
 
-When the checkpoint cannot be read this way (pickled ``.bin`` weights only, a tower weight
-that is not in the checkpoint or needs more than a renaming, a shape that differs), the
-caller loads the whole model instead: exact first, small second.
+CoCa's open_clip checkpoints are read the same way (``models.load_coca`` with
+``load_tower_from_safetensors``). When the checkpoint cannot be read this way (pickled
+``.bin`` weights only, a tower weight that is not in the checkpoint or needs more than a
+renaming, a shape that differs), the caller loads the whole model instead: exact first,
+small second.
 """
 
 from __future__ import annotations
@@ -63,6 +65,20 @@ def load_vision_tower_only(model_class, source, config, family: str) -> torch.nn
         return None
     tower.load_state_dict(state, strict=True, assign=True)
     return net.eval()
+
+
+def load_tower_from_safetensors(tower: torch.nn.Module, file: str, prefix: str) -> bool:
+    """Fills ``tower``'s parameters (on ``meta``) from the keys ``prefix + name`` of one safetensors
+    file, in the dtype the tower was built in; False (nothing loaded) where one is missing or differs."""
+    keys = _keys_of(file)
+    wanted = tower.state_dict(keep_vars=True)
+    if not all(prefix + name in keys for name in wanted):
+        return False
+    state = _read_tensors({name: (file, prefix + name) for name in wanted}, wanted)
+    if state is None:
+        return False
+    tower.load_state_dict(state, strict=True, assign=True)
+    return True
 
 
 def _locate(net, path: str, wanted: dict, files: dict[str, str]) -> dict[str, tuple[str, str]] | None:

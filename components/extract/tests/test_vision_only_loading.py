@@ -1,6 +1,7 @@
-"""Extract loads only the vision tower of a Hugging Face model: the same features as the whole
-model gives, for every family, at a fraction of the host memory when the language model is big
-(measured in a fresh process). Real transformers classes, real safetensors folders, offline."""
+"""Extract loads only the vision tower of a model: the same features as the whole model gives,
+for every family (CoCa from a safetensors checkpoint, the Hugging Face ones from their folders),
+at a fraction of the host memory when the language model is big (measured in a fresh process).
+Real open_clip and transformers classes, real safetensors files, offline."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from latent_verbalizer.components.common.features import iter_feature_chunks
-from latent_verbalizer.components.common.model_families import LLAVA, VISION, load_model
+from latent_verbalizer.components.common.model_families import COCA, LLAVA, VISION, load_model
 from latent_verbalizer.components.common.model_families.hf_loading import CONFIG_DIR
 from latent_verbalizer.components.common.tar_samples import iter_samples
 from latent_verbalizer.components.extract.extract import ExtractSettings, run_extract
@@ -29,20 +30,28 @@ def photo_shard(tmp_path_factory):
     return write_shards(str(folder), str(tmp_path_factory.mktemp("shards")), per_shard=100)[0]
 
 
-def saved(loaded, folder) -> str:
-    """The model as a Hugging Face folder (``save_pretrained``: the names real checkpoints use)."""
+def saved(loaded, folder) -> tuple[str, str | None]:
+    """(model, pretrained) naming the model saved as real checkpoints are: a Hugging Face folder
+    (``save_pretrained``), or CoCa's open_clip state dict in one safetensors file."""
+    os.makedirs(folder)
+    if loaded.family == COCA:
+        from safetensors.torch import save_file
+
+        file = os.path.join(folder, "open_clip_model.safetensors")
+        save_file({k: v.contiguous() for k, v in loaded.model.state_dict().items()}, file)
+        return loaded.name, file
     loaded.model.save_pretrained(folder)
     for part in ([loaded.processor] if loaded.family == LLAVA else [loaded.tokenizer, loaded.image_processor]):
         part.save_pretrained(folder)
-    return str(folder)
+    return str(folder), None
 
 
-@pytest.mark.parametrize("tiny", ["tiny-random-blip", "tiny-random-vit-gpt2", "tiny-random-llava"])
+@pytest.mark.parametrize("tiny", ["tiny-random", "tiny-random-blip", "tiny-random-vit-gpt2", "tiny-random-llava"])
 def test_extract_features_from_the_tower_alone_equal_the_whole_models(tiny, photo_shard, tmp_path):
-    whole = load_model(tiny)
-    folder = saved(whole, tmp_path / "model")
+    model, pretrained = saved(load_model(tiny), tmp_path / "model")
+    whole = load_model(model, pretrained)
 
-    tower_only = load_model(folder, part=VISION)
+    tower_only = load_model(model, pretrained, part=VISION)
     tower = tower_only.vision_tower()
     rest = [p for p in tower_only.model.parameters() if all(p is not q for q in tower.parameters())]
     assert rest and all(p.is_meta for p in rest)  # the language side was never loaded
@@ -50,7 +59,8 @@ def test_extract_features_from_the_tower_alone_equal_the_whole_models(tiny, phot
     assert tower_only.layer_numbering() == whole.layer_numbering()
 
     out = tmp_path / "features"
-    result = run_extract([photo_shard], str(out), ExtractSettings(model=folder, dtype="float32", device="cpu", batch_size=2))
+    settings = ExtractSettings(model=model, pretrained=pretrained, dtype="float32", device="cpu", batch_size=2)
+    result = run_extract([photo_shard], str(out), settings)
     assert not result.failed
     chunks = list(iter_feature_chunks(str(out / "shard-000000")))
     pixels = torch.stack([whole.preprocess(decode_image(s.image_bytes()[1])) for s in iter_samples(photo_shard, [])])
