@@ -60,8 +60,8 @@ def load_vision_tower_only(model_class, source, config, family: str) -> torch.nn
         return None
     state = _read_tensors(located, wanted)
     if state is None:
-        log.info("%s: %s's weights in the checkpoint differ in shape from the model's; loading the whole model",
-                 source.location, path)
+        log.info("%s: %s's weights in the checkpoint differ in shape from the model's (or have a dtype safetensors "
+                 "readers here do not know); loading the whole model", source.location, path)
         return None
     tower.load_state_dict(state, strict=True, assign=True)
     return net.eval()
