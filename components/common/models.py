@@ -109,11 +109,14 @@ def init_random_weights(model: torch.nn.Module, seed: int = RANDOM_SEED) -> None
         proj.copy_(torch.randn(proj.shape, generator=g) * proj.shape[0] ** -0.5)
 
 
-def load_coca(model: str, pretrained: str | None = None, device: str = "cpu") -> LoadedCoca:
+def load_coca(model: str, pretrained: str | None = None, device: str = "cpu", tower_only: bool = False) -> LoadedCoca:
     """Load a CoCa model with its eval transform and tokenizer.
 
     ``pretrained``: an open_clip tag (downloaded from the Hugging Face hub), a local
     ``.safetensors``/``.pt``/``.bin`` file or folder, an ``s3://`` object, or ``random``.
+    ``tower_only`` (extract): from a safetensors checkpoint, only ``visual`` gets weights (float32,
+    the same as the whole load's); the rest stays on the ``meta`` device and must not be run.
+    Random weights and other checkpoints are loaded whole.
     """
     import open_clip
 
@@ -143,7 +146,9 @@ def load_coca(model: str, pretrained: str | None = None, device: str = "cpu") ->
                 "or give a local checkpoint path / s3:// URI, or 'random'"
             )
         try:
-            net, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=weights, device="cpu")
+            net, preprocess = _coca_tower_only(arch, weights) if tower_only else (None, None)
+            if net is None:
+                net, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=weights, device="cpu")
         except Exception as e:  # noqa: BLE001 -- hub errors come in many types
             if is_path:
                 raise
@@ -152,9 +157,30 @@ def load_coca(model: str, pretrained: str | None = None, device: str = "cpu") ->
                 "Without internet, download the checkpoint elsewhere (open_clip_model.safetensors of "
                 f"the hub repo for {model}/{pretrained}) and pass its local path or s3:// URI as --pretrained."
             ) from e
-    net = net.to(device).eval()
+    net = (net if any(p.is_meta for p in net.parameters()) else net.to(device)).eval()
     tokenizer = open_clip.get_tokenizer(arch)
     return LoadedCoca(model=net, preprocess=preprocess, tokenizer=tokenizer, name=model, pretrained=pretrained)
+
+
+def _coca_tower_only(arch: str, weights: str):
+    """(model, transform) with only the vision tower's weights read from a ``.safetensors`` checkpoint
+    (the transform as the whole load makes it, the tag's own where ``weights`` is a tag); (None, None)
+    where the checkpoint is another format or does not hold the tower under open_clip's names."""
+    import open_clip
+    from accelerate import init_empty_weights
+
+    from .model_families.vision_only import load_tower_from_safetensors
+
+    with init_empty_weights(include_buffers=False):  # the tower has no buffers; the text side's stay unmade
+        net, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=weights, load_weights=False,
+                                                                   device="meta")
+    tag = open_clip.get_pretrained_cfg(arch, weights)
+    checkpoint = open_clip.download_pretrained(tag) if tag else weights  # a tag's file is in open_clip's cache by now
+    if not checkpoint.endswith(".safetensors") or not load_tower_from_safetensors(net.visual, checkpoint, "visual."):
+        log.info("%s: no safetensors checkpoint holding the vision tower as open_clip names it; loading the whole "
+                 "model", weights)
+        return None, None
+    return net, preprocess
 
 
 def parse_layers(spec: str | list[int] | None, n_layers: int) -> list[int]:

@@ -44,7 +44,7 @@ from ..common.features import (
     read_manifest,
     write_feature_chunk,
 )
-from ..common.model_families import VisionLanguageModel, load_model
+from ..common.model_families import VISION, VisionLanguageModel, load_model
 from ..common.models import parse_layers
 from ..common.oom import OutOfMemoryBackoff, backoff_batches
 from ..common.precision import exact_float32_math, parse_dtype, torch_dtype
@@ -413,8 +413,7 @@ def run_extract(shard_uris: list[str], out_uri: str, settings: ExtractSettings) 
     device = resolve_device(settings.device)
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))  # events and streams of the copies live on this GPU
-    loaded = load_model(settings.model, settings.pretrained)
-    loaded.vision_tower().to(device)  # extract runs the vision encoder only
+    loaded = load_model(settings.model, settings.pretrained, device=device, part=VISION)  # the vision tower alone
     parse_layers(settings.layers, loaded.n_layers)  # fail early on bad layers
     result = ExtractResult({}, {})
     for uri in shard_uris:

@@ -16,22 +16,38 @@ PRETRAINED_HELP = ("CoCa: an open_clip pretrained tag (default: the study's msco
                    "checkpoint file/folder or s3:// object; Hugging Face models: empty (the model itself) or a local "
                    "folder / s3:// prefix holding it; 'random': random weights of the architecture")
 
-__all__ = ["MODEL_HELP", "PRETRAINED_HELP", "BLIP", "COCA", "FAMILIES", "LLAVA", "VISION_ENCODER_DECODER", "LayerNumbering", "VisionLanguageModel",
+WHOLE = "all"        # load_model part: the whole model (caption, interpret)
+VISION = "vision"    # load_model part: the vision tower alone, the rest left unloaded (extract)
+PARTS = (WHOLE, VISION)
+
+__all__ = ["MODEL_HELP", "PARTS", "VISION", "WHOLE", "PRETRAINED_HELP", "BLIP", "COCA", "FAMILIES", "LLAVA", "VISION_ENCODER_DECODER", "LayerNumbering", "VisionLanguageModel",
            "TINY_RANDOM_HF", "check_model_name", "is_hf_model", "load_model", "model_n_layers"]
 
 
-def load_model(model: str, pretrained: str | None = None, device: str = "cpu", pins: dict | None = None) -> VisionLanguageModel:
+def load_model(model: str, pretrained: str | None = None, device: str = "cpu", part: str = WHOLE,
+               pins: dict | None = None) -> VisionLanguageModel:
     """The model named ``model`` (weights from ``pretrained`` where given), in eval mode on ``device``.
+
+    ``part``: ``all``, or ``vision`` for what the extract step runs: a Hugging Face model's vision
+    tower alone is read from its safetensors (same float32 weights as the whole model's, the
+    rest never loaded: ``vision_only``); only ``vision_tower()``, ``preprocess``,
+    ``vision_block_outputs`` and what the config tells may then be used. CoCa likewise reads
+    only ``visual`` from a safetensors checkpoint (``models.load_coca``).
+
     A hub model is read at one commit, and its name (``loaded.name`` or ``loaded.pretrained``) says
     which: ``hf:ORG/NAME@<sha>``, from ``pins`` (a preflight's ``resolved-models.json``) or the hub."""
+    if part not in PARTS:
+        raise ValueError(f"part {part!r}: give one of {', '.join(PARTS)}")
     if not is_hf_model(model):
         from .coca import load_coca_model
 
-        return load_coca_model(model, pretrained, device=device)
-    return _load_hf(*pin_names(model, pretrained, pins)).to_device(device)
+        loaded = load_coca_model(model, pretrained, tower_only=part == VISION)
+        loaded.vision_only = part == VISION  # only the tower goes to the device (random weights: made whole, tiny)
+        return loaded.to_device(device)
+    return _load_hf(*pin_names(model, pretrained, pins), part).to_device(device)
 
 
-def _load_hf(model: str, pretrained: str | None) -> VisionLanguageModel:
+def _load_hf(model: str, pretrained: str | None, part: str = WHOLE) -> VisionLanguageModel:
     from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
 
     from . import hf_loading as hf
@@ -42,27 +58,38 @@ def _load_hf(model: str, pretrained: str | None) -> VisionLanguageModel:
     weights = hf.RANDOM if source.random_weights else (pretrained or model)
     tokenizer = hf.load_pretrained_part(AutoTokenizer, source, "tokenizer")
     image_processor = hf.load_pretrained_part(AutoImageProcessor, source, "image processor")
+
+    def load(model_class):
+        net = None
+        if part == VISION and not source.random_weights:  # random weights: made for the whole model (tiny), then cut
+            from .vision_only import load_vision_tower_only
+
+            net = load_vision_tower_only(model_class, source, config, family)
+        return net if net is not None else hf.load_hf_model(model_class, source, config)
+
     if family == BLIP:
         from transformers import BlipForConditionalGeneration
 
         from .blip import BlipModel
 
-        net = hf.load_hf_model(BlipForConditionalGeneration, source, config)
-        return BlipModel(net, model, weights, tokenizer, image_processor, source)
-    if family == VISION_ENCODER_DECODER:
+        adapter = BlipModel(load(BlipForConditionalGeneration), model, weights, tokenizer, image_processor, source)
+    elif family == VISION_ENCODER_DECODER:
         from transformers import VisionEncoderDecoderModel
 
         from .vision_encoder_decoder import VisionEncoderDecoderCaptioner
 
-        net = hf.load_hf_model(VisionEncoderDecoderModel, source, config)
-        return VisionEncoderDecoderCaptioner(net, model, weights, tokenizer, image_processor, source)
-    from transformers import LlavaForConditionalGeneration
+        adapter = VisionEncoderDecoderCaptioner(load(VisionEncoderDecoderModel), model, weights, tokenizer,
+                                                image_processor, source)
+    else:
+        from transformers import LlavaForConditionalGeneration
 
-    from .llava import LlavaModel
+        from .llava import LlavaModel
 
-    processor = hf.load_pretrained_part(AutoProcessor, source, "processor")
-    net = hf.load_hf_model(LlavaForConditionalGeneration, source, config)
-    return LlavaModel(net, model, weights, processor.tokenizer, processor.image_processor, source, processor=processor)
+        processor = hf.load_pretrained_part(AutoProcessor, source, "processor")
+        adapter = LlavaModel(load(LlavaForConditionalGeneration), model, weights, processor.tokenizer,
+                             processor.image_processor, source, processor=processor)
+    adapter.vision_only = part == VISION
+    return adapter
 
 
 def model_n_layers(model: str, pretrained: str | None = None, pins: dict | None = None) -> int:

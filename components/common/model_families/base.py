@@ -49,6 +49,7 @@ class VisionLanguageModel:
     """A loaded model of one family (subclasses fill in the family's parts)."""
 
     family: str = ""
+    vision_only: bool = False   # loaded for extract: only the vision tower holds weights (load_model part="vision")
 
     def __init__(self, model: torch.nn.Module, name: str, pretrained: str, tokenizer):
         self.model = model
@@ -87,7 +88,7 @@ class VisionLanguageModel:
         raise NotImplementedError
 
     def to_device(self, device: str) -> "VisionLanguageModel":
-        self.model.to(device)
+        (self.vision_tower() if self.vision_only else self.model).to(device)
         return self
 
     def identity(self) -> dict:

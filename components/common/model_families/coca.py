@@ -48,5 +48,5 @@ class CocaModel(VisionLanguageModel):
                               labels=tuple(f"block {k}" for k in range(n)))
 
 
-def load_coca_model(model: str, pretrained: str | None, device: str = "cpu") -> CocaModel:
-    return CocaModel(load_coca(model, pretrained, device=device))
+def load_coca_model(model: str, pretrained: str | None, device: str = "cpu", tower_only: bool = False) -> CocaModel:
+    return CocaModel(load_coca(model, pretrained, device=device, tower_only=tower_only))
