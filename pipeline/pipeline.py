@@ -119,12 +119,12 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
         extract_layers: str = "all",
         extract_dtype: str = "float16",
         extract_batch_size: str = "auto",
-        extract_memory: str = "64Gi",
+        extract_memory: str = "12Gi",
         caption_precision: str = "float32",
         caption_batch_size: str = "auto",
         caption_seq_len: int = 30,
         caption_min_seq_len: int = 5,
-        caption_memory: str = "64Gi",
+        caption_memory: str = "16Gi",
         categorize_model: str = "meta-llama/Llama-3.1-70B-Instruct",
         categorize_gpus: str = "8",
         categorize_batch_size: str = "auto",
@@ -147,12 +147,12 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
             extract_layers: 'all' or 0-based block indices, e.g. 0,5,23.
             extract_dtype: stored feature dtype: float16 (default), bfloat16 or float32 (fp16, bf16, fp32 accepted).
             extract_batch_size: images per batch, or 'auto' (from free GPU memory).
-            extract_memory: host memory of each extract pod, its Kubernetes request and limit (e.g. 64Gi; extract loads only the vision encoder).
+            extract_memory: host memory of each extract pod, its Kubernetes request and limit (default 12Gi: extract loads only the vision tower, about 1.3 GiB for any family, plus up to 3 GiB of pinned copy buffers).
             caption_precision: float32 (default: the study's method, token-for-token its greedy loop) or bfloat16 (faster, opt-in; captions differ, and the report marks the deviation). fp32, bf16 accepted.
             caption_batch_size: (image, layer) pairs decoded together, or 'auto'.
             caption_seq_len: most tokens per caption, including the start token (study: 30).
             caption_min_seq_len: end-of-text banned while shorter than this (study: 5).
-            caption_memory: host memory of each caption pod, its Kubernetes request and limit (e.g. 64Gi; the whole model is loaded on the host once).
+            caption_memory: host memory of each caption pod, its Kubernetes request and limit (default 16Gi fits CoCa ViT-L/14, BLIP and ViT-GPT2; LLaVA-1.5-7B needs about 48Gi: its whole model is loaded on the host in float32 once).
             categorize_model: the labelling LLM: Hugging Face id, /models/... folder, s3:// prefix, or smollm2-135m.
             categorize_gpus: GPUs for the labelling step, a whole number >= 1, e.g. 8 (sharded or replicated as the model's size requires).
             categorize_batch_size: captions per generation batch, or 'auto'.

@@ -5,7 +5,7 @@ from kfp import dsl
 
 def list_shards(shards: str, storage_prefix: str, model: str, layers: str, llm_model: str, llm_gpus: str,
                 storage_root: str = "", run_id: str = "", pretrained: str = "", compare_prefix: str = "",
-                extract_memory: str = "64Gi", caption_memory: str = "64Gi", categorize_memory: str = "200Gi") -> list:
+                extract_memory: str = "12Gi", caption_memory: str = "16Gi", categorize_memory: str = "200Gi") -> list:
     """Check the run's parameters and list the shards to process (CPU only).
 
     Args:
