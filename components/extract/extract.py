@@ -38,7 +38,7 @@ from ..common.contracts import (
 )
 from ..common.devices import resolve_device
 from ..common.features import digest_feature_chunk, read_chunk_header, read_manifest, write_feature_chunk
-from ..common.model_families import VisionLanguageModel, load_model
+from ..common.model_families import STUDY_MODEL, VisionLanguageModel, load_model
 from ..common.models import parse_layers
 from ..common.oom import OutOfMemoryBackoff, backoff_batches
 from ..common.precision import exact_float32_math, parse_dtype, torch_dtype
@@ -55,7 +55,7 @@ MAX_BATCH = 256
 
 @dataclass
 class ExtractSettings:
-    model: str = "tiny-random"
+    model: str = STUDY_MODEL
     pretrained: str | None = None
     layers: str = "all"
     dtype: str = "float16"           # stored feature dtype: float16, bfloat16 or float32 (common.precision)

@@ -37,6 +37,7 @@ from .report_outputs import ReportResult, input_warnings, share_warnings, write_
 from .run_view import load_run, run_view_of
 from .summary import headline_metrics, layer_rows, summary_markdown
 from .thumbnails import ShardImages, read_shard_images
+from .weights import random_weights_note
 
 log = logging.getLogger("lverb.report")
 
@@ -69,6 +70,7 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
     chart = cat.group_small(shares, min_share_percent) if shares else None
     colours = category_colours(shares, chart, labels)
     precision = caption_precision(inputs.provenance["captions"])
+    weights_note = random_weights_note(inputs.provenance["captions"])
     warnings = share_warnings(shares) + input_warnings(grid, images, images_pattern, max_thumbnails)
     metrics = headline_metrics(grid, stats, labels if inputs.categorized else None, shares)
     naming = layer_naming(inputs.provenance["captions"], grid.layers)
@@ -80,7 +82,8 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
 
     svgs, files = write_plots(out_uri, stats, chart, colours, naming)
     files.update(write_tables(out_uri, stats, shares, naming))
-    markdown = summary_markdown(metrics, stats, shares, labels if inputs.categorized else None, precision, warnings)
+    markdown = summary_markdown(metrics, stats, shares, labels if inputs.categorized else None, precision, warnings,
+                                weights_note)
     if comparison is not None:
         files.update(compare.write_compare_files(out_uri, comparison))
         metrics.update(compare.compare_metrics(comparison))
@@ -89,6 +92,7 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
         title=title, inputs=inputs, grid=grid, stats=stats, labels=labels, shares=shares, chart=chart,
         colours=colours, svgs=svgs, metrics=metrics, images=images, precision=precision, warnings=warnings,
         report_params=report_parameters(close_f1, min_share_percent), naming=naming, comparison=comparison,
+        weights_note=weights_note,
     ))
     files.update(write_page_files(out_uri, markdown, metrics, html))
     log.info("report: %d images x %d layers -> %s (%.1f MB HTML) in %.1fs", len(grid.image_keys), len(grid.layers),

@@ -129,7 +129,8 @@ def main_category_runs(shares: cat.ShareMatrix) -> list[tuple[int, str, int]]:
 
 
 def summary_markdown(metrics: dict[str, float], stats: LayerStats, shares: cat.ShareMatrix | None,
-                     labels: LabelView | None, precision: CaptionPrecision, warnings: list[str]) -> str:
+                     labels: LabelView | None, precision: CaptionPrecision, warnings: list[str],
+                     weights_note: str | None = None) -> str:
     def value(key, digits=2, suffix=""):
         return metric_text(metrics, key, digits, suffix)
 
@@ -141,6 +142,7 @@ def summary_markdown(metrics: dict[str, float], stats: LayerStats, shares: cat.S
         "",
         f"{'**Method deviation:** ' if precision.deviation else ''}{precision.text[0].upper()}{precision.text[1:]}.",
         "",
+        *([f"**{weights_note}**", ""] if weights_note else []),
         "| metric | value |",
         "| --- | --- |",
         f"| mean caption entropy, first layer (bits/token) | {value('entropy_first_layer_mean')} |",
