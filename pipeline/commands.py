@@ -1,7 +1,12 @@
 """``lverb compile``, ``lverb run``, ``lverb submit``: the pipeline's own commands."""
 
 import argparse
-import json
+
+from .params import parse_params
+
+
+PARAMS_HELP = ("pipeline parameters as JSON or key=value,key=value; a value may hold commas "
+               "(e.g. extract_model=coca_ViT-L-14,extract_layers=0,5,23); repeat --params to add more")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,8 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     r = sub.add_parser("run", help="run the whole pipeline (--local: on this machine with kfp.local)")
     r.add_argument("--local", action="store_true", required=True, help="run with kfp.local (the only mode of this command)")
-    r.add_argument("--params", default=None, help="pipeline parameters as JSON or key=value,key=value "
-                                                   "(e.g. extract_model=coca_ViT-L-14,extract_pretrained=/path/ckpt.safetensors)")
+    r.add_argument("--params", action="append", default=None, help=PARAMS_HELP)
     r.add_argument("--storage", default=None, help="bulk data prefix: a folder or s3://bucket/prefix (default: under --workdir)")
     r.add_argument("--workdir", default=None, help="folder for this run (default runs/<timestamp>)")
     r.add_argument("--parallelism", type=int, default=2)
@@ -29,31 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline")
     s.add_argument("--namespace", default=None, help="Kubeflow profile namespace")
     s.add_argument("--experiment", default=None, help="Kubeflow experiment (default: the pipeline's name)")
-    s.add_argument("--version", default=None, help="pipeline version name (default: package version + git commit)")
+    s.add_argument("--version", default=None, help="pipeline version name (default: package version + the YAML's content hash); "
+                                                     "an existing version is reused only for the same YAML")
     s.add_argument("--package", default="latent_verbalizer.yaml", help="compiled pipeline YAML (default: compile it now)")
-    s.add_argument("--params", default=None, help="run parameters as JSON or key=value,key=value")
+    s.add_argument("--params", action="append", default=None, help=PARAMS_HELP)
     s.add_argument("--wait", action="store_true", help="wait for the run; exit non-zero when it fails")
     s.add_argument("--timeout", type=int, default=24 * 3600, help="seconds to wait with --wait")
     s.set_defaults(func=_submit)
-
-
-def parse_params(text):
-    """JSON object or ``key=value,key=value`` -> dict (values that parse as JSON are converted)."""
-    if not text:
-        return {}
-    text = text.strip()
-    if text.startswith("{"):
-        return json.loads(text)
-    out = {}
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--params: {item!r} is not key=value")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
 
 
 def _compile(args) -> int:
