@@ -70,6 +70,7 @@ def test_caption_layer_subset_and_missing_layers(tmp_path):
         run_caption(str(tmp_path / "nothing"), str(tmp_path / "c3"), CaptionSettings(device="cpu"))
 
 
+@pytest.mark.reference_data
 @pytest.mark.skipif(not os.path.exists(REFERENCE), reason="../shared/reference is not beside this checkout")
 def test_reference_captions_round_trip_through_parquet(tmp_path):
     caps = json.load(open(os.path.join(REFERENCE, "caps_batch0.json"), encoding="utf-8"))
