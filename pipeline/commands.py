@@ -4,7 +4,6 @@ import argparse
 
 from .params import parse_params
 
-
 PARAMS_HELP = ("pipeline parameters as JSON or key=value,key=value; a value may hold commas "
                "(e.g. extract_model=coca_ViT-L-14,extract_layers=0,5,23); repeat --params to add more")
 

@@ -7,8 +7,8 @@ The token comes from ``KFP_TOKEN`` or, in a cluster, the pod's service-account t
 """
 
 import datetime as dt
-import logging
 import hashlib
+import logging
 import os
 from typing import Optional
 
