@@ -77,11 +77,11 @@ def test_the_jobs_steps_pass_in_a_clean_copy(clean_copy):
     assert npm.returncode == 0, npm.stderr
     command = pytest_command(job) + ["-p", "no:cacheprovider"]
 
-    collected = run_in(clean_copy, command + ["--collect-only", "-q"])
+    collected = run_in(clean_copy, command + ["--collect-only"])  # with the job's -q: one node id a line
     assert collected.returncode == 0, collected.stdout[-3000:] + collected.stderr[-3000:]
     ids = collected.stdout
     assert "test_page_assets.py::" in ids and "test_submit.py::" in ids
-    assert "test_report_reference.py::" not in ids and "test_smollm2.py::" not in ids
+    assert "test_report_reference.py::" not in ids and "test_smollm2_end_to_end" not in ids
     assert "test_reference_captions_round_trip_through_parquet" not in ids
 
     ran = run_in(clean_copy, command + [NPM_TEST, *REFERENCE_TESTS])
