@@ -50,6 +50,10 @@ def clean_copy(tmp_path_factory) -> Path:
     archive = subprocess.run(["git", "archive", "--format=tar", "HEAD"], cwd=REPO, capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
     assert not (dest.parent.parent / "shared" / "reference").exists()
+    # the job's `pip install -e .` maps latent_verbalizer.{components,pipeline} to these folders;
+    # here the same mapping by links, with PYTHONPATH (this machine's venv maps another checkout)
+    for name in ("components", "pipeline"):
+        (dest / "latent_verbalizer" / name).symlink_to(Path("..") / name)
     return dest
 
 
@@ -76,6 +80,8 @@ def test_the_jobs_steps_pass_in_a_clean_copy(clean_copy):
     npm = run_in(clean_copy, ["bash", "-euo", "pipefail", "-c", step_running(job, "npm ci")], npm_config_offline="true")
     assert npm.returncode == 0, npm.stderr
     command = pytest_command(job) + ["-p", "no:cacheprovider"]
+    where = run_in(clean_copy, [sys.executable, "-c", "import latent_verbalizer.pipeline.commands as c; print(c.__file__)"])
+    assert where.stdout.startswith(str(clean_copy)), where.stdout + where.stderr
 
     collected = run_in(clean_copy, command + ["--collect-only"])  # with the job's -q: one node id a line
     assert collected.returncode == 0, collected.stdout[-3000:] + collected.stderr[-3000:]
