@@ -59,12 +59,25 @@ def _run(args) -> int:
         print(f"\nfirst run's report: {result['first']['report']}")
     else:
         result = run_local(parse_params(args.params), **options)
+    for line in random_weights_lines(result):
+        print(line)
     report = result["report"]
     opener = "(on S3: copy it out to open it)" if report.startswith("s3://") else \
         f"open it: python -m webbrowser file://{report}"
     print(f"\nreport: {report}\n{opener}\nbulk data: {result['storage_prefix']}\n"
           f"KFP artifacts: {result['pipeline_root']}\nfull logs: {result['log']}")
     return 0
+
+
+def random_weights_lines(result: dict) -> list[str]:
+    """A RANDOM WEIGHTS line for each run of a ``run_local`` result (and its ``first``) whose
+    model is random weights (the demo's defaults are)."""
+    from latent_verbalizer.components.common.random_weights import random_weights_warning
+
+    runs = [result.get("first"), result]
+    found = (random_weights_warning(r["params"].get("extract_model"), r["params"].get("extract_pretrained"))
+             for r in runs if r)
+    return list(dict.fromkeys(w for w in found if w))
 
 
 def _submit(args) -> int:

@@ -59,3 +59,18 @@ def test_submit_sends_every_params_value(tmp_path, capsys):
                       "--params", "extract_layers=0", "--params", "extract_layers=5"]) == 2
         assert "extract_layers is given twice" in capsys.readouterr().err
         assert len(server.state.runs) == 1
+
+
+def test_a_local_run_on_random_weights_says_so():
+    from latent_verbalizer.pipeline.commands import random_weights_lines
+    from latent_verbalizer.pipeline.local import LOCAL_DEFAULTS
+
+    demo = {"params": dict(LOCAL_DEFAULTS)}
+    assert random_weights_lines(demo) == [
+        "RANDOM WEIGHTS: tiny-random / random is an untrained model; its captions say nothing about what a trained "
+        "encoder sees (the study's model is coca_ViT-L-14 with its default weights)"]
+    compared = {"params": dict(LOCAL_DEFAULTS, extract_model="tiny-random-blip"), "first": demo}
+    assert [line.split(" is ")[0] for line in random_weights_lines(compared)] == [
+        "RANDOM WEIGHTS: tiny-random / random", "RANDOM WEIGHTS: tiny-random-blip / random"]
+    real = {"params": dict(LOCAL_DEFAULTS, extract_model="coca_ViT-L-14", extract_pretrained="/w/ckpt.safetensors")}
+    assert random_weights_lines(real) == []
