@@ -49,7 +49,7 @@ def demo_captions(workdir: str) -> list[str]:
 
     pattern = make_sample_shards(os.path.join(workdir, "shards"))
     lverb = [sys.executable, "-m", "latent_verbalizer.pipeline.cli"]
-    subprocess.run(lverb + ["extract", "--shards", pattern, "--out", f"{workdir}/features", "--device", "cpu",
+    subprocess.run(lverb + ["extract", "--shards", pattern, "--out", f"{workdir}/features", "--model", "tiny-random", "--device", "cpu",
                             "--batch-size", "16"], check=True, stdout=subprocess.DEVNULL)
     subprocess.run(lverb + ["caption", "--features", f"{workdir}/features", "--out", f"{workdir}/captions",
                             "--device", "cpu", "--precision", "fp32"], check=True, stdout=subprocess.DEVNULL)

@@ -1,7 +1,11 @@
 """``lverb compile``, ``lverb run``, ``lverb submit``: the pipeline's own commands."""
 
 import argparse
-import json
+
+from .params import parse_params
+
+PARAMS_HELP = ("pipeline parameters as JSON or key=value,key=value; a value may hold commas "
+               "(e.g. extract_model=coca_ViT-L-14,extract_layers=0,5,23); repeat --params to add more")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,8 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     r = sub.add_parser("run", help="run the whole pipeline (--local: on this machine with kfp.local)")
     r.add_argument("--local", action="store_true", required=True, help="run with kfp.local (the only mode of this command)")
-    r.add_argument("--params", default=None, help="pipeline parameters as JSON or key=value,key=value "
-                                                   "(e.g. extract_model=coca_ViT-L-14,extract_pretrained=/path/ckpt.safetensors)")
+    r.add_argument("--params", action="append", default=None, help=PARAMS_HELP)
     r.add_argument("--storage", default=None, help="bulk data prefix: a folder or s3://bucket/prefix (default: under --workdir)")
     r.add_argument("--workdir", default=None, help="folder for this run (default runs/<timestamp>)")
     r.add_argument("--parallelism", type=int, default=2)
@@ -29,31 +32,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline")
     s.add_argument("--namespace", default=None, help="Kubeflow profile namespace")
     s.add_argument("--experiment", default=None, help="Kubeflow experiment (default: the pipeline's name)")
-    s.add_argument("--version", default=None, help="pipeline version name (default: package version + git commit)")
+    s.add_argument("--version", default=None, help="pipeline version name (default: package version + the YAML's content hash); "
+                                                     "an existing version is reused only for the same YAML")
     s.add_argument("--package", default="latent_verbalizer.yaml", help="compiled pipeline YAML (default: compile it now)")
-    s.add_argument("--params", default=None, help="run parameters as JSON or key=value,key=value")
+    s.add_argument("--params", action="append", default=None, help=PARAMS_HELP)
     s.add_argument("--wait", action="store_true", help="wait for the run; exit non-zero when it fails")
     s.add_argument("--timeout", type=int, default=24 * 3600, help="seconds to wait with --wait")
     s.set_defaults(func=_submit)
-
-
-def parse_params(text):
-    """JSON object or ``key=value,key=value`` -> dict (values that parse as JSON are converted)."""
-    if not text:
-        return {}
-    text = text.strip()
-    if text.startswith("{"):
-        return json.loads(text)
-    out = {}
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--params: {item!r} is not key=value")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
 
 
 def _compile(args) -> int:
@@ -74,12 +59,25 @@ def _run(args) -> int:
         print(f"\nfirst run's report: {result['first']['report']}")
     else:
         result = run_local(parse_params(args.params), **options)
+    for line in random_weights_lines(result):
+        print(line)
     report = result["report"]
     opener = "(on S3: copy it out to open it)" if report.startswith("s3://") else \
         f"open it: python -m webbrowser file://{report}"
     print(f"\nreport: {report}\n{opener}\nbulk data: {result['storage_prefix']}\n"
           f"KFP artifacts: {result['pipeline_root']}\nfull logs: {result['log']}")
     return 0
+
+
+def random_weights_lines(result: dict) -> list[str]:
+    """A RANDOM WEIGHTS line for each run of a ``run_local`` result (and its ``first``) whose
+    model is random weights (the demo's defaults are)."""
+    from latent_verbalizer.components.common.random_weights import random_weights_warning
+
+    runs = [result.get("first"), result]
+    found = (random_weights_warning(r["params"].get("extract_model"), r["params"].get("extract_pretrained"))
+             for r in runs if r)
+    return list(dict.fromkeys(w for w in found if w))
 
 
 def _submit(args) -> int:

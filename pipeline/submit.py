@@ -1,14 +1,15 @@
 """``lverb submit``: the CI path. Upload the compiled pipeline (once; then a version per
-commit), get or create the experiment, start a run, optionally wait for it.
+distinct YAML, named by its content hash), get or create the experiment, start a run,
+optionally wait for it. A version is reused only when it was made from the same YAML.
 
 The token comes from ``KFP_TOKEN`` or, in a cluster, the pod's service-account token
 (what ``kfp.Client`` reads by itself) -- never from an argument, never printed.
 """
 
 import datetime as dt
+import hashlib
 import logging
 import os
-import subprocess
 from typing import Optional
 
 from ..components.common.version import __version__
@@ -19,18 +20,19 @@ log = logging.getLogger(__name__)
 TOKEN_ENV = "KFP_TOKEN"
 
 
-def git_commit() -> str:
-    """The checkout's short commit (CI builds name pipeline versions after it)."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                             cwd=os.path.dirname(os.path.abspath(__file__)))
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "nogit"
+CONTENT_MARK = "content sha256:"  # in a version's description: the YAML it was made from
 
 
-def default_version_name() -> str:
-    return f"{__version__}-{git_commit()}"
+def package_digest(package: str) -> str:
+    """sha256 of the compiled YAML's bytes: what a pipeline version is named and checked by."""
+    with open(package, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def default_version_name(digest: str) -> str:
+    """Package version + the YAML's content hash: another YAML (another image registry, another
+    commit, the same wheel) is another version; the same YAML is the same version."""
+    return f"{__version__}-{digest[:12]}"
 
 
 def make_client(host: str, namespace: Optional[str]):
@@ -43,8 +45,12 @@ def make_client(host: str, namespace: Optional[str]):
     return kfp.Client(**kwargs)
 
 
-def ensure_pipeline_version(client, package: str, version: str) -> tuple[str, str]:
-    """(pipeline id, version id): the pipeline is uploaded once, then a version per name."""
+def ensure_pipeline_version(client, package: str, version: str, digest: str) -> tuple[str, str]:
+    """(pipeline id, version id): the pipeline is uploaded once, then a version per name.
+
+    An existing version of that name is reused only when its description records the same
+    content hash (``digest``); one made from other content is refused, never run in place of
+    this YAML."""
     pipeline_id = client.get_pipeline_id(PIPELINE_NAME)
     if pipeline_id is None:
         pipeline = client.upload_pipeline(package, pipeline_name=PIPELINE_NAME,
@@ -54,10 +60,16 @@ def ensure_pipeline_version(client, package: str, version: str) -> tuple[str, st
     versions = client.list_pipeline_versions(pipeline_id, page_size=100,
                                              filter=_name_filter(version)).pipeline_versions or []
     for v in versions:
-        if v.display_name == version:
-            log.info("pipeline version %s exists (%s)", version, v.pipeline_version_id)
-            return pipeline_id, v.pipeline_version_id
-    created = client.upload_pipeline_version(package, pipeline_version_name=version, pipeline_id=pipeline_id)
+        if v.display_name != version:
+            continue
+        if f"{CONTENT_MARK}{digest}" not in (v.description or ""):
+            raise ValueError(f"pipeline version {version!r} exists ({v.pipeline_version_id}) but was not made from "
+                             f"{package} (sha256 {digest[:12]}): give another --version, or leave --version out to "
+                             "name the version by the YAML's content hash")
+        log.info("pipeline version %s exists with the same content (%s)", version, v.pipeline_version_id)
+        return pipeline_id, v.pipeline_version_id
+    created = client.upload_pipeline_version(package, pipeline_version_name=version, pipeline_id=pipeline_id,
+                                             description=f"{CONTENT_MARK}{digest}")
     log.info("uploaded pipeline version %s (%s)", version, created.pipeline_version_id)
     return pipeline_id, created.pipeline_version_id
 
@@ -93,8 +105,9 @@ def submit(host: str, package: str = "latent_verbalizer.yaml", namespace: Option
 
     params = match_parameter_types(params or {}, components.load_component_from_file(package))
     client = make_client(host, namespace)
-    version = version or default_version_name()
-    pipeline_id, version_id = ensure_pipeline_version(client, package, version)
+    digest = package_digest(package)
+    version = version or default_version_name(digest)
+    pipeline_id, version_id = ensure_pipeline_version(client, package, version, digest)
     experiment_id = ensure_experiment(client, experiment or PIPELINE_NAME, namespace)
     job_name = f"{PIPELINE_NAME} {version} {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M}"
     run = client.run_pipeline(experiment_id, job_name, params=params or {}, pipeline_id=pipeline_id,

@@ -31,6 +31,7 @@ class Recorded:
 @dataclass
 class KfpState:
     pipelines: dict = field(default_factory=dict)      # id -> {"display_name", "versions": {id: name}}
+    version_uploads: dict = field(default_factory=dict)  # version id -> {"description", "package": bytes}
     experiments: dict = field(default_factory=dict)    # id -> name
     runs: dict = field(default_factory=dict)           # id -> body
     requests: list = field(default_factory=list)
@@ -89,7 +90,8 @@ def make_handler(state: KfpState):
             if p.startswith("/apis/v2beta1/pipelines/") and p.endswith("/versions"):
                 pid = p.split("/")[4]
                 name = _name_from_filter(rec.query)
-                items = [{"pipeline_id": pid, "pipeline_version_id": i, "display_name": n, "created_at": NOW}
+                items = [{"pipeline_id": pid, "pipeline_version_id": i, "display_name": n, "created_at": NOW,
+                          "description": state.version_uploads.get(i, {}).get("description", "")}
                          for i, n in state.pipelines[pid]["versions"].items() if name in (None, n)]
                 return self._send({"pipeline_versions": items, "total_size": len(items)})
             if p == "/apis/v2beta1/experiments":
@@ -114,11 +116,12 @@ def make_handler(state: KfpState):
                 state.pipelines[pid] = {"display_name": name, "versions": {vid: name}}
                 return self._send({"pipeline_id": pid, "display_name": name, "created_at": NOW})
             if p == "/apis/v2beta1/pipelines/upload_version":
-                self._upload_file(rec)
+                package = self._upload_file(rec)
                 pid = rec.query["pipelineid"][0]
                 vid = uuid.uuid4().hex
                 name = rec.query["name"][0]
                 state.pipelines[pid]["versions"][vid] = name
+                state.version_uploads[vid] = {"description": rec.query.get("description", [""])[0], "package": package}
                 return self._send({"pipeline_id": pid, "pipeline_version_id": vid, "display_name": name, "created_at": NOW})
             if p == "/apis/v2beta1/experiments":
                 body = json.loads(rec.body)

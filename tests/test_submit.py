@@ -60,3 +60,52 @@ def test_secrets_are_refused_as_parameters(package, monkeypatch, capsys):
                       "--params", json.dumps({"aws_secret_access_key": "x"})]) == 2
         assert "secrets never go in pipeline parameters" in capsys.readouterr().err
         assert not server.state.runs
+
+
+def _compile(path, **kw) -> str:
+    from latent_verbalizer.pipeline.compile import compile_pipeline
+
+    return compile_pipeline(str(path), **kw)
+
+
+def _version_of_run(state, run) -> str:
+    vid = run["pipeline_version_reference"]["pipeline_version_id"]
+    (pipeline,) = state.pipelines.values()
+    return pipeline["versions"][vid], vid
+
+
+def test_versions_are_named_by_content_and_a_new_yaml_is_uploaded(tmp_path, monkeypatch):
+    import hashlib
+
+    from latent_verbalizer.components.common.version import __version__
+
+    first = _compile(tmp_path / "a.yaml")
+    other = _compile(tmp_path / "b.yaml", registry="registry.example.com/team")
+    digests = [hashlib.sha256(open(p, "rb").read()).hexdigest() for p in (first, other)]
+    assert digests[0] != digests[1]
+    # an installed wheel has no git checkout: the name must not depend on one
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIT_DIR", str(tmp_path / "no-git"))
+    with KfpApiServer() as server:
+        for package in (first, first, other):
+            assert lverb(["submit", "--host", server.url, "--package", package]) == 0
+        state = server.state
+        names = [_version_of_run(state, run)[0] for run in state.runs.values()]
+        assert names == [f"{__version__}-{digests[0][:12]}"] * 2 + [f"{__version__}-{digests[1][:12]}"]
+        assert len([r for r in state.requests if r.path.endswith("/upload_version")]) == 2
+        # the last run's version holds exactly the newly compiled YAML
+        _, vid = _version_of_run(state, list(state.runs.values())[-1])
+        assert state.version_uploads[vid]["package"] == open(other, "rb").read()
+
+
+def test_a_named_version_with_other_content_is_refused(tmp_path, capsys):
+    first = _compile(tmp_path / "a.yaml")
+    other = _compile(tmp_path / "b.yaml", registry="registry.example.com/team")
+    with KfpApiServer() as server:
+        assert lverb(["submit", "--host", server.url, "--package", first, "--version", "v1"]) == 0
+        assert lverb(["submit", "--host", server.url, "--package", first, "--version", "v1"]) == 0  # same YAML: reused
+        assert lverb(["submit", "--host", server.url, "--package", other, "--version", "v1"]) == 2
+        err = capsys.readouterr().err
+        assert "pipeline version 'v1' exists" in err and "was not made from" in err and "b.yaml" in err
+        assert len(server.state.runs) == 2
+        assert len([r for r in server.state.requests if r.path.endswith("/upload_version")]) == 1

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..common.precision import dtype_argument
+from ..common.random_weights import random_weights_warning
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..common.model_families import MODEL_HELP, PRETRAINED_HELP
+    from ..common.model_families import MODEL_HELP, PRETRAINED_HELP, STUDY_MODEL
 
     c = sub.add_parser("caption", help="a caption for every (image, layer) of extracted features",
                        description="Decode a caption per (image, layer) from extracted features with the model's own "
@@ -24,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     i = sub.add_parser("interpret", help="print every layer's caption of a few images (no pipeline, no S3)",
                        description="One image in, a table of every layer's caption and entropy out.")
     i.add_argument("images", nargs="+", metavar="IMAGE")
-    i.add_argument("--model", default="tiny-random", help=MODEL_HELP)
+    i.add_argument("--model", default=STUDY_MODEL, help=MODEL_HELP)
     i.add_argument("--pretrained", default=None, help=PRETRAINED_HELP)
     i.add_argument("--layers", default="all", help="'all' or block indices")
     add_decode_arguments(i)
@@ -47,8 +49,13 @@ def _caption(args) -> int:
     settings = CaptionSettings(layers=args.layers, precision=args.precision, batch_size=args.batch_size,
                                seq_len=args.seq_len, min_seq_len=args.min_seq_len, device=args.device,
                                pretrained=args.pretrained)
+    warnings = set()
     for m in run_caption(args.features, args.out, settings):
         print(f"{m['shard']}: {m['rows']} captions of {m['images']} images")
+        made_by = m.get("parameters") or {}
+        warnings.add(random_weights_warning(made_by.get("model"), made_by.get("pretrained")))
+    for warning in sorted(w for w in warnings if w):
+        print(warning)
     return 0
 
 
@@ -59,5 +66,8 @@ def _interpret(args) -> int:
     rows = interpret_images(args.images, model=args.model, pretrained=args.pretrained, precision=args.precision,
                             device=args.device, layers=args.layers,
                             settings=GreedySettings(seq_len=args.seq_len, min_seq_len=args.min_seq_len))
+    warning = random_weights_warning(args.model, args.pretrained)
+    if warning:  # with --json, stdout stays one JSON object per line
+        print(warning, file=sys.stderr if args.json else sys.stdout)
     (print_json if args.json else print_table)(rows)
     return 0

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from ..common.devices import resolve_device
-from ..common.model_families import load_model
+from ..common.model_families import STUDY_MODEL, load_model
 from ..common.models import parse_layers
 from ..common.precision import exact_float32_math
 from .decoders import make_decoder
@@ -26,7 +26,7 @@ class LayerCaption:
     entropy_bits: float
 
 
-def interpret_images(paths: list[str], model: str = "tiny-random", pretrained: str | None = None,
+def interpret_images(paths: list[str], model: str = STUDY_MODEL, pretrained: str | None = None,
                      precision: str = "float32", device: str = "auto", layers: str = "all",
                      settings: GreedySettings | None = None) -> list[LayerCaption]:
     """Every selected layer's caption of every image, decoded in one batch per image."""

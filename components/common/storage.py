@@ -283,12 +283,13 @@ def read_json(uri: str):
 
 
 def _stream_errors() -> tuple:
-    """Errors of a response body cut mid-way: worth reading again from where it stopped."""
+    """Errors of a response body cut mid-way: worth reading again from where it stopped.
+    Only network errors: a ValueError or TypeError is a bug, raised at once, never retried."""
     from botocore.exceptions import ConnectionClosedError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError
     from urllib3.exceptions import ProtocolError
 
     return (ConnectionClosedError, IncompleteReadError, ResponseStreamingError, ReadTimeoutError, ProtocolError,
-            ConnectionError, ValueError)
+            ConnectionError)
 
 
 class _ResumingS3Reader(io.RawIOBase):

@@ -7,6 +7,7 @@ import sys
 
 from ..common import storage
 from ..common.precision import dtype_argument
+from ..common.random_weights import random_weights_warning
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,9 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """--model and --pretrained, shared by every command that loads a model."""
-    from ..common.model_families import MODEL_HELP, PRETRAINED_HELP
+    from ..common.model_families import MODEL_HELP, PRETRAINED_HELP, STUDY_MODEL
 
-    p.add_argument("--model", default="tiny-random", help=MODEL_HELP)
+    p.add_argument("--model", default=STUDY_MODEL, help=MODEL_HELP)
     p.add_argument("--pretrained", default=None, help=PRETRAINED_HELP)
 
 
@@ -58,9 +59,14 @@ def _extract(args) -> int:
         raise FileNotFoundError(f"--shards {args.shards!r} matches no shard; check the pattern (braces like {{000..004}} and globs work)")
     settings = ExtractSettings(model=args.model, pretrained=args.pretrained, layers=args.layers, dtype=args.dtype,
                                batch_size=args.batch_size, device=args.device, writers=args.writers)
+    warning = random_weights_warning(args.model, args.pretrained)
+    if warning:
+        print(warning)
     result = run_extract(shards, args.out, settings)
     for uri, m in result.manifests.items():
         print(f"{uri}: {m.image_count} images, {len(m.objects)} chunks, {len(m.skipped)} skipped")
     for uri, err in result.failed.items():
         print(f"FAILED {uri}: {err}", file=sys.stderr)
+    if warning:
+        print(warning)
     return 1 if result.failed else 0

@@ -44,7 +44,7 @@ from ..common.features import (
     read_manifest,
     write_feature_chunk,
 )
-from ..common.model_families import VISION, VisionLanguageModel, load_model
+from ..common.model_families import STUDY_MODEL, VISION, VisionLanguageModel, load_model
 from ..common.models import parse_layers
 from ..common.oom import OutOfMemoryBackoff, backoff_batches
 from ..common.precision import exact_float32_math, parse_dtype, torch_dtype
@@ -62,7 +62,7 @@ MAX_BATCH = 256
 
 @dataclass
 class ExtractSettings:
-    model: str = "tiny-random"
+    model: str = STUDY_MODEL
     pretrained: str | None = None
     layers: str = "all"
     dtype: str = "float16"           # stored feature dtype: float16, bfloat16 or float32 (common.precision)

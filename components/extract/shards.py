@@ -87,9 +87,35 @@ def decode_image(data: bytes, target_size: int = 224, max_pixels: int = DEFAULT_
 _KEY_SAFE = re.compile(r"[^A-Za-z0-9_\-]")
 
 
-def sample_key(filename: str) -> str:
-    """A webdataset key from a file name: its stem, with dots and odd characters made ``_``."""
-    return _KEY_SAFE.sub("_", os.path.splitext(os.path.basename(filename))[0])
+def sample_key(path: str, root: str | None = None) -> str:
+    """A webdataset key for an image file: its path under ``root`` (its base name without
+    ``root``), extension dropped, with dots and odd characters made ``_`` in every part and
+    the parts joined by ``/``. Webdataset ends a key at the first dot of the file name, so
+    no part may keep one; ``a/1.jpg`` and ``b/1.jpg`` stay ``a/1`` and ``b/1``."""
+    rel = os.path.relpath(path, root) if root else os.path.basename(path)
+    parts = os.path.splitext(rel)[0].split(os.sep)
+    return "/".join(_KEY_SAFE.sub("_", part) for part in parts)
+
+
+def unique_keys(keys: list[str], names: list[str]) -> tuple[list[str], list[str]]:
+    """Keys made unique: a key already taken gets ``-2``, ``-3``... (the first file in
+    order keeps it). Returns the keys and one line per renamed file saying which."""
+    taken = set(keys)
+    first: dict[str, str] = {}
+    out, renamed = [], []
+    for key, name in zip(keys, names):
+        if key not in first:
+            first[key] = name
+            out.append(key)
+            continue
+        n = 2
+        while f"{key}-{n}" in taken:
+            n += 1
+        new = f"{key}-{n}"
+        taken.add(new)
+        out.append(new)
+        renamed.append(f"{name} -> key {new!r} ({key!r} is {first[key]})")
+    return out, renamed
 
 
 def _image_files(folder: str) -> list[str]:
@@ -132,7 +158,10 @@ def write_shards(src: str, out: str, per_shard: int = 1000, karpathy: str | None
     """Pack a folder of images (or a Karpathy split of MSCOCO) into webdataset shards.
 
     Image bytes are stored as they are (no re-encoding); a sample's ``json`` holds its
-    reference captions when the Karpathy file gives them. Returns the shard URIs.
+    file name (its path under ``src``) and its reference captions when the Karpathy file
+    gives them. Keys are unique in the dataset (see ``sample_key``); a file whose key is
+    taken (``img.1.jpg`` next to ``img_1.jpg``, ``1.jpg`` next to ``1.png``) gets the key
+    with ``-2`` added, logged as a warning naming both files. Returns the shard URIs.
     """
     import webdataset as wds
 
@@ -143,12 +172,17 @@ def write_shards(src: str, out: str, per_shard: int = 1000, karpathy: str | None
         missing = [p for p, _ in entries if not os.path.exists(p)]
         if missing:
             raise FileNotFoundError(f"{len(missing)} images of the split are not under {src} (first: {missing[0]})")
+        keys = [sample_key(meta["filename"]) for _, meta in entries]
     else:
         if not os.path.isdir(src):
             raise FileNotFoundError(f"{src} is not a folder of images")
-        entries = [(p, {"filename": os.path.basename(p)}) for p in _image_files(src)]
+        entries = [(p, {"filename": os.path.relpath(p, src)}) for p in _image_files(src)]
         if not entries:
             raise ValueError(f"{src} holds no .jpg/.jpeg/.png/.webp images")
+        keys = [sample_key(p, src) for p, _ in entries]
+    keys, renamed = unique_keys(keys, [meta["filename"] for _, meta in entries])
+    for line in renamed:
+        log.warning("key collision: %s", line)
     if not storage.is_s3(out):
         os.makedirs(storage.local_path(out), exist_ok=True)
     uris = []
@@ -156,10 +190,10 @@ def write_shards(src: str, out: str, per_shard: int = 1000, karpathy: str | None
         uri = storage.join(out, f"{prefix}-{start // per_shard:06d}.tar")
         with storage.open_write(uri) as f:
             writer = wds.TarWriter(f)
-            for path, meta in entries[start:start + per_shard]:
+            for (path, meta), key in zip(entries[start:start + per_shard], keys[start:start + per_shard]):
                 ext = path.rsplit(".", 1)[-1].lower()
                 with open(path, "rb") as img:
-                    writer.write({"__key__": sample_key(path), ext: img.read(), "json": meta})
+                    writer.write({"__key__": key, ext: img.read(), "json": meta})
             writer.close()
         uris.append(uri)
         log.info("wrote %s", uri)

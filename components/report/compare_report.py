@@ -31,6 +31,7 @@ from .compare_page import (
     provenance_sections,
 )
 from .depth_shares import INTERPOLATION_NOTE, compare_shares, grouped_for_charts
+from .markdown_text import md_text
 from .page import page
 from .report_outputs import ReportResult, write_csv, write_page_files
 from .run_view import RunView, load_run
@@ -180,18 +181,20 @@ def compare_markdown(c: Comparison, metrics: dict[str, float], standalone: bool)
     largest = c.depth.max_abs_difference()
     lines = ["# latent-verbalizer: two runs compared" if standalone else "## Compared with another run", ""]
     for tag, run in (("A", a), ("B", b)):
-        lines.append(f"- {tag}: {run.name} ({run.naming.family}{', ' + run.naming.pretrained if run.naming.pretrained else ''}), "
+        made_by = run.naming.family + (", " + run.naming.pretrained if run.naming.pretrained else "")
+        lines.append(f"- {tag}: {md_text(run.name)} ({md_text(made_by)}), "
                      f"{len(run.grid.image_keys):,} images x {len(run.grid.layers)} of {run.naming.n_layers} blocks; "
-                     f"{'**method deviation:** ' if run.precision.deviation else ''}{run.precision.text}; {run.source}")
+                     f"{'**method deviation:** ' if run.precision.deviation else ''}{md_text(run.precision.text)}; "
+                     f"{md_text(run.source)}")
     lines += ["", f"{image_counts_text(c)}.", ""]
     if largest:
         lines.append(f"Largest category share difference (B minus A): {largest[0]:+.1f} percentage points for "
-                     f"{largest[1]} at relative depth {largest[2]:.2f}.")
+                     f"{md_text(largest[1])} at relative depth {largest[2]:.2f}.")
     lines += [f"Mean caption entropy at the last layer: A {metric_text(metrics, 'compare_entropy_last_layer_mean_a')}, "
               f"B {metric_text(metrics, 'compare_entropy_last_layer_mean_b')} bits per token.", "",
               INTERPOLATION_NOTE]
     if standalone and c.warnings:
-        lines += [""] + [f"- warning: {w}" for w in c.warnings]
+        lines += [""] + [f"- warning: {md_text(w)}" for w in c.warnings]
     if standalone:
         lines += ["", "Full report: report.html (plots as PNG/SVG under plots/, shares in compare_shares.csv)."]
     return "\n".join(lines) + "\n"

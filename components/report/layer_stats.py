@@ -26,23 +26,32 @@ class CaptionGrid:
     n_tokens: np.ndarray         # per row
     stops: list[str]             # per row
     duplicates: int = 0          # (image, layer) rows seen twice; the first one is kept
+    # keys found in more than one shard -> those shards; each (key, shard) is its own image,
+    # named ``key (shard)`` in ``image_keys``
+    collisions: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def from_table(cls, table: pa.Table) -> "CaptionGrid":
         keys = table.column("image_key").to_pylist()
+        shard_of_row = table.column("shard").to_pylist()
         layer_of_row = table.column("layer").to_pylist()
         layers = sorted(set(layer_of_row))
         layer_index = {layer: j for j, layer in enumerate(layers)}
+        shards_of_key: dict[str, dict[str, None]] = {}
+        for key, shard in zip(keys, shard_of_row):
+            shards_of_key.setdefault(key, {})[shard] = None
+        collisions = {k: list(s) for k, s in shards_of_key.items() if len(s) > 1}
+        ids = [f"{k} ({s})" if k in collisions else k for k, s in zip(keys, shard_of_row)] if collisions else keys
         image_index: dict[str, int] = {}
         shards: list[str] = []
-        for key, shard in zip(keys, table.column("shard").to_pylist()):
-            if key not in image_index:
-                image_index[key] = len(image_index)
+        for image_id, shard in zip(ids, shard_of_row):
+            if image_id not in image_index:
+                image_index[image_id] = len(image_index)
                 shards.append(shard)
         rows = np.full((len(image_index), len(layers)), -1, dtype=np.int64)
         duplicates = 0
-        for row, (key, layer) in enumerate(zip(keys, layer_of_row)):
-            i, j = image_index[key], layer_index[layer]
+        for row, (image_id, layer) in enumerate(zip(ids, layer_of_row)):
+            i, j = image_index[image_id], layer_index[layer]
             if rows[i, j] >= 0:
                 duplicates += 1
                 continue
@@ -57,6 +66,7 @@ class CaptionGrid:
             n_tokens=table.column("n_tokens").to_numpy(zero_copy_only=False),
             stops=table.column("stop").to_pylist(),
             duplicates=duplicates,
+            collisions=collisions,
         )
 
 

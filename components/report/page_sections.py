@@ -41,6 +41,7 @@ class ReportContent:
     report_params: list[tuple[str, str]]
     naming: LayerNaming
     comparison: Comparison | None = None   # a second run to compare this one with (its sections follow the browser)
+    weights_note: str | None = None        # set when the captions come from random weights (weights.py)
 
 
 def headline_cards(content: ReportContent) -> list[tuple[str, str]]:
@@ -156,7 +157,7 @@ def report_html(content: ReportContent) -> str:
     data = browser_data(content.grid, content.stats, content.labels, browser_categories, content.colours,
                         content.images, content.naming)
     scripts = [PageScript("report-data", data, page_js())]
-    notes = [(content.precision.text, content.precision.deviation)]
+    notes = [(content.precision.text, content.precision.deviation), (content.weights_note, True)]
     comparison = content.comparison
     if comparison is not None:
         sections += compare_sections(comparison)

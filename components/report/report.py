@@ -46,6 +46,7 @@ from .report_outputs import (
 from .run_view import load_run, run_view_of
 from .summary import headline_metrics, layer_rows, summary_markdown
 from .thumbnails import ShardImages, read_shard_images
+from .weights import random_weights_note
 
 log = logging.getLogger("lverb.report")
 
@@ -82,6 +83,7 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
     chart = cat.group_small(shares, min_share_percent) if shares else None
     colours = category_colours(shares, chart, labels)
     precision = caption_precision(inputs.provenance["captions"])
+    weights_note = random_weights_note(inputs.provenance["captions"])
     warnings = share_warnings(shares) + input_warnings(grid, images, images_pattern, max_thumbnails)
     metrics = headline_metrics(grid, stats, labels if inputs.categorized else None, shares)
     if failed_shards is not None:  # the pipeline: 0 says every shard made it
@@ -96,7 +98,7 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
     svgs, files = write_plots(out_uri, stats, chart, colours, naming)
     files.update(write_tables(out_uri, stats, shares, naming))
     markdown = summary_markdown(metrics, stats, shares, labels if inputs.categorized else None, precision, warnings,
-                                failed_shards_markdown(failed))
+                                failed_shards_markdown(failed), weights_note)
     warnings = failed_shard_warnings(failed) + warnings  # at the top of the page
     if comparison is not None:
         files.update(compare.write_compare_files(out_uri, comparison))
@@ -106,6 +108,7 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
         title=title, inputs=inputs, grid=grid, stats=stats, labels=labels, shares=shares, chart=chart,
         colours=colours, svgs=svgs, metrics=metrics, images=images, precision=precision, warnings=warnings,
         report_params=report_parameters(close_f1, min_share_percent), naming=naming, comparison=comparison,
+        weights_note=weights_note,
     ))
     files.update(write_page_files(out_uri, markdown, metrics, html))
     log.info("report: %d images x %d layers -> %s (%.1f MB HTML) in %.1fs", len(grid.image_keys), len(grid.layers),

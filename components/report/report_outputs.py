@@ -67,6 +67,13 @@ def input_warnings(grid: CaptionGrid, images: ShardImages | None, images_pattern
     if grid.duplicates:
         warnings.append(f"{grid.duplicates} (image, layer) rows appear more than once in the captions; "
                         "the first was kept")
+    if grid.collisions:
+        listed = "; ".join(f"{key} in {', '.join(shards)}" for key, shards in list(grid.collisions.items())[:10])
+        more = f" and {len(grid.collisions) - 10} more" if len(grid.collisions) > 10 else ""
+        warnings.append(f"{len(grid.collisions)} image key{'s appear' if len(grid.collisions) != 1 else ' appears'} in more "
+                        f"than one shard: {listed}{more}. Each copy is kept as its own image, named 'key (shard)', "
+                        "without thumbnail or reference captions (the shards cannot tell which is which); give every "
+                        "image a key of its own (lverb shards keys images by their path)")
     if images and images.unreadable:
         n_bad = len(images.unreadable)
         warnings.append(f"{n_bad} image{'s' if n_bad != 1 else ''} could not be read for thumbnails: "
@@ -74,7 +81,8 @@ def input_warnings(grid: CaptionGrid, images: ShardImages | None, images_pattern
     for shard, reason in (images.unreadable_shards if images else []):
         warnings.append(f"shard {shard} could not be read for thumbnails and reference captions: {reason}")
     if images and len(images.thumbnails) < len(grid.image_keys) and max_thumbnails is None:
-        missing = len(grid.image_keys) - len(images.thumbnails) - len(images.unreadable)
+        collided = sum(len(shards) for shards in grid.collisions.values())
+        missing = len(grid.image_keys) - len(images.thumbnails) - len(images.unreadable) - collided
         if missing:
             warnings.append(f"{missing} images of the captions were not found in the shards {images_pattern}")
     return warnings

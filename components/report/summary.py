@@ -11,6 +11,7 @@ from . import categories as cat
 from .browser_data import LabelView
 from .layer_naming import LayerNaming
 from .layer_stats import CaptionGrid, LayerStats
+from .markdown_text import md_text
 from .precision import CaptionPrecision
 
 COLOUR_NAMES = ("color", "colour")
@@ -112,7 +113,7 @@ def layer_rows(stats: LayerStats, shares: cat.ShareMatrix | None, naming: LayerN
 
 
 def status_text(labels: LabelView) -> str:
-    return ", ".join(f"{flag}: {count:,}" for flag, count in labels.status_flags.most_common()) or "–"
+    return ", ".join(f"{md_text(flag)}: {count:,}" for flag, count in labels.status_flags.most_common()) or "–"
 
 
 def main_category_runs(shares: cat.ShareMatrix) -> list[tuple[int, str, int]]:
@@ -130,7 +131,7 @@ def main_category_runs(shares: cat.ShareMatrix) -> list[tuple[int, str, int]]:
 
 def summary_markdown(metrics: dict[str, float], stats: LayerStats, shares: cat.ShareMatrix | None,
                      labels: LabelView | None, precision: CaptionPrecision, warnings: list[str],
-                     failed_shards: list[str] = ()) -> str:
+                     failed_shards: list[str] = (), weights_note: str | None = None) -> str:
     """``failed_shards``: Markdown lines on the shards the run left out, shown first."""
     def value(key, digits=2, suffix=""):
         return metric_text(metrics, key, digits, suffix)
@@ -142,8 +143,9 @@ def summary_markdown(metrics: dict[str, float], stats: LayerStats, shares: cat.S
         f"{value('images', 0)} images x {value('layers', 0)} layers = {value('captions', 0)} captions "
         f"({value('unique_captions', 0)} distinct).",
         "",
-        f"{'**Method deviation:** ' if precision.deviation else ''}{precision.text[0].upper()}{precision.text[1:]}.",
+        f"{'**Method deviation:** ' if precision.deviation else ''}{md_text(precision.text[0].upper() + precision.text[1:])}.",
         "",
+        *([f"**{md_text(weights_note)}**", ""] if weights_note else []),
         "| metric | value |",
         "| --- | --- |",
         f"| mean caption entropy, first layer (bits/token) | {value('entropy_first_layer_mean')} |",
@@ -166,8 +168,9 @@ def summary_markdown(metrics: dict[str, float], stats: LayerStats, shares: cat.S
     runs = main_category_runs(shares) if shares is not None and shares.categories else []
     if runs:
         lines += ["", "Main category (besides UNKNOWN) by layer: " + "; ".join(
-            f"{first}-{last} {top}" if first != last else f"{first} {top}" for first, top, last in runs) + "."]
+            f"{first}-{last} {md_text(top)}" if first != last else f"{first} {md_text(top)}"
+            for first, top, last in runs) + "."]
     if warnings:
-        lines += [""] + [f"- warning: {w}" for w in warnings]
+        lines += [""] + [f"- warning: {md_text(w)}" for w in warnings]
     lines += ["", "Full report: report.html (plots as PNG/SVG under plots/)."]
     return "\n".join(lines) + "\n"

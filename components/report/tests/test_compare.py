@@ -242,7 +242,7 @@ def test_a_run_the_caption_step_made_is_compared_by_its_recorded_naming(tmp_path
 
     a = tmp_path / "coca-run"
     jpeg_shard(str(tmp_path / "s-000000.tar"), 3)
-    run_extract([str(tmp_path / "s-000000.tar")], str(a / "features"), ExtractSettings(device="cpu", batch_size=3))
+    run_extract([str(tmp_path / "s-000000.tar")], str(a / "features"), ExtractSettings(model="tiny-random", device="cpu", batch_size=3))
     run_caption(str(a / "features"), str(a / "captions"), CaptionSettings(device="cpu"))
     captions = captions_of_run(str(a))
     kinds = ("color", "animal", "object")
