@@ -17,9 +17,13 @@ PRETRAINED_HELP = ("CoCa: an open_clip pretrained tag (default: the study's msco
                    "checkpoint file/folder or s3:// object; Hugging Face models: empty (the model itself) or a local "
                    "folder / s3:// prefix holding it; 'random': random weights of the architecture")
 
-STUDY_MODEL = "coca_ViT-L-14"  # the study's model: the default wherever a model is chosen
-MODEL_HELP = ("the model (default coca_ViT-L-14, the study's): an open_clip CoCa architecture (coca_ViT-B-32, ...; "
-              "tiny-random: random weights, offline), a Hugging Face captioner (BLIP, VisionEncoderDecoder, LLaVA) as hf:ORG/NAME[@REVISION], a local "
+WHOLE = "all"        # load_model part: the whole model (caption, interpret)
+VISION = "vision"    # load_model part: the vision tower alone, the rest left unloaded (extract)
+PARTS = (WHOLE, VISION)
+
+__all__ = ["MODEL_HELP", "PARTS", "VISION", "WHOLE", "PRETRAINED_HELP", "BLIP", "COCA", "FAMILIES", "LLAVA",
+           "VISION_ENCODER_DECODER", "LayerNumbering", "VisionLanguageModel", "STUDY_MODEL", "TINY_RANDOM_HF",
+           "check_model_name", "is_hf_model", "load_model", "model_n_layers"]
 
 
 def load_model(model: str, pretrained: str | None = None, device: str = "cpu", part: str = WHOLE,
