@@ -45,7 +45,7 @@ def caption_shard(
         pointer = json.load(f)
     out = storage.join(storage_prefix, "captions")
     settings = CaptionSettings(layers=layers, precision=precision, batch_size=batch_size, seq_len=int(seq_len),
-                               min_seq_len=int(min_seq_len), pretrained=pretrained or None)
+                               min_seq_len=int(min_seq_len), pretrained=pretrained or None, run_id=run_id)
     (manifest,) = run_caption(pointer["features"], out, settings)
     shard_dir = storage.join(out, storage.basename(pointer["features"]))
     result = {"captions": storage.join(shard_dir, CAPTIONS_NAME), "rows": manifest["rows"], "images": manifest["images"],
