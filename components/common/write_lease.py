@@ -161,6 +161,9 @@ class WriteLease:
             seen = self._read()
             if seen is None:
                 continue            # released between our create and our read: create again
+            if seen.holder is not None and seen.holder.token == self.holder.token:
+                self._version = seen.version    # our create went through, its reply was lost and the retry refused
+                break
             if not self._may_take_over(seen):
                 raise LeaseHeldError(self._refusal(seen))
             who = seen.holder.describe() if seen.holder else "an unreadable lease"
@@ -216,9 +219,10 @@ class WriteLease:
 
     def _refusal(self, seen: _Seen) -> str:
         who = seen.holder.describe() if seen.holder else "another writer (its lease is unreadable)"
+        left = max(self.expiry_s - seen.age_s, 0.0)
         return (f"{self.folder} is being written by {who}; its lease {self.uri} was renewed {seen.age_s:.0f} s ago "
-                f"and expires {self.expiry_s:.0f} s after its last renewal. Two runs writing {self.what} at once "
-                "would overwrite each other's objects. " + self._advice())
+                f"(if that run was killed, the lease expires in {left:.0f} s and a writer started after that takes "
+                f"over). Two runs writing {self.what} at once would overwrite each other's objects. " + self._advice())
 
     def _advice(self) -> str:
         return ("To share a storage prefix safely, run one writer at a time: wait for the other run to finish "
@@ -294,9 +298,14 @@ class WriteLease:
         return _Seen(Holder.decode(body), max(age, 0.0), resp["ETag"])
 
     def _renew_s3(self) -> str | None:
-        if self._put_s3(IfMatch=self._version) is None:
-            return "the lease object was replaced or deleted by another writer"
-        return None
+        if self._put_s3(IfMatch=self._version) is not None:
+            return None
+        seen = self._read_s3()
+        if seen is not None and seen.holder is not None and seen.holder.token == self.holder.token:
+            self._version = seen.version    # our renewal went through, its reply was lost and the retry refused
+            return None
+        who = seen.holder.describe() if seen is not None and seen.holder else "nobody (deleted)"
+        return f"the lease object now names {who}"
 
     def _delete_own(self) -> None:
         if storage.is_s3(self.uri):
