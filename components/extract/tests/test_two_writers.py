@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 
 import pytest
 
@@ -161,3 +162,47 @@ def test_two_runs_at_once_leave_features_that_read_back_intact(tiny, prefix, tmp
     chunks = list(iter_feature_chunks(shard_dir))
     assert sorted(k for c in chunks for k in c.image_keys) == [f"img{i:05d}" for i in range(6)]
     assert manifest.image_count == 6
+
+
+def lease_version(shard_dir: str):
+    """What changes with every renewal: the S3 lease object's ETag, the local lease file's mtime."""
+    uri = storage.join(shard_dir, LEASE_NAME)
+    if not storage.exists(uri):
+        return None
+    return storage.s3_version(uri).etag if storage.is_s3(uri) else os.stat(uri).st_mtime_ns
+
+
+def test_a_write_longer_than_the_lease_expiry_keeps_its_lease(tiny, prefix, tmp_path, monkeypatch):
+    """The lease is renewed while a run writes: a chunk write that lasts more than twice the
+    expiry (3 s here) still holds it, and a second run trying then is refused."""
+    monkeypatch.setenv("LVERB_LEASE_S", "3")        # renewed every 0.5 s
+    shard = shard_on(prefix, tmp_path)
+    out = storage.join(prefix, "features")
+    shard_dir = storage.join(out, "two-000000")
+    real_write = extract_module.write_feature_chunk
+    second = {}
+
+    def long_first_write(uri, tensors, metadata):
+        if not second:
+            versions, deadline = set(), time.monotonic() + GUARD_S
+            while len(versions - {None}) < 14 and time.monotonic() < deadline:   # 13 renewals: 6.5 s
+                version = lease_version(shard_dir)
+                if version is None:
+                    break       # no lease while writing: nothing to wait for
+                versions.add(version)
+                time.sleep(0.05)
+            second["renewals"] = len(versions - {None}) - 1
+            try:
+                second["result"] = extract_shard(shard, out, tiny, ExtractSettings(batch_size=3, device="cpu",
+                                                                                   run_id="run-b"), "cpu")
+            except Exception as e:
+                second["result"] = e
+        return real_write(uri, tensors, metadata)
+
+    monkeypatch.setattr(extract_module, "write_feature_chunk", long_first_write)
+    first = extract_shard(shard, out, tiny, ExtractSettings(batch_size=2, device="cpu", writers=1, run_id="run-a"), "cpu")
+    assert second["renewals"] >= 13
+    assert isinstance(second["result"], LeaseHeldError), second["result"]
+    assert "run run-a on host" in str(second["result"])
+    assert first.image_count == 6
+    assert [k for c in iter_feature_chunks(shard_dir) for k in c.image_keys] == [f"img{i:05d}" for i in range(6)]
