@@ -3,7 +3,7 @@ PY ?= .venv/bin/python
 REGISTRY ?= ghcr.io/latent-verbalizer
 TAG ?= $(shell $(PY) -c "import latent_verbalizer; print(latent_verbalizer.__version__)" 2>/dev/null || echo 0.1.0)
 
-.PHONY: setup demo test image-test pipeline check-pipeline images bench
+.PHONY: setup demo test image-test pipeline check-pipeline images bench lock check-floors
 
 setup:            ## venv, pinned torch pair, the package, offline model files
 	scripts/setup.sh
@@ -25,6 +25,12 @@ pipeline:         ## re-compile the committed pipeline YAML
 
 check-pipeline:   ## fail when the committed YAML is stale
 	.venv/bin/python -m pytest -q tests/test_compile.py
+
+lock:             ## re-resolve locks/setup.txt and locks/image.txt from pyproject.toml (needs PyPI)
+	scripts/lock.sh
+
+check-floors: setup ## the exactness tests on the lowest versions pyproject.toml declares (needs PyPI)
+	scripts/check_floors.sh
 
 images:           ## build (PUSH=1: and push) the component image
 	docker/build.sh $(REGISTRY) $(TAG)

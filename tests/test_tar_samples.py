@@ -42,3 +42,21 @@ def test_broken_archive_names_the_shard(tmp_path):
     bad.write_bytes(b"not a tar archive at all" * 50)
     with pytest.raises(ShardError, match="bad-000001.tar is not a tar archive"):
         list(iter_samples(str(bad), []))
+
+
+def test_a_file_over_the_member_cap_skips_its_sample_unread(tmp_path):
+    big = encode(random_rgb((320, 240), seed=1), "PNG")
+    shard = write_tar(str(tmp_path / "s.tar"), [
+        ("one.jpg", encode(random_rgb(), "JPEG")),
+        ("big.json", b"{}"), ("big.png", big),       # the image over the cap: the whole sample goes
+        ("two.jpg", encode(random_rgb(), "JPEG")), ("two.txt", b"x" * 5000),  # any file over the cap
+        ("three.jpg", encode(random_rgb(), "JPEG")),
+    ])
+    skipped = []
+    samples = list(iter_samples(shard, skipped, max_member_bytes=4096))
+    assert [s.key for s in samples] == ["one", "three"]
+    assert [(s.key, s.reason) for s in skipped] == [
+        ("big", f"big.png is {len(big):,} bytes, over the 4,096-byte cap on one file of a sample; "
+                "shrink or leave out that file"),
+        ("two", "two.txt is 5,000 bytes, over the 4,096-byte cap on one file of a sample; shrink or leave out that file"),
+    ]

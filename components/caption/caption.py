@@ -29,10 +29,12 @@ from ..common.contracts import (
 from ..common.devices import resolve_device
 from ..common.features import iter_feature_chunks, read_manifest
 from ..common.model_families import VisionLanguageModel, load_model
+from ..common.model_families.hub_revision import same_hub_model
 from ..common.models import parse_layers
 from ..common.oom import OutOfMemoryBackoff, backoff_batches
 from ..common.precision import exact_float32_math, parse_dtype
 from ..common.progress import Progress
+from ..common.shard_failures import OutputRefusedError
 from ..common.write_lease import WriteLease
 from .decoders import make_decoder
 from .greedy import DecodedCaptions, GreedySettings
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 CAPTIONS_NAME = "captions.parquet"
 CPU_BATCH = 64
 MAX_BATCH = 4096
+EMBED_WHOLE_CHUNK = 1 << 30      # the embedding pass starts with a chunk's images at once
 PRECISIONS = ("float32", "bfloat16")
 
 
@@ -61,6 +64,16 @@ class CaptionSettings:
 def parse_precision(precision: str) -> str:
     """``float32`` (the study's exact method) or ``bfloat16`` (fast; opt-in), from the dtype vocabulary."""
     return parse_dtype(precision, PRECISIONS, what="--precision")
+
+
+def chunk_embeddings(decoder, block_tokens: torch.Tensor, device: str, backoff: OutOfMemoryBackoff) -> torch.Tensor:
+    """The decoder's image embeddings of one chunk's layer tokens ``[n, tokens, width]``, moved
+    to ``device`` and embedded in batches that ``backoff`` halves on out-of-memory (the whole
+    chunk at once while it fits)."""
+    def embed(start: int, n: int) -> torch.Tensor:
+        return decoder.image_embeddings(block_tokens[start:start + n].to(device))
+
+    return torch.cat([embs for _, _, embs in backoff_batches(len(block_tokens), backoff, embed)])
 
 
 def auto_decode_batch(decoder, n_image_tokens: int, device: str) -> int:
@@ -172,7 +185,8 @@ def finished_captions(manifest_uri: str, shard_out: str, params: dict) -> dict |
     done = storage.read_json(manifest_uri)
     if done.get("parameters") == params:
         return done
-    raise ValueError(f"{shard_out} holds captions made with {done.get('parameters')}, not {params}; use another --out")
+    raise OutputRefusedError(f"{shard_out} holds captions made with {done.get('parameters')}, not {params}; "
+                             "use another --out")
 
 
 def _write_captions(features_dir: str, features, shard_out: str, manifest_uri: str, decoder, loaded: VisionLanguageModel,
@@ -183,10 +197,13 @@ def _write_captions(features_dir: str, features, shard_out: str, manifest_uri: s
     batch = settings.batch_size
     progress = Progress(f"caption {name}", "captions", total=features.image_count * len(layers))
     batcher = None
+    # the embedding pass (attentional pooler or projector) over a chunk: as many images as fit
+    embedding_backoff = OutOfMemoryBackoff(EMBED_WHOLE_CHUNK, "caption (image embeddings)",
+                                           advice="decode on a GPU with more free memory")
     with progress:
         for chunk in iter_feature_chunks(features_dir, layers):
             for layer in layers:
-                embs = decoder.image_embeddings(chunk.layers[layer].to(device))
+                embs = chunk_embeddings(decoder, chunk.layers[layer], device, embedding_backoff)
                 if batcher is None:
                     size = auto_decode_batch(decoder, embs.shape[1], device) if batch == "auto" else int(batch)
                     log.info("%s: layers %s, decode batch %d, precision %s", name, layers, size, made_by["precision"])
@@ -232,6 +249,19 @@ def decoder_start(decoder) -> dict:
     return {"prompt": PROMPT, "prompt_token_ids": prompt_ids}
 
 
+def decoder_end_and_rules(decoder) -> dict:
+    """What else decides the captions, where a model has it: several end tokens (the first is forced at
+    ``seq_len``), and the generation config's settings applied (``generation_settings``)."""
+    made = {}
+    end_ids = decoder.settings.end_token_ids
+    if len(end_ids) > 1:
+        made["end_token_ids"] = list(end_ids)
+    applied = decoder.generation_settings() if hasattr(decoder, "generation_settings") else {}
+    if applied:
+        made["generation_settings"] = applied
+    return made
+
+
 def feature_shard_dirs(features_uri: str) -> list[str]:
     """Shard folders under a features prefix (those with a manifest), or the folder itself."""
     if storage.exists(storage.join(features_uri, MANIFEST_NAME)):
@@ -255,17 +285,23 @@ def run_caption(features_uri: str, out_uri: str, settings: CaptionSettings) -> l
         if (m.model, m.pretrained) != (first.model, first.pretrained):
             raise ValueError(f"{d} was extracted by {m.model}/{m.pretrained}, {shard_dirs[0]} by "
                              f"{first.model}/{first.pretrained}: caption one model's features per run (--features per model)")
-    if settings.model and settings.model != first.model:
+    if settings.model and settings.model != first.model and not same_hub_model(settings.model, first.model):
         raise ValueError(f"features under {features_uri} were made by {first.model}, not {settings.model}; "
                          "captions must come from the model that made the features")
+    # A hub model is loaded at the commit its features were made with (their model name is pinned,
+    # hf:ORG/NAME@<sha>); the same hub name given again without a commit keeps that commit.
+    pretrained = settings.pretrained
+    if not pretrained or same_hub_model(pretrained, first.pretrained):
+        pretrained = first.pretrained
     device = resolve_device(settings.device)
     precision = parse_precision(settings.precision)
-    loaded = load_model(first.model, settings.pretrained or first.pretrained, device="cpu")
+    loaded = load_model(first.model, pretrained, device="cpu")
     check_same_model(loaded, first, features_uri)
     greedy = GreedySettings(seq_len=settings.seq_len, min_seq_len=settings.min_seq_len)
     decoder = make_decoder(loaded, precision=precision, settings=greedy).to(device)
-    made_by = {**loaded.identity(), "pretrained": settings.pretrained or first.pretrained, "precision": precision,
-               "seq_len": greedy.seq_len, "min_seq_len": greedy.min_seq_len, **decoder_start(decoder)}
+    made_by = {**loaded.identity(), "pretrained": pretrained, "precision": precision,
+               "seq_len": greedy.seq_len, "min_seq_len": greedy.min_seq_len, **decoder_start(decoder),
+               **decoder_end_and_rules(decoder)}
     if precision == "float32":  # the exact path: float32 computed as float32, also on Ampere and newer GPUs
         made_by["tf32"] = exact_float32_math()["tf32"]
     return [caption_shard(d, out_uri, decoder, loaded, settings, device, made_by) for d in shard_dirs]

@@ -7,13 +7,20 @@ it emits the end token (or, for CoCa, token 0, the pad); when ``cur_len + 1 == s
 token is forced to the end token. Entropy: of the full softmax at temperature 1, before any
 logits processing, in bits, averaged over every generated token.
 
+A Hugging Face model may list several end tokens (Llama-3- and Qwen2-based LLaVA conversions
+do): all are banned below ``min_seq_len`` and any ends a caption, as in its own ``generate``; the
+one forced at ``seq_len`` is the first listed, the model's primary end token (the study's rule
+forces its model's only one).
+
 The loop drives a *step model* (a family's cached decoder), which gives:
 - ``settings``: ``GreedySettings`` with the family's start / end / pad ids;
 - ``start(decoder_inputs) -> (state, logits)``: the cache set up for a batch of rows, and
   the logits ``[rows, vocab]`` (float32) for the first token after the start;
 - ``step(tokens, pos, state) -> logits``: the logits after feeding ``tokens`` ``[rows]`` at
   position ``pos`` (1, 2, ...);
-- ``state.keep_rows(rows)``: drop finished rows from the cache (compaction).
+- ``state.keep_rows(rows)``: drop finished rows from the cache (compaction);
+- optionally ``logits_rules``: a ``generation_settings.LogitsRules`` (a Hugging Face model's
+  generation config), applied after the entropy is measured.
 """
 
 from __future__ import annotations
@@ -30,14 +37,20 @@ LN2 = math.log(2.0)
 
 @dataclass(frozen=True)
 class GreedySettings:
-    """``pad_token_id`` None: only the end token ends a caption (Hugging Face families; CoCa's
-    loop also stops at token 0)."""
+    """``pad_token_id`` None: only the end tokens end a caption (Hugging Face families; CoCa's
+    loop also stops at token 0). ``eos_token_id`` is forced at ``seq_len``; ``other_end_token_ids``
+    also end a caption and are banned below ``min_seq_len`` with it."""
 
     seq_len: int = 30
     min_seq_len: int = 5
     sot_token_id: int = SOT_TOKEN_ID
     eos_token_id: int = EOS_TOKEN_ID
     pad_token_id: int | None = PAD_TOKEN_ID
+    other_end_token_ids: tuple[int, ...] = ()
+
+    @property
+    def end_token_ids(self) -> tuple[int, ...]:
+        return tuple(dict.fromkeys((self.eos_token_id, *self.other_end_token_ids)))
 
     def __post_init__(self):
         if self.seq_len <= self.min_seq_len:
@@ -76,6 +89,8 @@ def greedy_decode(model, decoder_inputs: torch.Tensor, compact_below: float = 0.
     stop_code = torch.zeros(rows, dtype=torch.long, device=device)   # 0 eos, 1 pad, 2 length
     active = torch.arange(rows, device=device)                       # original row of each cache row
     running = torch.ones(rows, dtype=torch.bool, device=device)      # per cache row
+    end_ids = torch.tensor(greedy.end_token_ids, dtype=torch.long, device=device)
+    rules = getattr(model, "logits_rules", None)
     state, logits = model.start(decoder_inputs)
 
     for pos in range(greedy.seq_len - 1):
@@ -87,8 +102,13 @@ def greedy_decode(model, decoder_inputs: torch.Tensor, compact_below: float = 0.
         if cur_len + 1 == greedy.seq_len:
             nxt = torch.full_like(active, greedy.eos_token_id)
         else:
+            if rules is not None:
+                input_ids = rules.input_ids(out[active, :cur_len])
+                logits = rules.run(rules.before_ban, input_ids, logits)
             if cur_len < greedy.min_seq_len:
-                logits[:, greedy.eos_token_id] = -float("inf")
+                logits[:, end_ids] = -float("inf")
+            if rules is not None:
+                logits = rules.run(rules.after_ban, input_ids, logits)
             nxt = logits.argmax(-1)
         chosen_lp = logp.gather(1, nxt[:, None])[:, 0]
 
@@ -98,11 +118,12 @@ def greedy_decode(model, decoder_inputs: torch.Tensor, compact_below: float = 0.
         entropy_sum[live] += entropy[running].double()
         logprob_sum[live] += chosen_lp[running].double()
         is_pad = nxt == greedy.pad_token_id if greedy.pad_token_id is not None else torch.zeros_like(running)
-        ended = running & ((nxt == greedy.eos_token_id) | is_pad)
+        is_end = torch.isin(nxt, end_ids)
+        ended = running & (is_end | is_pad)
         if cur_len + 1 == greedy.seq_len:
             stop_code[active[ended]] = 2
         else:
-            stop_code[active[ended]] = torch.where(nxt[ended] == greedy.eos_token_id, 0, 1)
+            stop_code[active[ended]] = torch.where(is_end[ended], 0, 1)
         running &= ~ended
         n_running = int(running.sum())
         if n_running == 0:

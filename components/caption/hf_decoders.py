@@ -22,8 +22,10 @@ from dataclasses import dataclass
 
 import torch
 
+from ..common.hf_cache_kwarg import cache_kwarg, cache_of
 from ..common.model_families import LLAVA, VisionLanguageModel
 from ..common.precision import parse_dtype, torch_dtype
+from .generation_settings import logits_rules
 from .greedy import DecodedCaptions, GreedySettings, greedy_decode
 
 
@@ -40,22 +42,29 @@ class HFDecodeState:
             self.encoder_states = self.encoder_states.index_select(0, rows)
 
 
-def _cache_of(output):
-    cache = getattr(output, "cache", None)
-    return cache if cache is not None else output.past_key_values
-
-
 class HFCachedDecoder:
     """What both kinds share: precision, settings, and ``image_embeddings`` (block output ->
     the decoder's input) under the name the caption step uses for every family."""
 
-    def __init__(self, loaded: VisionLanguageModel, precision: str, settings: GreedySettings, modules):
+    def __init__(self, loaded: VisionLanguageModel, precision: str, settings: GreedySettings, modules,
+                 prefix_ids: list[int] = ()):
         self.loaded = loaded
         self.precision = parse_dtype(precision, ("float32", "bfloat16"), what="--precision")
         self.dtype = torch_dtype(self.precision)
         self.settings = settings
+        self.prefix_ids = list(prefix_ids)
+        self.logits_rules = self._logits_rules("cpu")
         for module in modules:
             module.to(self.dtype).requires_grad_(False)
+
+    def _logits_rules(self, device):
+        """The model's generation config as greedy decoding honours it (None: nothing to apply)."""
+        return logits_rules(self.loaded.name, self.loaded.generation_config, self.settings.end_token_ids,
+                            self.prefix_ids, device)
+
+    def generation_settings(self) -> dict:
+        """The generation config's settings the captions were decoded with (name -> value)."""
+        return dict(self.logits_rules.applied) if self.logits_rules else {}
 
     @torch.no_grad()
     def image_embeddings(self, block_tokens: torch.Tensor) -> torch.Tensor:
@@ -80,6 +89,7 @@ class HFCachedDecoder:
 
     def to(self, device: str) -> HFCachedDecoder:
         self.loaded.model.to(device)
+        self.logits_rules = self._logits_rules(device)
         return self
 
     def caption_text(self, token_ids: list[int]) -> str:
@@ -91,8 +101,10 @@ class CrossAttentionDecoder(HFCachedDecoder):
 
     def __init__(self, loaded: VisionLanguageModel, precision: str = "float32", settings: GreedySettings | None = None):
         base = settings or GreedySettings()
-        settings = GreedySettings(base.seq_len, base.min_seq_len, loaded.start_token_id, loaded.eos_token_id, None)
+        settings = GreedySettings(base.seq_len, base.min_seq_len, loaded.start_token_id, loaded.eos_token_id, None,
+                                  loaded.end_token_ids[1:])
         self.decoder = loaded.text_decoder()
+        self.cache_kwarg = cache_kwarg(self.decoder)
         context = getattr(self.decoder.config, "max_position_embeddings", None) or getattr(self.decoder.config, "n_positions")
         if settings.seq_len > context:
             raise ValueError(f"--seq-len {settings.seq_len} exceeds the text decoder's context of {context} tokens")
@@ -106,8 +118,8 @@ class CrossAttentionDecoder(HFCachedDecoder):
 
     def _forward(self, tokens: torch.Tensor, state: HFDecodeState) -> torch.Tensor:
         output = self.decoder(input_ids=tokens[:, None], encoder_hidden_states=state.encoder_states,
-                              cache=state.cache, use_cache=True)
-        state.cache = _cache_of(output)
+                              use_cache=True, **{self.cache_kwarg: state.cache})
+        state.cache = cache_of(output)
         return output.logits[:, -1].float()
 
     def start(self, decoder_inputs: torch.Tensor) -> tuple[HFDecodeState, torch.Tensor]:
@@ -126,15 +138,17 @@ class PromptDecoder(HFCachedDecoder):
     def __init__(self, loaded: VisionLanguageModel, precision: str = "float32", settings: GreedySettings | None = None):
         base = settings or GreedySettings()
         self.prompt_ids = loaded.prompt_ids()
-        settings = GreedySettings(base.seq_len, base.min_seq_len, self.prompt_ids[-1], loaded.eos_token_id, None)
+        settings = GreedySettings(base.seq_len, base.min_seq_len, self.prompt_ids[-1], loaded.eos_token_id, None,
+                                  loaded.end_token_ids[1:])
         model = loaded.model
         context = model.config.text_config.max_position_embeddings
         if len(self.prompt_ids) + settings.seq_len > context:
             raise ValueError(f"the prompt ({len(self.prompt_ids)} tokens with the image) and --seq-len "
                              f"{settings.seq_len} exceed the language model's context of {context} tokens")
         self.image_positions = [i for i, t in enumerate(self.prompt_ids) if t == loaded.image_token_id]
-        super().__init__(loaded, precision, settings, loaded.decoder_modules())
+        super().__init__(loaded, precision, settings, loaded.decoder_modules(), prefix_ids=self.prompt_ids[:-1])
         self.model = model
+        self.cache_kwarg = cache_kwarg(model)
 
     def text_config(self):
         return self.model.config.text_config
@@ -151,11 +165,12 @@ class PromptDecoder(HFCachedDecoder):
         embeds = self.model.get_input_embeddings()(ids)[None].expand(rows, -1, -1).clone()
         embeds[:, self.image_positions] = decoder_inputs.to(embeds.dtype)
         output = self.model(inputs_embeds=embeds, use_cache=True, logits_to_keep=1)
-        return HFDecodeState(cache=_cache_of(output)), output.logits[:, -1].float()
+        return HFDecodeState(cache=cache_of(output)), output.logits[:, -1].float()
 
     def step(self, tokens: torch.Tensor, pos: int, state: HFDecodeState) -> torch.Tensor:
-        output = self.model(input_ids=tokens[:, None], cache=state.cache, use_cache=True, logits_to_keep=1)
-        state.cache = _cache_of(output)
+        output = self.model(input_ids=tokens[:, None], use_cache=True, logits_to_keep=1,
+                            **{self.cache_kwarg: state.cache})
+        state.cache = cache_of(output)
         return output.logits[:, -1].float()
 
 

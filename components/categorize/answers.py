@@ -99,7 +99,30 @@ def max_answer_chars(label_set: LabelSet, bounds: AnswerBounds) -> int:
 
 
 def max_new_tokens(label_set: LabelSet, bounds: AnswerBounds) -> int:
+    """The schema's bound on new tokens: the longest answer it allows, + 1 for the stop token."""
     return max_answer_chars(label_set, bounds) + 1
+
+
+# What the study's answers need. Its 12,000 raw Llama-3.1-70B answers (500 captions x 24
+# layers, ``reference/llama70b_labels``), those that parse (11,838), re-rendered in this
+# format and counted with the Llama-3 tokenizer: at most 396 tokens (p99 218, median 71);
+# every one lies under 106 + 10 (w + 1) for its caption's word count w (1..28; the line is
+# reached by a 1-word caption of 68 characters, 122 tokens, and a 28-word one, 396), and the
+# rule below is that line with 50% margin (336 tokens at 10 words, 624 at 28). The study
+# itself cut answers at 1,024 tokens (its 146 cut answers ran away repeating), the cap here. The schema's own bound
+# (``max_new_tokens``) is 2,450 for a 10-word caption and 11,042 for a 28-word one: a batch
+# decodes until its longest row ends, so one runaway row kept a whole batch decoding that long.
+ANSWER_TOKENS_BASE, ANSWER_TOKENS_PER_WORD, ANSWER_TOKENS_CAP = 160, 16, 1024
+ANSWER_TOKENS_RULE = (f"new tokens of an answer <= min({ANSWER_TOKENS_BASE} + {ANSWER_TOKENS_PER_WORD} x (the caption's "
+                      f"word count + 1), {ANSWER_TOKENS_CAP}, the schema's longest answer + 1); an answer stopped there "
+                      "is flagged answer_limit")
+
+
+def answer_token_bound(caption: str, label_set: LabelSet) -> int:
+    """New tokens a caption's answer may take (``ANSWER_TOKENS_RULE``); used both to stop
+    its row and to plan the KV cache. A row that reaches it is stopped, the batch goes on."""
+    measured = ANSWER_TOKENS_BASE + ANSWER_TOKENS_PER_WORD * (len(caption.split()) + 1)
+    return min(measured, ANSWER_TOKENS_CAP, max_new_tokens(label_set, answer_bounds(caption, label_set.limits)))
 
 
 def limit_reached(parts: list[Part], bounds: AnswerBounds, complete: bool) -> bool:

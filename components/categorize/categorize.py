@@ -41,7 +41,7 @@ from ..common.contracts import (
 from ..common.write_lease import WriteLease
 from .aggregate import aggregate, layer_status_counts
 from .answer_store import AnswerStore, run_key
-from .answers import BOUNDS_RULE, answer_bounds, answer_schema
+from .answers import ANSWER_TOKENS_RULE, BOUNDS_RULE, answer_bounds, answer_schema, answer_token_bound
 from .captions_io import CaptionRow, read_captions
 from .labelset import LabelSet, Part, load_labelset
 from .layout import Layout, detect_gpus, plan_layout
@@ -55,10 +55,12 @@ log = logging.getLogger(__name__)
 LABELS_NAME = "labels.parquet"
 AGGREGATE_NAME = "aggregate.parquet"
 SUMMARY_NAME = "summary.json"
+TODO_NAME = "todo.json"           # under accelerate launch: the captions to label, as rank 0 found them
 CPU_BATCH_SIZE = 16
-# KV cache sized for a typical answer (the study's need <= ~220 tokens re-encoded); a rare
-# long one is covered by the out-of-memory back-off.
-PLAN_PROMPT_TOKENS, PLAN_ANSWER_TOKENS = 768, 256
+# KV cache of the prompt (prefix + caption) of one row; its answer's share is the longest
+# answer token bound of the captions to label (``answers.answer_token_bound``), the same bound
+# that stops a row, so a batch the plan admits holds its rows to the end.
+PLAN_PROMPT_TOKENS = 768
 
 
 @dataclass
@@ -80,7 +82,7 @@ def plan_for_model(model: str, n_gpus: int, gpu_bytes: int, dtype: torch.dtype, 
 def answer_schemas(captions: list[str], label_set: LabelSet) -> dict:
     """The exact answer schemas the captions' answers are held to, with the rule that picks one."""
     bounds = sorted({answer_bounds(c, label_set.limits) for c in captions}, key=lambda b: (b.max_parts, b.max_part_chars))
-    return {"rule": BOUNDS_RULE, "limits": {"max_parts": label_set.limits.max_parts, "max_part_chars": label_set.limits.max_part_chars,
+    return {"rule": BOUNDS_RULE, "answer_tokens_rule": ANSWER_TOKENS_RULE, "limits": {"max_parts": label_set.limits.max_parts, "max_part_chars": label_set.limits.max_part_chars,
                                             "max_labels": label_set.limits.max_labels},
             "schemas": {b.key: answer_schema(label_set, b) for b in bounds}}
 
@@ -105,6 +107,22 @@ def _batch_size(batch_size: str | int, layout: Layout, n_gpus: int) -> int:
     if size < 1:
         raise ValueError(f"--batch-size {batch_size!r}: use auto or a positive integer")
     return size
+
+
+def _todo_of_launch(store: AnswerStore, uniques: list[str], cpu: bool) -> list[str]:
+    """Under ``accelerate launch``: the captions still to label, worked out once. Rank 0 reads
+    the answer store and writes the list next to it, before it joins the others; every rank
+    reads that file after a barrier. Each rank reading the store itself could see another
+    list (a rank that starts later sees answers written meanwhile), and the ranks' shares of
+    their lists (``split_between_processes``) would then overlap and leave captions out."""
+    from accelerate import PartialState
+
+    uri = storage.join(store.dir, TODO_NAME)
+    if int(os.environ.get("RANK", "0")) == 0:
+        done = store.load()
+        storage.write_json(uri, {"captions": [c for c in uniques if caption_hash(c) not in done]})
+    PartialState(cpu=cpu).wait_for_everyone()
+    return storage.read_json(uri)["captions"]
 
 
 def _label_under_accelerate(spec: dict, layout: Layout, world: int) -> list[dict] | None:
@@ -143,15 +161,20 @@ def model_answers(rows: list[CaptionRow], uniques: list[str], out_uri: str, mode
     dtype_name = str(tdtype).removeprefix("torch.")
     key = run_key(model, dtype_name, label_set.fingerprint)
     store = AnswerStore(out_uri, key)
-    done = store.load()
-    todo = [c for c in uniques if caption_hash(c) not in done]
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if launched:
+        todo = _todo_of_launch(store, uniques, cpu=n_gpus == 0)
+    else:
+        done = store.load()
+        todo = [c for c in uniques if caption_hash(c) not in done]
     summary.update(mode="generate", resumed=len(uniques) - len(todo), to_label=len(todo), run_key=key)
     log.info("%d captions, %d distinct (%.1f%% saved by dedup), %d already labelled, %d to label",
              len(rows), len(uniques), summary["dedup_saving_percent"], summary["resumed"], len(todo))
     if todo:
-        layout = plan_for_model(model, n_gpus, gpu_bytes, tdtype, PLAN_PROMPT_TOKENS, PLAN_ANSWER_TOKENS)
+        answer_tokens = max(answer_token_bound(c, label_set) for c in todo)
+        layout = plan_for_model(model, n_gpus, gpu_bytes, tdtype, PLAN_PROMPT_TOKENS, answer_tokens)
         log.info(layout.describe())
-        summary.update(layout=layout.to_json(), batch_size=_batch_size(batch_size, layout, n_gpus))
+        summary.update(layout=layout.to_json(), plan_answer_tokens=answer_tokens, batch_size=_batch_size(batch_size, layout, n_gpus))
         spec = dict(captions=todo, model=model, labels_uri=label_set.source, dtype=dtype_name, out_uri=out_uri, run_key=key,
                     batch_size=summary["batch_size"], groups=layout.groups, max_memory=layout.max_memory,
                     answers_per_file=answers_per_file, made_by=made_by, max_parts=label_set.limits.max_parts)
@@ -159,6 +182,9 @@ def model_answers(rows: list[CaptionRow], uniques: list[str], out_uri: str, mode
         if stats is None:
             return None
         summary["replica_stats"] = stats
+    if launched and int(os.environ.get("RANK", "0")) != 0:
+        return None                          # nothing was left to label; the main process writes the tables
+    if launched or todo:
         done = store.load()
     missing = [c for c in uniques if caption_hash(c) not in done]
     if missing:

@@ -20,7 +20,7 @@ def categorize_captions(
     """Label what every distinct caption talks about with an instruct LLM (grammar-constrained).
 
     Args:
-        captions: the caption step's manifests, one per shard.
+        captions: the caption step's manifests, one per shard (shards recorded as failed are left out).
         storage_prefix: where bulk data goes; labels land under <prefix>/labels/.
         storage_root: with an empty storage_prefix, bulk data goes under <storage_root>/<run_id>.
         run_id: the pipeline run's id (dsl.PIPELINE_JOB_ID_PLACEHOLDER): each run's own prefix.
@@ -35,16 +35,24 @@ def categorize_captions(
 
     from latent_verbalizer.components.categorize.categorize import run_categorize
     from latent_verbalizer.components.common import storage
-    from latent_verbalizer.components.common.contracts import run_storage_prefix
+    from latent_verbalizer.components.common.contracts import FailedShard, run_storage_prefix
     from latent_verbalizer.components.common.devices import usable_gpus
     from latent_verbalizer.components.common.logs import configure_logging
 
     configure_logging()
     storage_prefix = run_storage_prefix(storage_prefix, storage_root, run_id)
-    uris = []
+    uris, failed = [], []
     for artifact in captions:
         with open(artifact.path) as f:
-            uris.append(json.load(f)["captions"])
+            pointer = json.load(f)
+        bad = FailedShard.from_pointer(pointer)
+        if bad is not None:
+            failed.append(bad)
+        else:
+            uris.append(pointer["captions"])
+    if not uris:
+        raise ValueError("every shard failed, nothing to label: "
+                         + "; ".join(f"{b.shard} ({b.step}): {b.reason}" for b in failed))
     out = storage.join(storage_prefix, "labels")
     # On Kubeflow the pod sees the GPUs it was given (the pipeline sets LVERB_REQUIRE_GPU: seeing fewer
     # is an error); a kfp.local run on a laptop may see none, and then runs on the CPU (gpus=0).

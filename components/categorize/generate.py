@@ -4,14 +4,14 @@ The prefix (system turn + few-shot turns) is run through the model once; its KV 
 copied and expanded to every batch. Each batch holds captions of similar length,
 left-padded *after* the prefix: ``[prefix][pad..][caption + turn end]``, with the
 attention mask hiding the pads and position ids counting only real tokens, so every row
-sees exactly what it would see alone. Rows leave the batch when their answer is complete.
-An out-of-memory error halves the batch size and retries.
+sees exactly what it would see alone. Rows leave the batch when their answer is complete
+or reaches its own token bound (``limits``), so the batch runs as long as its longest
+bound, never longer. An out-of-memory error halves the batch size and retries.
 """
 
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,6 +19,7 @@ from typing import Iterator, Sequence
 
 import torch
 
+from ..common.hf_cache_kwarg import cache_kwarg, cache_of
 from ..common.oom import OutOfMemoryBackoff, backoff_batches
 from .grammar import GrammarLogitsProcessor
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Answer:
     token_ids: list[int]
-    complete: bool            # ended with a stop token (False: hit max_new_tokens)
+    complete: bool            # ended with a stop token (False: stopped at its token bound)
 
 
 @dataclass
@@ -63,8 +64,7 @@ class Generator:
         self.device = model.get_input_embeddings().weight.device
         self.stats = GenStats(prefix_tokens=len(self.prefix_ids))
         self._prefix_cache = None
-        # transformers >= 5.x names the cache argument `cache` (`past_key_values` before)
-        self._cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self._cache_kw = cache_kwarg(model)
 
     # -------------------------------------------------------------- prefix
     @torch.inference_mode()
@@ -74,7 +74,7 @@ class Generator:
             t0 = time.perf_counter()
             ids = torch.tensor([self.prefix_ids], device=self.device)
             out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
-            self._prefix_cache = _cache_of(out)
+            self._prefix_cache = cache_of(out)
             self.stats.prefix_seconds = time.perf_counter() - t0
             log.info("prompt prefix: %d tokens, KV cache computed once in %.2fs", len(self.prefix_ids), self.stats.prefix_seconds)
         return self._prefix_cache
@@ -89,8 +89,11 @@ class Generator:
 
     # -------------------------------------------------------------- one batch
     @torch.inference_mode()
-    def generate_batch(self, suffixes: Sequence[Sequence[int]]) -> list[Answer]:
+    def generate_batch(self, suffixes: Sequence[Sequence[int]], limits: Sequence[int] | None = None) -> list[Answer]:
+        """Answers of one batch; row i stops after ``limits[i]`` new tokens (default
+        ``max_new_tokens``, and never more) with ``complete=False`` unless it ended first."""
         B = len(suffixes)
+        limits = [min(int(x), self.max_new_tokens) for x in limits] if limits is not None else [self.max_new_tokens] * B
         P = len(self.prefix_ids) if self.use_prefix_cache else 0
         rows = [list(s) if self.use_prefix_cache else self.prefix_ids + list(s) for s in suffixes]
         L = max(len(r) for r in rows)
@@ -113,13 +116,13 @@ class Generator:
                 cache.batch_repeat_interleave(B)
             kw[self._cache_kw] = cache
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1, **kw)
-        cache = _cache_of(out)
+        cache = cache_of(out)
         proc = GrammarLogitsProcessor(self.grammar, B) if self.grammar is not None else None
         active = list(range(B))                  # original row of each batch row
         finished = [False] * B
         answers = [Answer([], False) for _ in range(B)]
         last = ids[:, -1:]
-        for _step in range(self.max_new_tokens):
+        for step in range(max(limits, default=0)):
             scores = out.logits[:, -1, :].float()
             if proc is not None:
                 scores = proc(last, scores)
@@ -136,6 +139,8 @@ class Generator:
                 else:
                     answers[row].token_ids.append(token)
                     self.stats.new_tokens += 1
+                    if step + 1 >= limits[row]:      # its bound: this row stops, the batch goes on
+                        finished[row] = True
             n_done = sum(finished[r] for r in active)
             if n_done == len(active):
                 break
@@ -160,14 +165,16 @@ class Generator:
         return answers
 
     # -------------------------------------------------------------- many batches
-    def generate(self, suffixes: Sequence[Sequence[int]], batch_size: int) -> Iterator[tuple[list[int], list[Answer]]]:
-        """Yield ``(indices, answers)`` batch by batch, in the given order. Halves the batch
-        size on out-of-memory (and keeps it halved); gives up only at batch size 1."""
+    def generate(self, suffixes: Sequence[Sequence[int]], batch_size: int,
+                 limits: Sequence[int] | None = None) -> Iterator[tuple[list[int], list[Answer]]]:
+        """Yield ``(indices, answers)`` batch by batch, in the given order; ``limits``: each
+        suffix's token bound (``generate_batch``). Halves the batch size on out-of-memory
+        (and keeps it halved); gives up only at batch size 1."""
         backoff = OutOfMemoryBackoff(max(1, int(batch_size)), "categorize",
                                      advice="use more GPUs (--gpus) or a smaller model")
 
         def answer(start: int, n: int) -> list[Answer]:
-            return self.generate_batch(suffixes[start:start + n])
+            return self.generate_batch(suffixes[start:start + n], None if limits is None else limits[start:start + n])
 
         try:
             for start, n, answers in backoff_batches(len(suffixes), backoff, answer):
@@ -178,8 +185,3 @@ class Generator:
     @property
     def batch_size_now(self) -> int:
         return self.stats.batch_sizes[-1] if self.stats.batch_sizes else 0
-
-
-def _cache_of(out):
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values

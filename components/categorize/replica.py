@@ -16,7 +16,15 @@ import torch
 
 from ..common.progress import Progress
 from .answer_store import AnswerStore
-from .answers import ANSWER_LIMIT, AnswerBounds, answer_bounds, limit_reached, max_new_tokens, parse_answer
+from .answers import (
+    ANSWER_LIMIT,
+    AnswerBounds,
+    answer_bounds,
+    answer_token_bound,
+    limit_reached,
+    max_new_tokens,
+    parse_answer,
+)
 from .generate import Generator
 from .grammar import AnswerGrammars, stop_token_ids
 from .labelset import LabelSet, load_labelset
@@ -85,13 +93,15 @@ def _label_captions(captions: list[str], model: str, label_set: LabelSet, dtype:
     generator = Generator(net, prompt.prefix_ids, None, stops, pad, 0)
     labels = set(label_set.labels)
     suffixes = [prompt.suffix_ids(tokenizer, c) for c in captions]
+    token_bounds = [answer_token_bound(c, label_set) for c in captions]
     pending: list[dict] = []
     statuses: dict[str, int] = {}
     gen_t0 = time.perf_counter()
     with Progress("categorize", "captions", total=len(captions), logger=log) as progress:
         for bounds, order in _batches_by_bounds(captions, suffixes, label_set):
             held = generator.held_to(grammars(bounds), max_new_tokens(label_set, bounds))
-            for positions, answers in held.generate([suffixes[i] for i in order], batch_size):
+            for positions, answers in held.generate([suffixes[i] for i in order], batch_size,
+                                                    [token_bounds[i] for i in order]):
                 for k, answer in zip(positions, answers):
                     caption = captions[order[k]]
                     text = tokenizer.decode(answer.token_ids, skip_special_tokens=False)

@@ -1,4 +1,4 @@
-"""One replica process of the categorize step (started by ``replica_processes``):
+"""One replica process of the categorize step (started and supervised by ``replica_processes``):
 ``python -m latent_verbalizer.components.categorize.worker SPEC.json [STATS.json]``."""
 
 import json
@@ -6,9 +6,15 @@ import sys
 
 from ..common.logs import configure_logging
 from .replica import run_replica
+from .supervisor import supervised_child
 
-if __name__ == "__main__":
+
+def main() -> None:
     configure_logging()
     with open(sys.argv[1]) as f:
         spec = json.load(f)
     run_replica(spec, sys.argv[2] if len(sys.argv) > 2 else None)
+
+
+if __name__ == "__main__":
+    supervised_child(main)

@@ -9,6 +9,9 @@ writer imports. Change them only on purpose, everywhere (bump the version).
 - Captions (caption -> categorize, report): Parquet, a row per (image, layer).
 - Labels (categorize -> report): Parquet, a row per distinct caption; and a per-layer
   aggregate table.
+- A failed shard (extract -> caption -> categorize, report, in the pipeline): the step's small
+  pointer says ``{"failed": reason, "shard": uri, "step": where}`` instead of pointing at data
+  (``FailedShard``); later steps pass it on or leave it out, and the report lists it.
 """
 
 from __future__ import annotations
@@ -234,6 +237,31 @@ class FeatureManifest:
         d["objects"] = [ChunkInfo(**o) for o in d.get("objects", [])]
         d["skipped"] = [SkippedSample(**s) for s in d.get("skipped", [])]
         return cls(**d)
+
+
+FAILED_KEY = "failed"  # in a step's pointer: the shard failed, with this reason (FailedShard)
+
+
+@dataclass
+class FailedShard:
+    """A shard that is bad for a reason retrying cannot change (not a tar, no images, features
+    of other parameters, a checksum mismatch): in the pipeline, the step that found it writes
+    this record as its pointer instead of failing, so the other shards go on; caption passes it
+    on, categorize leaves it out, the report lists it with its reason."""
+
+    shard: str      # the input shard's URI
+    reason: str     # the error, naming the input and the fix
+    step: str       # the step that found it: "extract" or "caption"
+
+    def to_pointer(self) -> dict:
+        return {FAILED_KEY: self.reason, "shard": self.shard, "step": self.step}
+
+    @classmethod
+    def from_pointer(cls, pointer: dict) -> "FailedShard | None":
+        """The record in a step's pointer; None for a pointer at finished data."""
+        if FAILED_KEY not in pointer:
+            return None
+        return cls(shard=pointer.get("shard", "?"), reason=str(pointer[FAILED_KEY]), step=pointer.get("step", "?"))
 
 
 def shard_name(shard_uri: str) -> str:

@@ -22,6 +22,13 @@ from .contracts import IMAGE_EXTENSIONS, SkippedSample
 
 log = logging.getLogger(__name__)
 
+# A sample's files are read whole into memory (and several samples are decoded at once): a
+# member over this size is not read at all, and its sample is skipped with the reason, so a
+# multi-GB file in an untrusted shard cannot run the step out of memory. 256 MB is 10x the
+# largest photograph a camera writes (a 100 Mpx JPEG is ~25 MB), and over decode_image's
+# 64 Mpx bound for any compressed image worth decoding.
+DEFAULT_MAX_MEMBER_BYTES = 256 * 1024 * 1024
+
 
 class ShardError(RuntimeError):
     """The shard itself is unreadable (not a tar, truncated archive): it fails alone."""
@@ -46,18 +53,24 @@ def split_key(name: str) -> tuple[str, str] | None:
     return None if key is None else (key, ext.lower())
 
 
-def iter_samples(shard_uri: str, skipped: list[SkippedSample]) -> Iterator[Sample]:
+def iter_samples(shard_uri: str, skipped: list[SkippedSample],
+                 max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> Iterator[Sample]:
     """Samples of a shard in order, grouped by key.
 
-    Samples without an image, repeated keys and files without an extension are not yielded
-    but appended to ``skipped`` with the reason. An unreadable archive raises ShardError
-    naming the shard.
+    Samples without an image, samples with a file over ``max_member_bytes`` (never read),
+    repeated keys and files without an extension are not yielded but appended to ``skipped``
+    with the reason. An unreadable archive raises ShardError naming the shard.
     """
     seen: set[str] = set()
     current: Sample | None = None
+    oversized: dict[str, str] = {}  # key -> why its sample is skipped (a file over the cap)
 
     def finish(sample: Sample | None):
         if sample is None:
+            return None
+        if sample.key in oversized:
+            seen.add(sample.key)
+            skipped.append(SkippedSample(sample.key, oversized.pop(sample.key)))
             return None
         if sample.key in seen:
             skipped.append(SkippedSample(sample.key, "duplicate key: an earlier sample of this shard has it"))
@@ -87,7 +100,6 @@ def iter_samples(shard_uri: str, skipped: list[SkippedSample]) -> Iterator[Sampl
                                                               "(webdataset's rule: KEY.EXTENSION)"))
                     continue
                 key, ext = split
-                data = archive.extractfile(member).read()
                 if current is not None and key != current.key:
                     done = finish(current)
                     current = None
@@ -98,7 +110,11 @@ def iter_samples(shard_uri: str, skipped: list[SkippedSample]) -> Iterator[Sampl
                 if ext in current.files:
                     skipped.append(SkippedSample(key, f"duplicate key: {key}.{ext} appears twice in the shard"))
                     continue
-                current.files[ext] = data
+                if member.size > max_member_bytes:  # skipped over in the stream, never held in memory
+                    oversized.setdefault(key, f"{member.name} is {member.size:,} bytes, over the {max_member_bytes:,}-byte "
+                                              "cap on one file of a sample; shrink or leave out that file")
+                    continue
+                current.files[ext] = archive.extractfile(member).read()
             done = finish(current)
             if done is not None:
                 yield done

@@ -22,7 +22,7 @@ import logging
 import os
 import queue
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -37,15 +37,22 @@ from ..common.contracts import (
     shard_name,
 )
 from ..common.devices import resolve_device
-from ..common.features import digest_feature_chunk, read_chunk_header, read_manifest, write_feature_chunk
+from ..common.features import (
+    CorruptChunkError,
+    digest_feature_chunk,
+    read_chunk_header,
+    read_manifest,
+    write_feature_chunk,
+)
 from ..common.model_families import VisionLanguageModel, load_model
 from ..common.models import parse_layers
 from ..common.oom import OutOfMemoryBackoff, backoff_batches
 from ..common.precision import exact_float32_math, parse_dtype, torch_dtype
 from ..common.progress import Progress
-from ..common.tar_samples import ShardError, iter_samples
+from ..common.shard_failures import OutputRefusedError
+from ..common.tar_samples import DEFAULT_MAX_MEMBER_BYTES, ShardError, iter_samples
 from ..common.write_lease import WriteLease
-from .shards import DEFAULT_MAX_PIXELS, decode_image
+from .shards import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, decode_image
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +70,9 @@ class ExtractSettings:
     batch_size: str | int = "auto"
     device: str = "auto"
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_side: int = DEFAULT_MAX_SIDE                        # pixels of an image's longer side
+    max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO      # longer side / shorter side
+    max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES        # one file of a sample, read whole
     writers: int = 2                 # chunks in flight to storage at once
     decoders: int = 0                # image decode threads (0: one per CPU core, at most 16)
     max_chunk_bytes: int = 1 << 30   # host memory bound per chunk (pinned buffer)
@@ -162,11 +172,11 @@ def _existing_chunks(shard_dir: str, shard_uri: str, fingerprint: dict) -> list[
             continue
         header = read_chunk_header(uri)
         if header.metadata.get("shard", shard_uri) != shard_uri:
-            raise ValueError(f"{uri} holds images of {header.metadata['shard']}, not {shard_uri}: two shards share "
-                             "a name; rename one or use another --out")
+            raise OutputRefusedError(f"{uri} holds images of {header.metadata['shard']}, not {shard_uri}: two shards "
+                                     "share a name; rename one or use another --out")
         made = json.loads(header.metadata.get("parameters", "{}"))
         if made != fingerprint:
-            raise ValueError(
+            raise OutputRefusedError(
                 f"{shard_dir} holds chunks made with {made}, not {fingerprint}; "
                 "use another --out for different parameters, or delete the folder"
             )
@@ -182,11 +192,11 @@ def finished_manifest(shard_dir: str, shard_uri: str, fingerprint: dict) -> Feat
     if done is None:
         return None
     if done.shard != shard_uri:
-        raise ValueError(f"{shard_dir} holds the features of {done.shard}, not {shard_uri}: two shards share the name "
-                         f"{storage.basename(shard_dir)!r}; rename one or use another --out")
+        raise OutputRefusedError(f"{shard_dir} holds the features of {done.shard}, not {shard_uri}: two shards share "
+                                 f"the name {storage.basename(shard_dir)!r}; rename one or use another --out")
     existing = parameters_fingerprint(done.model, done.pretrained, done.layers, done.dtype)
     if existing != fingerprint:
-        raise ValueError(
+        raise OutputRefusedError(
             f"{shard_dir} already holds features made with {existing}, not {fingerprint}; "
             "use another --out for different parameters"
         )
@@ -246,12 +256,23 @@ class ShardExtractor:
         self.progress = Progress(f"extract {self.name}", "img")
 
     def decode(self, sample) -> tuple[str, torch.Tensor | None, str | None]:
-        """(key, pixels, None) or (key, None, why the image was skipped)."""
+        """(key, pixels, None) or (key, None, why the image was skipped).
+
+        Whatever one image's decode or transform raises is that image's problem, recorded as its
+        skip: a MemoryError too (one absurd image asked for it; the next image starts afresh)."""
+        settings = self.settings
         try:
-            image = decode_image(sample.image_bytes()[1], target_size=self.image_size, max_pixels=self.settings.max_pixels)
-            return sample.key, self.loaded.preprocess(image), None
-        except ValueError as e:
+            image = decode_image(sample.image_bytes()[1], target_size=self.image_size, max_pixels=settings.max_pixels,
+                                 max_side=settings.max_side, max_aspect_ratio=settings.max_aspect_ratio)
+        except ValueError as e:  # decode_image's own reasons
             return sample.key, None, str(e)
+        except Exception as e:  # noqa: BLE001 -- PIL raises many types
+            return sample.key, None, f"image could not be decoded ({type(e).__name__}: {e})"
+        try:
+            return sample.key, self.loaded.preprocess(image), None
+        except Exception as e:  # noqa: BLE001 -- e.g. OverflowError, MemoryError of a resize
+            return sample.key, None, (f"the model's transform failed on this {image.width}x{image.height} image "
+                                      f"({type(e).__name__}: {e})")
 
     def forward(self, pixels: list[torch.Tensor]) -> list[torch.Tensor]:
         """The selected blocks' outputs of one batch, on the device (may run out of memory)."""
@@ -359,7 +380,7 @@ def _write_shard(shard_uri: str, shard_dir: str, loaded: VisionLanguageModel, se
     extractor = ShardExtractor(shard_uri, shard_dir, loaded, layers, dtype, settings, device, batch, fingerprint,
                                first_index=next_chunk_index(chunks), lease=lease)
     try:
-        samples = (s for s in iter_samples(shard_uri, skipped) if s.key not in done_keys)
+        samples = (s for s in iter_samples(shard_uri, skipped, settings.max_member_bytes) if s.key not in done_keys)
         chunks.extend(extractor.run(samples, skipped))
     finally:
         extractor.close()
@@ -383,10 +404,27 @@ def _write_shard(shard_uri: str, shard_dir: str, loaded: VisionLanguageModel, se
 class ExtractResult:
     manifests: dict[str, FeatureManifest]   # shard uri -> manifest
     failed: dict[str, str]                  # shard uri -> error message
+    errors: dict[str, Exception] = field(default_factory=dict)  # shard uri -> the error (common.shard_failures)
+
+
+def check_has_images(shard_uri: str, manifest: FeatureManifest) -> None:
+    """A shard none of whose samples gave an image is bad: nothing of it can be captioned."""
+    if manifest.image_count:
+        return
+    if not manifest.skipped:
+        raise ShardError(f"{shard_uri} holds no samples (an empty tar); webdataset shards hold KEY.jpg/png/webp files")
+    first = manifest.skipped[0]
+    raise ShardError(f"{shard_uri} holds no usable image: all {len(manifest.skipped)} samples were skipped "
+                     f"(first: {first.key}: {first.reason}); see the skipped list in its manifest")
 
 
 def run_extract(shard_uris: list[str], out_uri: str, settings: ExtractSettings) -> ExtractResult:
-    """Extract every shard; a bad shard fails alone and is reported, the others go on."""
+    """Extract every shard; a bad shard fails alone and is reported, the others go on.
+
+    A shard fails when it cannot be read (not a tar, truncated, gone), when it holds no usable
+    image, or when its output folder refuses it (features of other parameters or another shard).
+    Out of memory and errors of the code stop the run.
+    """
     if not shard_uris:
         raise ValueError("no shards given")
     check_unique_shard_names(shard_uris)
@@ -400,8 +438,11 @@ def run_extract(shard_uris: list[str], out_uri: str, settings: ExtractSettings) 
     result = ExtractResult({}, {})
     for uri in shard_uris:
         try:
-            result.manifests[uri] = extract_shard(uri, out_uri, loaded, settings, device)
-        except (ShardError, storage.StorageError) as e:
+            manifest = extract_shard(uri, out_uri, loaded, settings, device)
+            check_has_images(uri, manifest)
+            result.manifests[uri] = manifest
+        except (ShardError, CorruptChunkError, OutputRefusedError, storage.StorageError) as e:
             log.error("shard failed: %s", e)
             result.failed[uri] = str(e)
+            result.errors[uri] = e
     return result

@@ -13,7 +13,7 @@ def list_shards(shards: str, storage_prefix: str, model: str, layers: str, llm_m
         storage_prefix: where bulk data goes (s3://bucket/prefix).
         storage_root: with an empty storage_prefix, bulk data goes under <storage_root>/<run_id>.
         run_id: the pipeline run's id (dsl.PIPELINE_JOB_ID_PLACEHOLDER): each run's own prefix.
-        model: the model whose layers are captioned (checked, and its layers counted, from its config).
+        model: the model whose layers are captioned (checked, and its layers counted, from its config); a hub model (hf:ORG/NAME) is pinned here to its current commit for the whole run (<storage prefix>/resolved-models.json).
         pretrained: where the model's files are when not at its name (a Hugging Face model's folder or s3:// prefix).
         layers: layers to extract.
         llm_model: the categorize step's LLM.

@@ -3,7 +3,9 @@
 Everything that can be checked this early fails here with one clear message: a shard
 pattern that matches nothing, an unreachable S3 endpoint, wrong credentials (a storage
 prefix we cannot write), an unknown model, layers out of range, fewer than one GPU for
-the LLM (the GPU count is a string: see parse_gpu_count).
+the LLM (the GPU count is a string: see parse_gpu_count). A Hugging Face hub model is pinned
+here to the commit its name points at now, once for the whole run: ``<storage prefix>/resolved-models.json``
+(``common.model_families.hub_revision``), which extract reads.
 """
 
 import os
@@ -12,16 +14,16 @@ import uuid
 
 from ..common import storage
 from ..common.contracts import check_unique_shard_names
-from ..common.model_families import model_n_layers
+from ..common.model_families import is_hf_model, model_n_layers
+from ..common.model_families.hub_revision import resolve_hub_models, write_resolved_models
 from ..common.models import parse_layers
 
 
-def vision_layer_count(model: str, pretrained: str = "") -> int:
+def vision_layer_count(model: str, pretrained: str = "", pins: dict | None = None) -> int:
     """Blocks of the model's vision encoder (from its config: an unknown or unsupported model fails here).
-    A Hugging Face model whose files are given elsewhere (``pretrained``) is read from there."""
-    from ..common.model_families import is_hf_model
-
-    return model_n_layers(model, (pretrained or None) if is_hf_model(model) else None)
+    A Hugging Face model whose files are given elsewhere (``pretrained``) is read from there; a hub
+    model at its commit in ``pins``."""
+    return model_n_layers(model, (pretrained or None) if is_hf_model(model) else None, pins=pins)
 
 
 def parse_gpu_count(value: str, parameter: str = "categorize_gpus") -> int:
@@ -89,7 +91,8 @@ def check_run(shards: str, storage_prefix: str, model: str, layers: str, llm_mod
     check_paths_are_mounted({"shards": shards, "extract_model": model, "extract_pretrained": pretrained,
                              "categorize_model": llm_model, "report_compare_prefix": compare_prefix},
                             written={"storage_prefix": storage_prefix})
-    n_layers = vision_layer_count(model, pretrained)
+    pins = resolve_hub_models(model, pretrained or None) if is_hf_model(model) else {}
+    n_layers = vision_layer_count(model, pretrained, pins)
     parse_layers(layers, n_layers)
     parse_gpu_count(llm_gpus, "categorize_gpus")
     if not llm_model.strip():
@@ -103,4 +106,6 @@ def check_run(shards: str, storage_prefix: str, model: str, layers: str, llm_mod
     probe = storage.join(storage_prefix, f".lverb-preflight-{uuid.uuid4().hex[:8]}")
     storage.write_bytes(probe, b"ok")  # wrong credentials or a read-only bucket fail here, not after hours of GPU work
     storage.delete(probe)
+    if pins:
+        write_resolved_models(storage_prefix, pins)
     return uris

@@ -21,7 +21,7 @@ def build_report_page(
     """Show what each layer sees: category shares per layer, entropy, distance to the final caption, an image browser.
 
     Args:
-        captions: the caption step's manifests, one per shard.
+        captions: the caption step's manifests, one per shard (shards recorded as failed are listed at the top of the page, in the summary and as the failed_shards metric).
         labels: the categorize step's manifest.
         storage_prefix: where bulk data goes; the report's files land under <prefix>/report/.
         storage_root: with an empty storage_prefix, bulk data goes under <storage_root>/<run_id>.
@@ -35,21 +35,26 @@ def build_report_page(
     import json
 
     from latent_verbalizer.components.common import storage
-    from latent_verbalizer.components.common.contracts import run_storage_prefix
+    from latent_verbalizer.components.common.contracts import FailedShard, run_storage_prefix
     from latent_verbalizer.components.common.logs import configure_logging
     from latent_verbalizer.components.report.report import build_report
 
     configure_logging()
     storage_prefix = run_storage_prefix(storage_prefix, storage_root, run_id)
-    caption_uris = []
+    caption_uris, failed = [], []
     for artifact in captions:
         with open(artifact.path) as f:
-            caption_uris.append(json.load(f)["captions"])
+            pointer = json.load(f)
+        bad = FailedShard.from_pointer(pointer)
+        if bad is not None:
+            failed.append(bad)
+        else:
+            caption_uris.append(pointer["captions"])
     with open(labels.path) as f:
         pointer = json.load(f)
     result = build_report(caption_uris, pointer["labels"], pointer["aggregate"], storage.join(storage_prefix, "report"),
                           images_pattern=shards or None, compare_with=compare_prefix.strip() or None,
-                          compare_role="report_compare_prefix")
+                          compare_role="report_compare_prefix", failed_shards=failed)
     with open(report.path, "w", encoding="utf-8") as f:
         f.write(result.html)
     with open(summary.path, "w", encoding="utf-8") as f:

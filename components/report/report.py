@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from ..common import storage
+from ..common.contracts import FailedShard
 from ..common.version import __version__
 from . import categories as cat
 from . import compare_report as compare
@@ -33,7 +34,15 @@ from .layer_naming import LayerNaming, layer_naming
 from .layer_stats import CaptionGrid, LayerStats, compute_layer_stats
 from .page_sections import ReportContent, report_html
 from .precision import caption_precision
-from .report_outputs import ReportResult, input_warnings, share_warnings, write_csv, write_page_files
+from .report_outputs import (
+    ReportResult,
+    failed_shard_warnings,
+    failed_shards_markdown,
+    input_warnings,
+    share_warnings,
+    write_csv,
+    write_page_files,
+)
 from .run_view import load_run, run_view_of
 from .summary import headline_metrics, layer_rows, summary_markdown
 from .thumbnails import ShardImages, read_shard_images
@@ -47,7 +56,8 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
                  out_uri: str, images_pattern: str | None = None, *, close_f1: float = 0.5,
                  min_share_percent: float = 5.0, thumbnail_px: int = 96, max_thumbnails: int | None = None,
                  title: str = "What each layer sees", compare_with: str | None = None,
-                 compare_role: str = "--compare-with", names: tuple[str | None, str | None] | None = None) -> ReportResult:
+                 compare_role: str = "--compare-with", names: tuple[str | None, str | None] | None = None,
+                 failed_shards: list[FailedShard] | None = None) -> ReportResult:
     """Read the tables, write the report under ``out_uri``, return metrics, Markdown and HTML.
 
     ``labels_uri`` and ``aggregate_uri``: the categorize step's two tables (both or neither);
@@ -58,11 +68,14 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
     ``compare_with``: a second finished run's storage prefix (folder or s3://): the page also compares
     this run (A) with it (B); ``compare_role`` names it in errors (the pipeline: its parameter's name).
     ``names``: display names of this run and the other (default: their models' names).
+    ``failed_shards``: the shards the pipeline left out (bad input), listed first on the page and in
+    the summary, counted in the ``failed_shards`` metric; their shards are not read for thumbnails.
     """
     started = time.perf_counter()
     inputs = load_inputs(captions_uris, labels_uri, aggregate_uri)
     grid = CaptionGrid.from_table(inputs.captions)
-    images = read_images(images_pattern, grid, inputs, thumbnail_px, max_thumbnails)
+    failed = list(failed_shards or [])
+    images = read_images(images_pattern, grid, inputs, thumbnail_px, max_thumbnails, {f.shard for f in failed})
     stats = compute_layer_stats(grid, images.references if images else None, close_f1)
     labels = label_view(inputs.categorized)
     shares = cat.share_matrix(inputs.categorized.aggregate, grid.layers) if inputs.categorized else None
@@ -71,6 +84,8 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
     precision = caption_precision(inputs.provenance["captions"])
     warnings = share_warnings(shares) + input_warnings(grid, images, images_pattern, max_thumbnails)
     metrics = headline_metrics(grid, stats, labels if inputs.categorized else None, shares)
+    if failed_shards is not None:  # the pipeline: 0 says every shard made it
+        metrics["failed_shards"] = float(len(failed))
     naming = layer_naming(inputs.provenance["captions"], grid.layers)
     comparison = None
     if compare_with:
@@ -80,7 +95,9 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
 
     svgs, files = write_plots(out_uri, stats, chart, colours, naming)
     files.update(write_tables(out_uri, stats, shares, naming))
-    markdown = summary_markdown(metrics, stats, shares, labels if inputs.categorized else None, precision, warnings)
+    markdown = summary_markdown(metrics, stats, shares, labels if inputs.categorized else None, precision, warnings,
+                                failed_shards_markdown(failed))
+    warnings = failed_shard_warnings(failed) + warnings  # at the top of the page
     if comparison is not None:
         files.update(compare.write_compare_files(out_uri, comparison))
         metrics.update(compare.compare_metrics(comparison))
@@ -112,11 +129,11 @@ def compare_this_run(inputs: ReportInputs, grid: CaptionGrid, stats: LayerStats,
 
 
 def read_images(pattern: str | None, grid: CaptionGrid, inputs: ReportInputs, thumbnail_px: int,
-                max_thumbnails: int | None) -> ShardImages | None:
+                max_thumbnails: int | None, skip_shards: set[str] = frozenset()) -> ShardImages | None:
     """Thumbnails and reference captions of the captioned images (None: no shards given)."""
     if not pattern:
         return None
-    images = read_shard_images(pattern, set(grid.image_keys), thumbnail_px, max_thumbnails)
+    images = read_shard_images(pattern, set(grid.image_keys), thumbnail_px, max_thumbnails, skip_shards)
     inputs.sources["images"] = images.shards
     return images
 

@@ -7,9 +7,11 @@ import csv
 import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 from ..common import storage
+from ..common.contracts import FailedShard
 from . import categories as cat
 from .layer_stats import CaptionGrid
 from .thumbnails import ShardImages
@@ -21,6 +23,26 @@ class ReportResult:
     markdown: str                 # short summary (KFP Markdown)
     html: str                     # the page itself (KFP HTML)
     files: dict[str, str] = field(default_factory=dict)  # name -> URI written
+
+
+def failed_shard_warnings(failed: list[FailedShard]) -> list[str]:
+    """A line per shard the run left out, with the step that found it bad and why (the page's top)."""
+    return [f"shard {f.shard} failed at {f.step} and is left out of this report: {f.reason}" for f in failed]
+
+
+def failed_shards_markdown(failed: list[FailedShard]) -> list[str]:
+    """The summary's lines on the shards the run left out (empty when none)."""
+    if not failed:
+        return []
+    n = len(failed)
+    lines = [f"**{n} shard{'s' if n != 1 else ''} failed** and {'are' if n != 1 else 'is'} left out of this report:", ""]
+    lines += [f"- {_markdown_text(f.shard)} ({f.step}): {_markdown_text(f.reason)}" for f in failed]
+    return lines + [""]
+
+
+def _markdown_text(text: str) -> str:
+    """Plain text in Markdown: characters that would start markup or HTML are escaped."""
+    return re.sub(r"([\\`*_{}\[\]<>|~])", r"\\\1", " ".join(text.split()))
 
 
 def share_warnings(shares: cat.ShareMatrix | None) -> list[str]:
@@ -49,6 +71,8 @@ def input_warnings(grid: CaptionGrid, images: ShardImages | None, images_pattern
         n_bad = len(images.unreadable)
         warnings.append(f"{n_bad} image{'s' if n_bad != 1 else ''} could not be read for thumbnails: "
                         + ", ".join(key for key, _ in images.unreadable[:10]))
+    for shard, reason in (images.unreadable_shards if images else []):
+        warnings.append(f"shard {shard} could not be read for thumbnails and reference captions: {reason}")
     if images and len(images.thumbnails) < len(grid.image_keys) and max_thumbnails is None:
         missing = len(grid.image_keys) - len(images.thumbnails) - len(images.unreadable)
         if missing:

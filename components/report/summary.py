@@ -129,13 +129,16 @@ def main_category_runs(shares: cat.ShareMatrix) -> list[tuple[int, str, int]]:
 
 
 def summary_markdown(metrics: dict[str, float], stats: LayerStats, shares: cat.ShareMatrix | None,
-                     labels: LabelView | None, precision: CaptionPrecision, warnings: list[str]) -> str:
+                     labels: LabelView | None, precision: CaptionPrecision, warnings: list[str],
+                     failed_shards: list[str] = ()) -> str:
+    """``failed_shards``: Markdown lines on the shards the run left out, shown first."""
     def value(key, digits=2, suffix=""):
         return metric_text(metrics, key, digits, suffix)
 
     lines = [
         "# latent-verbalizer report",
         "",
+        *failed_shards,
         f"{value('images', 0)} images x {value('layers', 0)} layers = {value('captions', 0)} captions "
         f"({value('unique_captions', 0)} distinct).",
         "",

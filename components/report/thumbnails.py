@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from ..common import storage
 from ..common.contracts import SkippedSample
-from ..common.tar_samples import Sample, iter_samples
+from ..common.tar_samples import Sample, ShardError, iter_samples
 
 log = logging.getLogger("lverb.report")
 
@@ -21,6 +21,7 @@ class ShardImages:
     references: dict[str, list[str]] = field(default_factory=dict)  # key -> reference captions
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
     shards: list[str] = field(default_factory=list)
+    unreadable_shards: list[tuple[str, str]] = field(default_factory=list)  # (shard, reason): read up to the error
 
 
 def reference_captions(sample: Sample) -> list[str]:
@@ -57,8 +58,13 @@ def thumbnail(data: bytes, px: int, quality: int = 70) -> str:
 
 
 def read_shard_images(pattern: str, wanted_keys: set[str], thumbnail_px: int = 96,
-                      max_thumbnails: int | None = None) -> ShardImages:
-    """Stream the shards once: thumbnails for ``wanted_keys`` and every reference caption."""
+                      max_thumbnails: int | None = None, skip_shards: set[str] = frozenset()) -> ShardImages:
+    """Stream the shards once: thumbnails for ``wanted_keys`` and every reference caption.
+
+    A shard that cannot be read (not a tar, truncated, gone) is recorded in ``unreadable_shards``
+    with what it gave until then: thumbnails are not worth a failed report. ``skip_shards``
+    (failed in the pipeline, listed on the page already) are not read.
+    """
     shards = storage.expand_pattern(pattern)
     if not shards:
         raise FileNotFoundError(f"--images {pattern}: no shards match; pass the webdataset shard pattern "
@@ -69,18 +75,30 @@ def read_shard_images(pattern: str, wanted_keys: set[str], thumbnail_px: int = 9
     # manifest already records them, and the report lists them from the captions' metadata.
     ignored: list[SkippedSample] = []
     for uri in shards:
-        for sample in iter_samples(uri, ignored):
-            if sample.key not in wanted_keys:
-                continue
-            references = reference_captions(sample)
-            if references:
-                out.references.setdefault(sample.key, []).extend(references)
-            if sample.key in out.thumbnails or len(out.thumbnails) >= limit:
-                continue
-            try:
-                out.thumbnails[sample.key] = thumbnail(sample.image_bytes()[1], thumbnail_px)
-            except Exception as e:  # noqa: BLE001 -- PIL raises many types; a broken image must not sink the report
-                out.unreadable.append((sample.key, f"{type(e).__name__}: {e}"))
+        if uri in skip_shards:
+            continue
+        try:
+            read_one_shard(uri, wanted_keys, out, ignored, thumbnail_px, limit)
+        except (ShardError, storage.StorageError, OSError) as e:
+            log.warning("images: %s could not be read for thumbnails: %s", uri, e)
+            out.unreadable_shards.append((uri, str(e)))
     log.info("images: %d thumbnails, %d images with reference captions, from %d shards",
              len(out.thumbnails), len(out.references), len(shards))
     return out
+
+
+def read_one_shard(uri: str, wanted_keys: set[str], out: ShardImages, ignored: list[SkippedSample], thumbnail_px: int,
+                   limit: int) -> None:
+    """Thumbnails and reference captions of one shard's wanted samples, into ``out``."""
+    for sample in iter_samples(uri, ignored):
+        if sample.key not in wanted_keys:
+            continue
+        references = reference_captions(sample)
+        if references:
+            out.references.setdefault(sample.key, []).extend(references)
+        if sample.key in out.thumbnails or len(out.thumbnails) >= limit:
+            continue
+        try:
+            out.thumbnails[sample.key] = thumbnail(sample.image_bytes()[1], thumbnail_px)
+        except Exception as e:  # noqa: BLE001 -- PIL raises many types; a broken image must not sink the report
+            out.unreadable.append((sample.key, f"{type(e).__name__}: {e}"))

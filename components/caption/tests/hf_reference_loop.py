@@ -34,11 +34,14 @@ class ReferenceRow:
 
 
 @torch.no_grad()
-def reference_greedy(next_logits, rows: int, start: int, eos: int, seq_len: int = 30, min_seq_len: int = 5,
+def reference_greedy(next_logits, rows: int, start: int, eos: int | list[int], seq_len: int = 30, min_seq_len: int = 5,
                      device="cpu") -> list[ReferenceRow]:
     """``next_logits(tokens)``: the logits ``[rows, vocab]`` after ``tokens`` ``[rows, cur_len]``
-    (start token first), the whole prefix recomputed."""
-    ban_eos = LogitsProcessorList([MinLengthLogitsProcessor(min_seq_len, torch.tensor(eos, device=device))])
+    (start token first), the whole prefix recomputed. ``eos``: the end token, or several (all
+    banned below ``min_seq_len``, any ends a row, the first forced at ``seq_len``)."""
+    ends = list(eos) if isinstance(eos, (list, tuple)) else [eos]
+    eos = ends[0]
+    ban_eos = LogitsProcessorList([MinLengthLogitsProcessor(min_seq_len, torch.tensor(ends, device=device))])
     tokens = torch.full((rows, 1), start, dtype=torch.long, device=device)
     done = [None] * rows
     entropy = [[] for _ in range(rows)]
@@ -59,7 +62,7 @@ def reference_greedy(next_logits, rows: int, start: int, eos: int, seq_len: int 
             logprob[i].append(float(p[chosen[i]]))
             if cur_len + 1 == seq_len:
                 done[i] = "length"
-            elif int(chosen[i]) == eos:
+            elif int(chosen[i]) in ends:
                 done[i] = "eos"
         tokens = torch.cat([tokens, chosen[:, None]], dim=1)   # finished rows carry on; their tail is ignored
     result = []

@@ -133,3 +133,30 @@ def test_out_of_memory_halves_the_decode_batch(tmp_path, monkeypatch):
     b = read_table(str(tmp_path / "c2" / "o-000000" / "captions.parquet"), CAPTIONS_SCHEMA).to_pylist()
     assert [(r["image_key"], r["layer"], r["token_ids"]) for r in a] == [(r["image_key"], r["layer"], r["token_ids"]) for r in b]
     assert squeezed["rows"] == plain["rows"] == 6
+
+
+def test_embedding_pass_out_of_memory_halves_its_batch(tmp_path):
+    """The image-embedding pass (CoCa's attentional pooler over a chunk) runs inside the back-off:
+    Triton's allocation failure (a RuntimeError, not torch.OutOfMemoryError) for more than 2 images
+    halves its batch, and the captions are those of an unconstrained run."""
+    jpeg_shard(str(tmp_path / "e-000000.tar"), 5)
+    run_extract([str(tmp_path / "e-000000.tar")], str(tmp_path / "f"), ExtractSettings(device="cpu", layers="0,5"))
+    (plain,) = run_caption(str(tmp_path / "f"), str(tmp_path / "c1"), CaptionSettings(device="cpu", batch_size=8))
+    pooled = []
+
+    def small_gpu(module, args):
+        if type(module).__name__ == "AttentionalPooler":
+            pooled.append(len(args[0]))
+            if len(args[0]) > 2:
+                raise RuntimeError("Triton Error [CUDA]: out of memory")
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(small_gpu)
+    try:
+        (squeezed,) = run_caption(str(tmp_path / "f"), str(tmp_path / "c2"), CaptionSettings(device="cpu", batch_size=8))
+    finally:
+        handle.remove()
+    assert pooled[:3] == [5, 2, 2] and max(pooled[1:]) <= 2        # halved from the whole chunk, and kept
+    a = read_table(str(tmp_path / "c1" / "e-000000" / "captions.parquet"), CAPTIONS_SCHEMA).to_pylist()
+    b = read_table(str(tmp_path / "c2" / "e-000000" / "captions.parquet"), CAPTIONS_SCHEMA).to_pylist()
+    assert [(r["image_key"], r["layer"], r["token_ids"]) for r in a] == [(r["image_key"], r["layer"], r["token_ids"]) for r in b]
+    assert squeezed["rows"] == plain["rows"] == 10

@@ -5,12 +5,14 @@ the captions pointer written (as kubeflow/pipelines-components' ``tests/test_com
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from kfp.dsl import Artifact, Dataset
 
 from latent_verbalizer.components.caption.component import make_caption_op
 from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA, read_table, table_metadata
+from latent_verbalizer.components.common.features import CorruptChunkError, read_manifest
 from latent_verbalizer.components.extract.extract import ExtractSettings, run_extract
 from tests.images import jpeg_shard
 
@@ -51,3 +53,34 @@ def test_wrapper_takes_the_short_spelling_and_refuses_auto(tmp_path, features_po
     assert meta["parameters"]["precision"] == "bfloat16" and "tf32" not in meta["parameters"]
     with pytest.raises(ValueError, match="--precision 'auto': use one of float32, bfloat16"):
         caption(tmp_path / "again", features_pointer, precision="auto")
+
+
+def test_a_failed_shard_is_passed_on_without_loading_a_model(tmp_path):
+    failed = {"failed": "s-000001.tar is not a tar archive", "shard": "s3://b/s-000001.tar", "step": "extract"}
+    pointer_path = tmp_path / "features.json"
+    pointer_path.write_text(json.dumps(failed))
+    # no features to read, no model to load: nothing is written under the run's prefix
+    captions = caption(tmp_path, str(pointer_path))
+    assert json.loads(open(captions.path).read()) == failed
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(RuntimeError, match="s3://b/s-000001.tar failed at extract: s-000001.tar is not a tar archive"):
+        caption(tmp_path, str(pointer_path), fail_on_bad_shard=True)
+
+
+def test_features_failing_their_checksums_record_the_shard_as_failed(tmp_path, features_pointer):
+    pointer = json.loads(open(features_pointer).read())
+    damaged = tmp_path / "features" / "u-000000"
+    shutil.copytree(pointer["features"], damaged)
+    (info,) = read_manifest(str(damaged)).objects
+    chunk = damaged / info.key
+    data = bytearray(chunk.read_bytes())
+    data[-10] ^= 0x01  # inside the last layer's tensor
+    chunk.write_bytes(bytes(data))
+    (tmp_path / "damaged.json").write_text(json.dumps(dict(pointer, features=str(damaged))))
+
+    captions = caption(tmp_path, str(tmp_path / "damaged.json"))
+    result = json.loads(open(captions.path).read())
+    assert set(result) == {"failed", "shard", "step"} and result["shard"] == pointer["shard"]
+    assert result["step"] == "caption" and str(chunk) in result["failed"] and "re-run extract" in result["failed"]
+    with pytest.raises(CorruptChunkError, match="re-run extract"):
+        caption(tmp_path / "again", str(tmp_path / "damaged.json"), fail_on_bad_shard=True)

@@ -12,6 +12,7 @@ real classes (BLIP, ViT + GPT-2 VisionEncoderDecoder, LLaVA) and real photos, of
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import sys
 
@@ -78,7 +79,7 @@ def reference_rows(loaded, inputs, settings: GreedySettings) -> list[ref.Referen
         next_logits, start = ref.blip_logits(model, inputs), model.config.text_config.bos_token_id
     else:
         next_logits, start = ref.vision_encoder_decoder_logits(model, inputs), model.config.decoder_start_token_id
-    return ref.reference_greedy(next_logits, inputs.shape[0], start, loaded.eos_token_id,
+    return ref.reference_greedy(next_logits, inputs.shape[0], start, models_own_end_tokens(loaded),
                                 settings.seq_len, settings.min_seq_len)
 
 
@@ -92,32 +93,41 @@ def assert_same_as_reference(loaded, inputs, settings=GreedySettings(), compact_
     return ours
 
 
-def models_own_end_token(loaded) -> int:
-    """The end token the model's own ``generate`` stops at, read from its configs (not from the adapter)."""
+def models_own_end_tokens(loaded) -> list[int]:
+    """The end tokens the model's own ``generate`` stops at, read from its configs (not from the adapter)."""
     model = loaded.model
     if loaded.family == "hf-blip":
-        return model.config.text_config.sep_token_id       # BlipForConditionalGeneration.generate's eos
+        return [model.config.text_config.sep_token_id]       # BlipForConditionalGeneration.generate's eos
     eos = model.generation_config.eos_token_id
-    return eos[0] if isinstance(eos, list) else eos
+    return list(eos) if isinstance(eos, list) else [eos]
+
+
+def models_own_end_token(loaded) -> int:
+    """The first of them: the one the tests force at ``seq_len``."""
+    return models_own_end_tokens(loaded)[0]
 
 
 def own_generate(loaded, pixels, settings: GreedySettings) -> list[list[int]]:
-    """The model's own greedy ``generate`` with the same length rules, cut after the first end token."""
-    model, eos = loaded.model, models_own_end_token(loaded)
+    """The model's own greedy ``generate`` with the same length rules, cut after the first end token.
+    The end tokens, and any other setting of its generation config, are the model's own (not passed)."""
+    model, ends = loaded.model, models_own_end_tokens(loaded)
     with torch.no_grad():
         if loaded.family == LLAVA:
             prompt = llava_prompt_ids(loaded)
             ids = torch.tensor([prompt] * len(pixels))
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels,
                                  max_new_tokens=settings.seq_len - 1, min_new_tokens=settings.min_seq_len - 1,
-                                 forced_eos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
-                                 do_sample=False, num_beams=1)
+                                 forced_eos_token_id=ends[0], pad_token_id=ends[0], do_sample=False, num_beams=1)
             rows = [r[len(prompt):].tolist() for r in out]
         else:
             out = model.generate(pixel_values=pixels, max_length=settings.seq_len, min_length=settings.min_seq_len,
-                                 forced_eos_token_id=eos, do_sample=False, num_beams=1)
+                                 forced_eos_token_id=ends[0], do_sample=False, num_beams=1)
             rows = [r[1:].tolist() for r in out]
-    return [r[:r.index(eos) + 1] if eos in r else r for r in rows]
+    cut = []
+    for r in rows:
+        at = [i for i, t in enumerate(r) if t in ends]
+        cut.append(r[:at[0] + 1] if at else r)
+    return cut
 
 
 def ours_at(loaded, pixels, layer: int, settings: GreedySettings):
@@ -291,3 +301,32 @@ def test_llava_every_layer_is_its_own_vision_feature_layer():
             own = torch.stack(model.get_image_features(pixel_values=pixels, vision_feature_layer=k + 1,
                                                        vision_feature_select_strategy="default").pooler_output)
         torch.testing.assert_close(loaded.decoder_inputs(block), own, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- 6. the cache argument's name
+
+def named_past_key_values(loaded):
+    """A copy whose decoding forward takes its KV cache as ``past_key_values``, the name
+    transformers used before 5.24, and swallows unknown keywords as those releases' ``**kwargs``
+    did: a cache handed over as ``cache=`` is lost without an error. The model code is the real one
+    (under a transformers before 5.24, where the name is already ``past_key_values``, it is unchanged)."""
+    twin = copy.copy(loaded)
+    twin.model = copy.deepcopy(loaded.model)
+    module = twin.model if loaded.family == LLAVA else twin.text_decoder()
+    real = type(module)
+    own = "cache" if "cache" in inspect.signature(real.forward).parameters else "past_key_values"   # the real name
+
+    class PastKeyValuesNamed(real):
+        def forward(self, *args, past_key_values=None, **kwargs):
+            kwargs.pop("cache", None)
+            return real.forward(self, *args, **{own: past_key_values}, **kwargs)
+
+    module.__class__ = PastKeyValuesNamed
+    return twin
+
+
+def test_cache_reaches_a_forward_that_names_it_past_key_values(loaded, every_layer):
+    """Under the older name the decoder still hands the cache over (else every step would decode
+    one token with no past, and the captions would differ from the reference loop's)."""
+    old_style = named_past_key_values(loaded)
+    assert_same_as_reference(old_style, every_layer[0][:6])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import inspect
+
 import pytest
 import torch
 import xgrammar as xgr
@@ -54,28 +57,73 @@ def test_without_prefix_cache_same_tokens(tiny, sample):
     assert [a.token_ids for a in cached] == [a.token_ids for a in plain]
 
 
-def test_out_of_memory_halves_the_batch(tiny, sample, monkeypatch):
+def _fail_batches_over(model, n: int, message: str, sizes: list[int]):
+    """A forward hook on the model's first decoder layer: a batch of more than ``n`` rows fails
+    with ``RuntimeError(message)``, as cuBLAS reports a failed allocation (not torch.OutOfMemoryError)."""
+    def hook(module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        sizes.append(hidden.shape[0])
+        if hidden.shape[0] > n:
+            raise RuntimeError(message)
+
+    return model.model.layers[0].register_forward_pre_hook(hook, with_kwargs=True)
+
+
+CUBLAS_ALLOC_FAILED = "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"
+
+
+def test_allocation_failures_halve_the_batch(tiny, sample):
+    """A cuBLAS allocation failure (a RuntimeError) in the model's forward halves the batch like
+    torch's OutOfMemoryError; the answers equal those of a GPU that holds the whole batch."""
     captions = sample(10, layers=[6, 22])
-    calls = []
+    unconstrained = _run(tiny.generator(), tiny.suffixes(captions), 8)
+    gen, sizes = tiny.generator(), []
+    gen.prefix_cache()                          # the one-row prefix pass fits
+    handle = _fail_batches_over(tiny.model, 2, CUBLAS_ALLOC_FAILED, sizes)
+    try:
+        answers = _run(gen, tiny.suffixes(captions), 8)
+        assert sizes[:2] == [8, 4] and gen.stats.ooms == 2
+        assert max(gen.stats.batch_sizes) == 2 and sum(gen.stats.batch_sizes) == 10
+        assert [a.token_ids for a in answers] == [a.token_ids for a in unconstrained]
+
+        full = tiny.generator()
+        full.prefix_cache()
+        handle.remove()
+        handle = _fail_batches_over(tiny.model, 0, CUBLAS_ALLOC_FAILED, [])
+        with pytest.raises(torch.OutOfMemoryError, match="batch size 1.*CUBLAS_STATUS_ALLOC_FAILED"):
+            _run(full, tiny.suffixes(captions[:2]), 2)
+    finally:
+        handle.remove()
+
+
+def test_other_runtime_errors_are_not_taken_for_out_of_memory(tiny, sample):
     gen = tiny.generator()
-    real_batch = gen.generate_batch
+    gen.prefix_cache()
+    handle = _fail_batches_over(tiny.model, 2, "mat1 and mat2 shapes cannot be multiplied (8x64 and 32x64)", [])
+    try:
+        with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+            _run(gen, tiny.suffixes(sample(4, layers=[6])), 4)
+        assert gen.stats.ooms == 0
+    finally:
+        handle.remove()
 
-    def small_gpu_batch(suffixes):       # a GPU that only holds 2 answers at a time
-        calls.append(len(suffixes))
-        if len(suffixes) > 2:
-            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
-        return real_batch(suffixes)
 
-    monkeypatch.setattr(gen, "generate_batch", small_gpu_batch)
-    answers = _run(gen, tiny.suffixes(captions), 8)
-    assert calls[:3] == [8, 4, 2] and gen.stats.ooms == 2
-    assert max(gen.stats.batch_sizes) == 2 and sum(gen.stats.batch_sizes) == 10
-    assert [a.token_ids for a in answers] == [a.token_ids for a in _run(tiny.generator(), tiny.suffixes(captions), 8)]
+def test_cache_reaches_a_forward_that_names_it_past_key_values(tiny, sample):
+    """The real model under transformers' older calling convention (the cache is ``past_key_values``,
+    unknown keywords are swallowed): the prefix cache still reaches it, same tokens as usual."""
+    from latent_verbalizer.components.categorize.generate import Generator
 
-    def no_memory(suffixes):
-        raise torch.OutOfMemoryError("injected")
+    model = copy.deepcopy(tiny.model)
+    real = type(model)
+    own = "cache" if "cache" in inspect.signature(real.forward).parameters else "past_key_values"   # the real name
 
-    full = tiny.generator()
-    monkeypatch.setattr(full, "generate_batch", no_memory)
-    with pytest.raises(RuntimeError, match="batch size 1"):
-        _run(full, tiny.suffixes(captions[:2]), 2)
+    class PastKeyValuesNamed(real):
+        def forward(self, *args, past_key_values=None, **kwargs):
+            kwargs.pop("cache", None)
+            return real.forward(self, *args, **{own: past_key_values}, **kwargs)
+
+    model.__class__ = PastKeyValuesNamed
+    captions = sample(6, layers=[4, 20])
+    usual = _run(tiny.generator(), tiny.suffixes(captions), 3)
+    old_style = Generator(model, tiny.prompt.prefix_ids, tiny.grammar, tiny.stops, tiny.tok.pad_token_id, tiny.max_new)
+    assert [a.token_ids for a in _run(old_style, tiny.suffixes(captions), 3)] == [a.token_ids for a in usual]

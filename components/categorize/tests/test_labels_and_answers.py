@@ -193,3 +193,31 @@ def test_grammar_takes_as_many_parts_as_the_caption_has_words(tiny):
     answer = render_answer([Part(w, ("object",)) for w in caption.split()])
     matcher = xgr.GrammarMatcher(grammar)
     assert matcher.accept_string(answer) and matcher.accept_token(tiny.stops[0]) and matcher.is_terminated()
+
+
+def test_answer_token_bound_covers_every_reference_answer(reference_dir, reference_captions):
+    """The token bound stops no answer the study needed: each of the study's answers that parses,
+    in this format, counted with the Llama-3 tokenizer, fits its caption's bound with room to
+    spare (the schema's own bound, thousands of tokens, is what a runaway row used to decode to)."""
+    from latent_verbalizer.components.categorize.answers import answer_token_bound, max_new_tokens
+    from latent_verbalizer.components.categorize.import_raw import read_raw_answers
+    from latent_verbalizer.components.categorize.llm_loader import llama3_tokenizer
+
+    try:
+        tokenizer = llama3_tokenizer()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    ls = load_labelset()
+    raw = read_raw_answers(str(reference_dir / "llama70b_labels"))
+    parsed = [(caption, *parse_raw_answer(text, caption))
+              for layer, texts in raw.items() for caption, text in zip(reference_captions[f"layer_{layer}"], texts)]
+    # all but the study's answers cut at 1,024 tokens (runaway repetition) and the unparseable ones
+    pairs = [(caption, parts) for caption, parts, status in parsed if status not in (TRUNCATED, UNPARSEABLE)]
+    assert len(pairs) == 11_838
+    texts = [render_answer(parts) for _, parts in pairs]
+    counts = [len(ids) for ids in tokenizer(texts, add_special_tokens=False).input_ids]
+    bounds = [answer_token_bound(caption, ls) for caption, _ in pairs]
+    assert max(n / b for n, b in zip(counts, bounds)) < 0.7          # every answer, with >= 30% to spare
+    assert max(counts) == 396 and 1024 >= max(bounds)
+    ten_words = next(c for c, _ in pairs if len(c.split()) == 10)
+    assert answer_token_bound(ten_words, ls) == 336 and max_new_tokens(ls, answer_bounds(ten_words, ls.limits)) >= 2450

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from .base import BLIP, COCA, FAMILIES, LLAVA, VISION_ENCODER_DECODER, LayerNumbering, VisionLanguageModel
 from .hf_loading import TINY_RANDOM_HF, is_hf_model
+from .hub_revision import pin_names
 
 MODEL_HELP = ("the model: an open_clip CoCa architecture (coca_ViT-L-14 as in the study, coca_ViT-B-32, ...; "
-              "tiny-random offline), a Hugging Face captioner (BLIP, VisionEncoderDecoder, LLaVA) as hf:ORG/NAME, a local "
+              "tiny-random offline), a Hugging Face captioner (BLIP, VisionEncoderDecoder, LLaVA) as hf:ORG/NAME[@REVISION], a local "
               "model folder or an s3:// prefix of one, or tiny-random-blip / tiny-random-vit-gpt2 / tiny-random-llava (offline)")
 PRETRAINED_HELP = ("CoCa: an open_clip pretrained tag (default: the study's mscoco_finetuned_laion2B-s13B-b90k), a local "
                    "checkpoint file/folder or s3:// object; Hugging Face models: empty (the model itself) or a local "
@@ -19,13 +20,15 @@ __all__ = ["MODEL_HELP", "PRETRAINED_HELP", "BLIP", "COCA", "FAMILIES", "LLAVA",
            "TINY_RANDOM_HF", "check_model_name", "is_hf_model", "load_model", "model_n_layers"]
 
 
-def load_model(model: str, pretrained: str | None = None, device: str = "cpu") -> VisionLanguageModel:
-    """The model named ``model`` (weights from ``pretrained`` where given), in eval mode on ``device``."""
+def load_model(model: str, pretrained: str | None = None, device: str = "cpu", pins: dict | None = None) -> VisionLanguageModel:
+    """The model named ``model`` (weights from ``pretrained`` where given), in eval mode on ``device``.
+    A hub model is read at one commit, and its name (``loaded.name`` or ``loaded.pretrained``) says
+    which: ``hf:ORG/NAME@<sha>``, from ``pins`` (a preflight's ``resolved-models.json``) or the hub."""
     if not is_hf_model(model):
         from .coca import load_coca_model
 
         return load_coca_model(model, pretrained, device=device)
-    return _load_hf(model, pretrained).to_device(device)
+    return _load_hf(*pin_names(model, pretrained, pins)).to_device(device)
 
 
 def _load_hf(model: str, pretrained: str | None) -> VisionLanguageModel:
@@ -62,14 +65,16 @@ def _load_hf(model: str, pretrained: str | None) -> VisionLanguageModel:
     return LlavaModel(net, model, weights, processor.tokenizer, processor.image_processor, source, processor=processor)
 
 
-def model_n_layers(model: str, pretrained: str | None = None) -> int:
-    """Blocks of the model's vision encoder, from its config alone (no weights loaded)."""
+def model_n_layers(model: str, pretrained: str | None = None, pins: dict | None = None) -> int:
+    """Blocks of the model's vision encoder, from its config alone (no weights loaded; a hub model's at
+    its pinned commit)."""
     if not is_hf_model(model):
         from ..models import coca_n_layers
 
         return coca_n_layers(model)
     from . import hf_loading as hf
 
+    model, pretrained = pin_names(model, pretrained, pins)
     config = hf.read_config(hf.resolve_source(model, pretrained, config_only=True))
     family = hf.family_of(config)
     vision = config.encoder if family == VISION_ENCODER_DECODER else config.vision_config

@@ -34,8 +34,12 @@ class BlipModel(HFVisionLanguageModel):
         return self.model.config.text_config.bos_token_id
 
     @property
-    def eos_token_id(self) -> int:
-        return self.model.config.text_config.sep_token_id
+    def end_token_ids(self) -> tuple[int, ...]:
+        return (self.model.config.text_config.sep_token_id,)   # what BLIP's generate passes as eos_token_id
+
+    @property
+    def generation_config(self):
+        return self.model.text_decoder.generation_config     # BLIP's generate runs its text decoder's
 
     def text_decoder(self) -> torch.nn.Module:
         return self.model.text_decoder

@@ -1,8 +1,8 @@
 """Hugging Face models: where their files come from, and which family a checkpoint is.
 
 A model is named as
-- ``hf:ORG/NAME`` (the hub; a token, when needed, comes from ``HF_TOKEN`` in the
-  environment, never from an argument);
+- ``hf:ORG/NAME`` or ``hf:ORG/NAME@REV`` (the hub; a token, when needed, comes from ``HF_TOKEN``
+  in the environment, never from an argument); read at one commit (``hub_revision``);
 - a local folder holding ``config.json`` (a PVC or a copy made elsewhere);
 - an ``s3://``/``minio://`` prefix holding such a folder (downloaded once into the cache
   folder of ``common.download_cache``);
@@ -28,8 +28,8 @@ import torch
 from .. import storage
 from ..download_cache import download_prefix
 from .base import BLIP, LLAVA, VISION_ENCODER_DECODER
+from .hub_revision import HF_PREFIX, hub_repo
 
-HF_PREFIX = "hf:"
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "model_configs")
 TINY_RANDOM_HF = ("tiny-random-blip", "tiny-random-vit-gpt2", "tiny-random-llava")
 RANDOM = "random"
@@ -50,6 +50,7 @@ class HFSource:
     location: str          # local folder, or ``ORG/NAME`` on the hub
     on_hub: bool
     random_weights: bool   # tiny-random: config only, weights made from a seed
+    revision: str | None = None   # on the hub: the commit (or branch, tag) its files are read at
 
 
 def is_hf_model(model: str) -> bool:
@@ -74,10 +75,8 @@ def resolve_source(model: str, pretrained: str | None = None, config_only: bool 
         folder = download_prefix(where, suffixes=("config.json",) if config_only else _files_to_fetch(where))
         return HFSource(_checked_folder(folder, where), on_hub=False, random_weights=random_weights)
     if where.startswith(HF_PREFIX):
-        repo = where[len(HF_PREFIX):].strip("/")
-        if repo.count("/") != 1 or not all(repo.split("/")):
-            raise ValueError(f"model {where!r}: write hub models as hf:ORG/NAME, e.g. hf:Salesforce/blip-image-captioning-large")
-        return HFSource(repo, on_hub=True, random_weights=random_weights)
+        repo, revision = hub_repo(where)
+        return HFSource(repo, on_hub=True, random_weights=random_weights, revision=revision)
     return HFSource(_checked_folder(storage.local_path(where), where), on_hub=False, random_weights=random_weights)
 
 
@@ -101,7 +100,7 @@ def read_config(source: HFSource):
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(source.location, trust_remote_code=False)
+        return AutoConfig.from_pretrained(source.location, trust_remote_code=False, revision=source.revision)
     except OSError as e:
         if source.on_hub:
             raise RuntimeError(
@@ -146,7 +145,7 @@ def load_hf_model(model_class, source: HFSource, config) -> torch.nn.Module:
     token = (os.environ.get("HF_TOKEN") or None) if source.on_hub else None
     try:
         net = model_class.from_pretrained(source.location, dtype=torch.float32, trust_remote_code=False, token=token,
-                                          weights_only=True)  # .bin weights: torch's weights-only unpickler, no code runs
+                                          revision=source.revision, weights_only=True)  # .bin weights: torch's weights-only unpickler, no code runs
     except OSError as e:
         raise RuntimeError(f"could not load the weights of {source.location} ({e}); the model folder needs its "
                            "weights (*.safetensors, or a pytorch_model.bin state dict)") from e
@@ -159,7 +158,7 @@ def load_hf_model(model_class, source: HFSource, config) -> torch.nn.Module:
 def load_pretrained_part(loader, source: HFSource, what: str):
     """A tokenizer / image processor / processor of the model (``loader.from_pretrained``)."""
     try:
-        return loader.from_pretrained(source.location, trust_remote_code=False)
+        return loader.from_pretrained(source.location, trust_remote_code=False, revision=source.revision)
     except (OSError, ValueError) as e:
         raise RuntimeError(f"{source.location} has no usable {what} ({e}); the model folder needs its "
                            f"{what} files") from e

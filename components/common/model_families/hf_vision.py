@@ -51,13 +51,32 @@ class HFVisionLanguageModel(VisionLanguageModel):
         hidden = self.vision_tower()(pixel_values=pixels, output_hidden_states=True).hidden_states
         return [hidden[k + 1] for k in layers]
 
-    def generation_end_token(self, text_config) -> int:
-        """The end token of the model's own ``generate``: its generation config's, else ``text_config``'s
-        (the first where several are given)."""
+    @property
+    def generation_config(self):
+        """The generation config the model's own ``generate`` reads (BLIP: its text decoder's)."""
+        return self.model.generation_config
+
+    def generation_end_tokens(self, text_config) -> tuple[int, ...]:
+        """Every end token of the model's own ``generate``, in the order given: its generation config's,
+        else ``text_config``'s. Llama-3- and Qwen2-based conversions list several (end of text, end of
+        turn, ...); ``generate`` bans all of them below the minimum length and stops at any."""
         eos = self.model.generation_config.eos_token_id
         if eos is None:
             eos = text_config.eos_token_id
-        return eos[0] if isinstance(eos, (list, tuple)) else eos
+        if eos is None:
+            raise ValueError(f"{self.name}: neither its generation config nor its text config names an end token "
+                             "(eos_token_id); captions could not end")
+        return tuple(dict.fromkeys(eos)) if isinstance(eos, (list, tuple)) else (eos,)
+
+    @property
+    def eos_token_id(self) -> int:
+        """The end token forced at ``seq_len``: the first listed, the model's primary one (the text's end;
+        the study's rule forces CoCa's single end token there)."""
+        return self.end_token_ids[0]
+
+    @property
+    def end_token_ids(self) -> tuple[int, ...]:
+        raise NotImplementedError
 
     def caption_text(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True).strip()

@@ -5,8 +5,8 @@ Decoder input of block ``k``: the vision tower's ``hidden_states[k + 1]`` (the m
 CLS token dropped under the ``default`` feature-select strategy, through the model's own
 ``multi_modal_projector``: the image tokens of the model's own chat prompt, built by its
 processor from the fixed, recorded ``PROMPT``. So captioning every block is sweeping
-``vision_feature_layer`` over every layer. Decoding starts after the prompt and ends at the
-generation config's end token.
+``vision_feature_layer`` over every layer. Decoding starts after the prompt and ends at any of
+the generation config's end tokens.
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ class LlavaModel(HFVisionLanguageModel):
         return self.model.config.image_token_id
 
     @property
-    def eos_token_id(self) -> int:
-        return self.generation_end_token(self.model.config.text_config)
+    def end_token_ids(self) -> tuple[int, ...]:
+        return self.generation_end_tokens(self.model.config.text_config)
 
     def layer_numbering(self) -> LayerNumbering:
         n1 = self.n_layers + 1

@@ -4,7 +4,8 @@ Decoder input of block ``k``: the encoder's ``hidden_states[k + 1]`` through the
 final norm (``layernorm`` of ViT and DeiT, which the model applies after its last block),
 then ``enc_to_dec_proj`` where the model has one (encoder and decoder widths differ), as
 ``encoder_hidden_states`` of the decoder's cross-attention. Decoding starts from
-``decoder_start_token_id`` and ends at ``eos_token_id``, as the model's ``generate`` does.
+the generation config's ``decoder_start_token_id`` and ends at any of its ``eos_token_id``, as the
+model's ``generate`` does.
 """
 
 from __future__ import annotations
@@ -42,11 +43,19 @@ class VisionEncoderDecoderCaptioner(HFVisionLanguageModel):
 
     @property
     def start_token_id(self) -> int:
-        return self.model.config.decoder_start_token_id
+        """As ``generate`` takes it: the generation config's ``decoder_start_token_id``, else its
+        ``bos_token_id``; the model config's ``decoder_start_token_id`` where neither is set."""
+        generation = self.model.generation_config
+        for start in (generation.decoder_start_token_id, generation.bos_token_id,
+                      self.model.config.decoder_start_token_id):
+            if start is not None:
+                return start[0] if isinstance(start, (list, tuple)) else start
+        raise ValueError(f"{self.name}: no decoder_start_token_id in its generation config or config; "
+                         "decoding has no start token")
 
     @property
-    def eos_token_id(self) -> int:
-        return self.generation_end_token(self.model.config.decoder)
+    def end_token_ids(self) -> tuple[int, ...]:
+        return self.generation_end_tokens(self.model.config.decoder)
 
     def text_decoder(self) -> torch.nn.Module:
         return self.model.decoder

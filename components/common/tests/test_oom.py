@@ -8,7 +8,7 @@ import weakref
 import pytest
 import torch
 
-from latent_verbalizer.components.common.oom import OutOfMemoryBackoff, backoff_batches
+from latent_verbalizer.components.common.oom import OutOfMemoryBackoff, backoff_batches, is_out_of_memory
 
 
 def test_failed_batch_is_freed_before_the_retry():
@@ -58,3 +58,39 @@ def test_other_errors_pass_through_and_bad_sizes_are_refused():
         list(backoff_batches(3, OutOfMemoryBackoff(4, "x"), broken))
     with pytest.raises(ValueError, match="batch size must be >= 1"):
         OutOfMemoryBackoff(0, "extract")
+
+
+@pytest.mark.parametrize("error, is_oom", [
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+    (RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"), True),
+    (RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported"), True),
+    (RuntimeError("Triton Error [CUDA]: out of memory"), True),
+    (RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"), True),
+    (RuntimeError("out of resource: shared memory, Required: 262144, Hardware limit: 232448."), False),
+    (RuntimeError("CUDA error: device-side assert triggered"), False),
+    (RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x8 and 16x8)"), False),
+    (ValueError("out of memory"), False),
+])
+def test_which_errors_are_allocation_failures(error, is_oom):
+    assert is_out_of_memory(error) is is_oom
+
+
+def test_runtime_error_allocation_failures_back_off_and_others_propagate():
+    """cuBLAS and Triton report a failed allocation as a plain RuntimeError: halved like
+    torch.OutOfMemoryError; a RuntimeError that is not about memory is raised at once."""
+    def decode(start, n):
+        if n > 3:
+            raise RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`")
+        return list(range(start, start + n))
+
+    backoff = OutOfMemoryBackoff(8, "test")
+    done = list(backoff_batches(7, backoff, decode))
+    assert [item for _, _, part in done for item in part] == list(range(7)) and backoff.ooms == 1 and backoff.batch_size == 3
+
+    def shape_bug(start, n):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x8 and 16x8)")
+
+    backoff = OutOfMemoryBackoff(8, "test")
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        list(backoff_batches(7, backoff, shape_bug))
+    assert backoff.ooms == 0 and backoff.batch_size == 8

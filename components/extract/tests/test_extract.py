@@ -200,20 +200,72 @@ def test_decode_bounds_memory_and_converts_modes():
     assert decode_image(encode(random_rgb().convert("CMYK"), "JPEG")).mode == "RGB"
 
 
+def absurd_shape_shard(path: str) -> str:
+    """Two photos and a legal PNG of 64,000,000 x 1 pixels: inside the 64 Mpx area cap, and the
+    model's transform would scale it to 112 x 7 billion pixels."""
+    sliver = encode(Image.new("L", (64_000_000, 1)), "PNG")
+    return write_tar(path, [("a.jpg", encode(random_rgb(seed=1), "JPEG")), ("sliver.png", sliver),
+                            ("b.jpg", encode(random_rgb(seed=2), "JPEG"))])
+
+
+@pytest.fixture(scope="module")
+def sliver_shard(tmp_path_factory):
+    return absurd_shape_shard(str(tmp_path_factory.mktemp("sliver") / "sliver-000000.tar"))
+
+
+def test_an_absurd_image_shape_is_a_skip_that_names_the_shape(tiny, tmp_path, sliver_shard):
+    manifest = extract_shard(sliver_shard, str(tmp_path), tiny, ExtractSettings(batch_size=4, device="cpu"), "cpu")
+    reasons = {s.key: s.reason for s in manifest.skipped}
+    assert list(reasons) == ["sliver"] and manifest.image_count == 2
+    assert reasons["sliver"].startswith("image shape 64000000x1 refused: its sides are in a ratio over 32:1")
+    side = encode(Image.new("L", (40_000, 1_600)), "PNG")  # 64 Mpx, ratio 25:1, but a side over 32,768
+    with pytest.raises(ValueError, match="image shape 40000x1600 refused: a side over 32768 pixels"):
+        decode_image(side)
+
+
+def test_any_other_failure_of_one_image_is_a_recorded_skip(tiny, tmp_path, sliver_shard):
+    # the shape caps lifted: the model's own transform fails on the sliver (OverflowError), and
+    # that is the image's problem, not the step's
+    settings = ExtractSettings(batch_size=4, device="cpu", max_side=10**9, max_aspect_ratio=1e9)
+    manifest = extract_shard(sliver_shard, str(tmp_path), tiny, settings, "cpu")
+    reasons = {s.key: s.reason for s in manifest.skipped}
+    assert list(reasons) == ["sliver"] and manifest.image_count == 2
+    assert reasons["sliver"].startswith("the model's transform failed on this 64000000x1 image (OverflowError: ")
+
+
+def test_a_sample_file_over_the_size_cap_is_skipped_unread(tiny, tmp_path):
+    big = encode(random_rgb((640, 480), seed=3), "PNG")
+    shard = write_tar(str(tmp_path / "big-000000.tar"), [
+        ("a.jpg", encode(random_rgb(seed=1), "JPEG")), ("big.png", big), ("big.json", b"{}"),
+        ("b.jpg", encode(random_rgb(seed=2), "JPEG"))])
+    settings = ExtractSettings(batch_size=4, device="cpu", max_member_bytes=100_000)
+    manifest = extract_shard(shard, str(tmp_path / "out"), tiny, settings, "cpu")
+    assert manifest.image_count == 2
+    assert [(s.key, s.reason) for s in manifest.skipped] == [
+        ("big", f"big.png is {len(big):,} bytes, over the 100,000-byte cap on one file of a sample; "
+                "shrink or leave out that file")]
+    assert ExtractSettings().max_member_bytes == 256 * 1024 * 1024
+
+
 def test_bad_shards_fail_alone_with_their_name(tiny, tmp_path, photo_shard):
     not_tar = tmp_path / "nottar-000000.tar"
     not_tar.write_bytes(b"\x89PNG not a tar at all" * 100)
     empty = tmp_path / "empty-000000.tar"
     write_tar(str(empty), [])
+    no_image = write_tar(str(tmp_path / "noimg-000000.tar"), [("a.jpg", b"text, not a JPEG"), ("b.json", b"{}")])
     truncated_tar = tmp_path / "cut-000000.tar"
     truncated_tar.write_bytes(open(photo_shard, "rb").read()[:5000])
-    result = run_extract([str(not_tar), str(empty), str(truncated_tar), photo_shard], str(tmp_path / "out"),
-                         ExtractSettings(batch_size=8, device="cpu"))
-    assert set(result.failed) == {str(not_tar), str(truncated_tar)}
+    refused = jpeg_shard(str(tmp_path / "other-000000.tar"), 2)  # its folder holds features of other layers
+    run_extract([refused], str(tmp_path / "out"), ExtractSettings(layers="0", device="cpu"))
+    shards = [str(not_tar), str(empty), no_image, str(truncated_tar), refused, photo_shard]
+    result = run_extract(shards, str(tmp_path / "out"), ExtractSettings(batch_size=8, device="cpu"))
+    assert set(result.failed) == set(shards) - {photo_shard} == set(result.errors)
     assert "nottar-000000.tar is not a tar archive" in result.failed[str(not_tar)]
+    assert "empty-000000.tar holds no samples" in result.failed[str(empty)]
+    assert "noimg-000000.tar holds no usable image: all 2 samples were skipped (first: " in result.failed[no_image]
     assert "cut-000000.tar" in result.failed[str(truncated_tar)]
-    assert result.manifests[str(empty)].image_count == 0
-    assert result.manifests[photo_shard].image_count == 6
+    assert "other-000000 already holds features made with" in result.failed[refused]
+    assert list(result.manifests) == [photo_shard] and result.manifests[photo_shard].image_count == 6
     assert read_manifest(str(tmp_path / "out" / "cut-000000")) is None  # never taken as done
 
 

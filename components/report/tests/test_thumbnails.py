@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
-from latent_verbalizer.components.common.tar_samples import ShardError
 from latent_verbalizer.components.report.thumbnails import read_shard_images
 from tests.images import encode, random_rgb, write_tar
 
@@ -20,8 +17,13 @@ def test_thumbnails_and_references_by_webdataset_key(tmp_path):
     assert images.references == {"sub/a": ["a red thing"], "b": ["a blue thing"]}
 
 
-def test_a_broken_shard_is_named(tmp_path):
-    bad = tmp_path / "broken-000000.tar"
+def test_an_unreadable_shard_is_recorded_and_the_others_read(tmp_path):
+    bad = tmp_path / "s-000000.tar"
     bad.write_bytes(b"\x00garbage" * 100)
-    with pytest.raises(ShardError, match="broken-000000.tar is not a tar archive"):
-        read_shard_images(str(bad), {"a"})
+    write_tar(str(tmp_path / "s-000001.tar"), [("a.jpg", encode(random_rgb(), "JPEG")), ("a.txt", b"a thing")])
+    images = read_shard_images(str(tmp_path / "s-{000000..000001}.tar"), {"a"}, thumbnail_px=32)
+    assert set(images.thumbnails) == {"a"} and images.references == {"a": ["a thing"]}  # from the good shard
+    ((shard, reason),) = images.unreadable_shards
+    assert shard == str(bad) and reason.startswith(f"{bad} is not a tar archive")
+    # shards the pipeline already recorded as failed are not read at all
+    assert read_shard_images(str(tmp_path / "s-{000000..000001}.tar"), {"a"}, skip_shards={str(bad)}).unreadable_shards == []
