@@ -28,8 +28,10 @@ object's ``Last-Modified``), locally the file's mtime against this host's time (
 share a volume keep their clocks in step with NTP; a skew of some seconds only shifts when
 a dead holder's lease is taken over).
 
-Readers never take nor check leases. SeaweedFS (the test server, and KFP's store since 2.16),
-AWS S3 and MinIO honour ``If-None-Match: *`` and ``If-Match`` on PUT.
+Readers never take nor check leases. SeaweedFS (the test server, and KFP's store since 2.16)
+honours ``If-None-Match: *`` and ``If-Match`` on PUT and DELETE, checked by racing writers in
+``common/tests/test_write_lease.py``; AWS S3 (since 2024) and MinIO document both conditions on PUT.
+A store that ignored them would let two writers in again: run that test against it first.
 """
 
 from __future__ import annotations
