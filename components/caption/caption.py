@@ -35,6 +35,7 @@ from ..common.oom import OutOfMemoryBackoff, backoff_batches
 from ..common.precision import exact_float32_math, parse_dtype
 from ..common.progress import Progress
 from ..common.shard_failures import OutputRefusedError
+from ..common.write_lease import WriteLease
 from .decoders import make_decoder
 from .greedy import DecodedCaptions, GreedySettings
 
@@ -57,6 +58,7 @@ class CaptionSettings:
     device: str = "auto"
     model: str | None = None          # default: the model that made the features
     pretrained: str | None = None
+    run_id: str = ""                  # named in the shard folder's write lease (pipeline run id; empty: a CLI run)
 
 
 def parse_precision(precision: str) -> str:
@@ -160,13 +162,38 @@ def caption_shard(features_dir: str, out_uri: str, decoder, loaded: VisionLangua
     params = dict(made_by, layers=layers, features_fingerprint=fingerprint(features.to_json()))
 
     manifest_uri = storage.join(shard_out, MANIFEST_NAME)
-    if storage.exists(manifest_uri):
-        done = storage.read_json(manifest_uri)
-        if done.get("parameters") == params:
-            log.info("%s: already captioned (%d rows), skipping", name, done["rows"])
+    done = finished_captions(manifest_uri, shard_out, params)
+    if done is not None:
+        log.info("%s: already captioned (%d rows), skipping", name, done["rows"])
+        return done
+    # Two runs on one storage prefix: one writes this shard's captions, the other is refused (its
+    # table and manifest could otherwise pair with the first run's, made with other parameters).
+    with WriteLease(shard_out, settings.run_id, what="one shard's captions") as lease:
+        done = finished_captions(manifest_uri, shard_out, params)
+        if done is not None:
+            log.info("%s: captioned by another run meanwhile (%d rows), skipping", name, done["rows"])
             return done
-        raise OutputRefusedError(f"{shard_out} holds captions made with {done.get('parameters')}, not {params}; use another --out")
+        return _write_captions(features_dir, features, shard_out, manifest_uri, decoder, loaded, settings, device,
+                               made_by, layers, params, lease)
 
+
+def finished_captions(manifest_uri: str, shard_out: str, params: dict) -> dict | None:
+    """The manifest of captions already made with ``params``, None when there are none; an error
+    when the folder holds captions made otherwise."""
+    if not storage.exists(manifest_uri):
+        return None
+    done = storage.read_json(manifest_uri)
+    if done.get("parameters") == params:
+        return done
+    raise OutputRefusedError(f"{shard_out} holds captions made with {done.get('parameters')}, not {params}; "
+                             "use another --out")
+
+
+def _write_captions(features_dir: str, features, shard_out: str, manifest_uri: str, decoder, loaded: VisionLanguageModel,
+                    settings: CaptionSettings, device: str, made_by: dict, layers: list[int], params: dict,
+                    lease: WriteLease) -> dict:
+    """The writing half of ``caption_shard``, run with the shard folder's lease held."""
+    name = storage.basename(features_dir)
     batch = settings.batch_size
     progress = Progress(f"caption {name}", "captions", total=features.image_count * len(layers))
     batcher = None
@@ -188,6 +215,7 @@ def caption_shard(features_dir: str, out_uri: str, decoder, loaded: VisionLangua
     order = {k: i for i, k in enumerate(dict.fromkeys(r["image_key"] for r in rows))}
     rows.sort(key=lambda r: (order[r["image_key"]], r["layer"]))
     table = pa.Table.from_pylist(rows, schema=CAPTIONS_SCHEMA)
+    lease.ensure_held()
     write_table(storage.join(shard_out, CAPTIONS_NAME), table, CAPTIONS_SCHEMA, CAPTIONS_FORMAT, CAPTIONS_VERSION,
                 provenance(**params))
     manifest = {
@@ -197,6 +225,7 @@ def caption_shard(features_dir: str, out_uri: str, decoder, loaded: VisionLangua
         "skipped": [asdict(s) for s in features.skipped],
         "rate_captions_per_s": round(progress.rate, 2),
     }
+    lease.ensure_held()
     storage.write_json(manifest_uri, manifest)
     return manifest
 

@@ -52,7 +52,8 @@ def caption_shard(
     if failed is None:
         out = storage.join(storage_prefix, "captions")
         settings = CaptionSettings(layers=layers, precision=precision, batch_size=batch_size, seq_len=int(seq_len),
-                                   min_seq_len=int(min_seq_len), pretrained=pretrained or None)
+                                   min_seq_len=int(min_seq_len), pretrained=pretrained or None,
+                                   run_id=run_id)
         try:
             (manifest,) = run_caption(pointer["features"], out, settings)
         except Exception as e:

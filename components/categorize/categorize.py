@@ -38,6 +38,7 @@ from ..common.contracts import (
     provenance,
     write_table,
 )
+from ..common.write_lease import WriteLease
 from .aggregate import aggregate, layer_status_counts
 from .answer_store import AnswerStore, run_key
 from .answers import ANSWER_TOKENS_RULE, BOUNDS_RULE, answer_bounds, answer_schema, answer_token_bound
@@ -218,7 +219,7 @@ def write_outputs(out_uri: str, answers: Answers, category_of: dict[str, str], m
 def run_categorize(captions_uris: list[str], out_uri: str, model: str = DEFAULT_MODEL, labels_uri: str | None = None,
                    merge_uri: str | None = None, gpus: int | None = None, batch_size: str | int = "auto",
                    dtype: str = "auto", import_raw: str | None = None, answers_per_file: int = 256,
-                   max_parts: int | None = None) -> dict:
+                   max_parts: int | None = None, run_id: str = "") -> dict:
     """Label every distinct caption and write ``labels.parquet`` and ``aggregate.parquet`` under ``out_uri``.
 
     ``captions_uris``: captions Parquet files (patterns allowed; or the study's
@@ -228,6 +229,8 @@ def run_categorize(captions_uris: list[str], out_uri: str, model: str = DEFAULT_
     ``answers_per_file``: answers per file of the answer store (what a killed run keeps).
     ``max_parts``: cap the parts of an answer (a cheaper, recorded deviation from the study,
     e.g. for the demo; default: bounded by each caption only, as in the study).
+    ``run_id``: the pipeline run named in ``out_uri``'s write lease (empty: a CLI run); another
+    run labelling into the same ``out_uri`` at once is refused (common.write_lease).
     Returns a summary dict (also written as ``summary.json``).
     """
     t0 = time.perf_counter()
@@ -240,13 +243,18 @@ def run_categorize(captions_uris: list[str], out_uri: str, model: str = DEFAULT_
                          max_parts=max_parts)
     summary: dict = {"captions": len(rows), "unique_captions": len(uniques),
                      "dedup_saving_percent": round(100 * (1 - len(uniques) / max(len(rows), 1)), 2)}
-    if import_raw:
-        answers = import_raw_answers(rows, import_raw, label_set, model)
-        summary.update(mode="import-raw", import_raw_recovery=answers.labels_meta[LABELS_META_IMPORT_RECOVERY])
-    else:
-        answers = model_answers(rows, uniques, out_uri, model, label_set, gpus, batch_size, dtype, answers_per_file, made_by, summary)
-        if answers is None:
-            return summary
-    summary.update(write_outputs(out_uri, answers, category_of, made_by), seconds=round(time.perf_counter() - t0, 2))
-    storage.write_json(storage.join(out_uri, SUMMARY_NAME), summary)
+    # One run labels into out_uri at a time: two runs of other settings sharing a storage prefix
+    # would otherwise leave one's labels table beside the other's aggregate.
+    with WriteLease(out_uri, run_id, what="the labels tables") as lease:
+        if import_raw:
+            answers = import_raw_answers(rows, import_raw, label_set, model)
+            summary.update(mode="import-raw", import_raw_recovery=answers.labels_meta[LABELS_META_IMPORT_RECOVERY])
+        else:
+            answers = model_answers(rows, uniques, out_uri, model, label_set, gpus, batch_size, dtype, answers_per_file,
+                                    made_by, summary)
+            if answers is None:
+                return summary
+        lease.ensure_held()
+        summary.update(write_outputs(out_uri, answers, category_of, made_by), seconds=round(time.perf_counter() - t0, 2))
+        storage.write_json(storage.join(out_uri, SUMMARY_NAME), summary)
     return summary

@@ -57,7 +57,7 @@ def categorize_captions(
     # On Kubeflow the pod sees the GPUs it was given (the pipeline sets LVERB_REQUIRE_GPU: seeing fewer
     # is an error); a kfp.local run on a laptop may see none, and then runs on the CPU (gpus=0).
     summary = run_categorize(uris, out, model=model, gpus=usable_gpus(int(gpus)), batch_size=batch_size,
-                             max_parts=int(max_answer_parts) or None)
+                             max_parts=int(max_answer_parts) or None, run_id=run_id)
     result = {"labels": storage.join(out, "labels.parquet"), "aggregate": storage.join(out, "aggregate.parquet"),
               "captions": uris, "summary": summary}
     with open(labels.path, "w") as f:

@@ -24,7 +24,8 @@ def extract_shard(
         shard: URI of one shard (s3://, minio:// or a path on a mounted volume).
         storage_prefix: where bulk data goes; features land under <prefix>/features/<shard>/.
         storage_root: with an empty storage_prefix, bulk data goes under <storage_root>/<run_id>.
-        run_id: the pipeline run's id (dsl.PIPELINE_JOB_ID_PLACEHOLDER): each run's own prefix.
+        run_id: the pipeline run's id (dsl.PIPELINE_JOB_ID_PLACEHOLDER): each run's own prefix, and the run named in
+            the lease of each shard folder it writes (another run writing the same shard at once is refused).
         model: open_clip CoCa architecture (coca_ViT-L-14, tiny-random offline), or a Hugging Face captioner (BLIP, VisionEncoderDecoder, LLaVA) as hf:ORG/NAME[@REVISION] (read at the commit preflight pinned for the run), a local/PVC folder or an s3:// prefix.
         pretrained: CoCa: pretrained tag, local/PVC checkpoint, s3:// object; Hugging Face: a folder or s3:// prefix holding the model; or 'random'. Empty: the study's weights (CoCa), the model itself (Hugging Face).
         layers: 'all' or 0-based block indices, e.g. 0,5,23.
@@ -50,7 +51,8 @@ def extract_shard(
     pretrained = pretrained or None
     if is_hf_model(model):
         model, pretrained = pin_names(model, pretrained, read_resolved_models(storage_prefix))
-    settings = ExtractSettings(model=model, pretrained=pretrained, layers=layers, dtype=dtype, batch_size=batch_size)
+    settings = ExtractSettings(model=model, pretrained=pretrained, layers=layers, dtype=dtype, batch_size=batch_size,
+                              run_id=run_id)
     result = run_extract([shard], out, settings)
     if shard in result.failed:
         error = result.errors[shard]

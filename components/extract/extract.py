@@ -51,6 +51,7 @@ from ..common.precision import exact_float32_math, parse_dtype, torch_dtype
 from ..common.progress import Progress
 from ..common.shard_failures import OutputRefusedError
 from ..common.tar_samples import DEFAULT_MAX_MEMBER_BYTES, ShardError, iter_samples
+from ..common.write_lease import WriteLease
 from .shards import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, decode_image
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class ExtractSettings:
     writers: int = 2                 # chunks in flight to storage at once
     decoders: int = 0                # image decode threads (0: one per CPU core, at most 16)
     max_chunk_bytes: int = 1 << 30   # host memory bound per chunk (pinned buffer)
+    run_id: str = ""                 # named in the shard folder's write lease (pipeline run id; empty: a CLI run)
 
 
 def parameters_fingerprint(model: str, pretrained: str, layers: list[int], dtype: str) -> dict:
@@ -156,7 +158,8 @@ class ChunkWriters:
 
 def _existing_chunks(shard_dir: str, shard_uri: str, fingerprint: dict) -> list[tuple[ChunkInfo, list[str]]]:
     """Chunks a crashed run left: (info, image keys). Refuses chunks of other parameters or
-    another shard; removes the temporary files of writes that never completed."""
+    another shard; removes the temporary files of writes that never completed. Call only with
+    the folder's write lease held: the partial files are then a dead writer's, never a live one's."""
     out = []
     if not storage.exists(shard_dir) and not storage.is_s3(shard_dir):
         return out
@@ -229,8 +232,10 @@ class ShardExtractor:
     once a CUDA event says the copy is complete."""
 
     def __init__(self, shard_uri: str, shard_dir: str, loaded: VisionLanguageModel, layers: list[int], dtype: str,
-                 settings: ExtractSettings, device: str, batch_size: int, fingerprint: dict, first_index: int):
+                 settings: ExtractSettings, device: str, batch_size: int, fingerprint: dict, first_index: int,
+                 lease: WriteLease | None = None):
         self.shard_uri, self.shard_dir, self.loaded, self.layers = shard_uri, shard_dir, loaded, layers
+        self.lease = lease
         self.settings, self.device, self.next_index = settings, device, first_index
         self.name = storage.basename(shard_dir)
         self.out_dtype = torch_dtype(dtype)
@@ -280,6 +285,8 @@ class ShardExtractor:
         """Runs on a writer thread: waits for the copy into ``host``, then writes the chunk."""
         if copied is not None:
             copied.synchronize()
+        if self.lease is not None:
+            self.lease.ensure_held()  # a writer that lost its folder to another must not overwrite that one's chunks
         key = f"{CHUNK_PREFIX}{index:05d}.safetensors"
         metadata = dict(self.chunk_metadata, image_keys=json.dumps(keys))
         nbytes, sha = write_feature_chunk(storage.join(self.shard_dir, key),
@@ -345,7 +352,18 @@ def extract_shard(shard_uri: str, out_uri: str, loaded: VisionLanguageModel, set
     if done is not None:
         log.info("%s: already extracted (%d images), skipping", name, done.image_count)
         return done
+    with WriteLease(shard_dir, settings.run_id, what="one shard's features") as lease:
+        done = finished_manifest(shard_dir, shard_uri, fingerprint)  # finished by another run since the check above
+        if done is not None:
+            log.info("%s: extracted by another run meanwhile (%d images), skipping", name, done.image_count)
+            return done
+        return _write_shard(shard_uri, shard_dir, loaded, settings, device, layers, dtype, fingerprint, lease)
 
+
+def _write_shard(shard_uri: str, shard_dir: str, loaded: VisionLanguageModel, settings: ExtractSettings, device: str,
+                 layers: list[int], dtype: str, fingerprint: dict, lease: WriteLease) -> FeatureManifest:
+    """The writing half of ``extract_shard``, run with the shard folder's lease held."""
+    name = storage.basename(shard_dir)
     previous = _existing_chunks(shard_dir, shard_uri, fingerprint)
     chunks: list[ChunkInfo] = [info for info, _ in previous]
     done_keys = {key for _, keys in previous for key in keys}
@@ -360,7 +378,7 @@ def extract_shard(shard_uri: str, out_uri: str, loaded: VisionLanguageModel, set
 
     skipped: list[SkippedSample] = []
     extractor = ShardExtractor(shard_uri, shard_dir, loaded, layers, dtype, settings, device, batch, fingerprint,
-                               first_index=next_chunk_index(chunks))
+                               first_index=next_chunk_index(chunks), lease=lease)
     try:
         samples = (s for s in iter_samples(shard_uri, skipped, settings.max_member_bytes) if s.key not in done_keys)
         chunks.extend(extractor.run(samples, skipped))
@@ -376,6 +394,7 @@ def extract_shard(shard_uri: str, out_uri: str, loaded: VisionLanguageModel, set
         image_count=sum(c.images for c in chunks), objects=chunks, skipped=skipped, made_by=made_by,
         model_family=loaded.family, layer_numbering=loaded.layer_numbering().to_json(),
     )
+    lease.ensure_held()
     storage.write_json(storage.join(shard_dir, MANIFEST_NAME), manifest.to_json())
     log.info("%s: %d images, %d chunks, %d skipped", name, manifest.image_count, len(chunks), len(skipped))
     return manifest
