@@ -12,6 +12,7 @@ one of three ways: in this process (one replica), in one process per replica
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -109,6 +110,11 @@ def _batch_size(batch_size: str | int, layout: Layout, n_gpus: int) -> int:
     return size
 
 
+def _launched_rank() -> int:
+    """This process's rank under ``accelerate launch`` (0 outside one)."""
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+
+
 def _todo_of_launch(store: AnswerStore, uniques: list[str], cpu: bool) -> list[str]:
     """Under ``accelerate launch``: the captions still to label, worked out once. Rank 0 reads
     the answer store and writes the list next to it, before it joins the others; every rank
@@ -118,7 +124,7 @@ def _todo_of_launch(store: AnswerStore, uniques: list[str], cpu: bool) -> list[s
     from accelerate import PartialState
 
     uri = storage.join(store.dir, TODO_NAME)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if _launched_rank() == 0:
         done = store.load()
         storage.write_json(uri, {"captions": [c for c in uniques if caption_hash(c) not in done]})
     PartialState(cpu=cpu).wait_for_everyone()
@@ -182,7 +188,7 @@ def model_answers(rows: list[CaptionRow], uniques: list[str], out_uri: str, mode
         if stats is None:
             return None
         summary["replica_stats"] = stats
-    if launched and int(os.environ.get("RANK", "0")) != 0:
+    if launched and _launched_rank() != 0:
         return None                          # nothing was left to label; the main process writes the tables
     if launched or todo:
         done = store.load()
@@ -245,7 +251,10 @@ def run_categorize(captions_uris: list[str], out_uri: str, model: str = DEFAULT_
                      "dedup_saving_percent": round(100 * (1 - len(uniques) / max(len(rows), 1)), 2)}
     # One run labels into out_uri at a time: two runs of other settings sharing a storage prefix
     # would otherwise leave one's labels table beside the other's aggregate.
-    with WriteLease(out_uri, run_id, what="the labels tables") as lease:
+    # Under ``accelerate launch`` the launch is one run: rank 0 holds the lease for it, and the other
+    # ranks write only answer files of their own names (rank 0 writes the tables).
+    follower = _launched_rank() > 0
+    with contextlib.nullcontext() if follower else WriteLease(out_uri, run_id, what="the labels tables") as lease:
         if import_raw:
             answers = import_raw_answers(rows, import_raw, label_set, model)
             summary.update(mode="import-raw", import_raw_recovery=answers.labels_meta[LABELS_META_IMPORT_RECOVERY])
@@ -254,7 +263,8 @@ def run_categorize(captions_uris: list[str], out_uri: str, model: str = DEFAULT_
                                     made_by, summary)
             if answers is None:
                 return summary
-        lease.ensure_held()
+        if lease is not None:
+            lease.ensure_held()
         summary.update(write_outputs(out_uri, answers, category_of, made_by), seconds=round(time.perf_counter() - t0, 2))
         storage.write_json(storage.join(out_uri, SUMMARY_NAME), summary)
     return summary
