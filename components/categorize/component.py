@@ -35,21 +35,13 @@ def categorize_captions(
 
     from latent_verbalizer.components.categorize.categorize import run_categorize
     from latent_verbalizer.components.common import storage
-    from latent_verbalizer.components.common.contracts import FailedShard, run_storage_prefix
+    from latent_verbalizer.components.common.contracts import read_caption_pointers, run_storage_prefix
     from latent_verbalizer.components.common.devices import usable_gpus
     from latent_verbalizer.components.common.logs import configure_logging
 
     configure_logging()
     storage_prefix = run_storage_prefix(storage_prefix, storage_root, run_id)
-    uris, failed = [], []
-    for artifact in captions:
-        with open(artifact.path) as f:
-            pointer = json.load(f)
-        bad = FailedShard.from_pointer(pointer)
-        if bad is not None:
-            failed.append(bad)
-        else:
-            uris.append(pointer["captions"])
+    uris, failed = read_caption_pointers([artifact.path for artifact in captions])
     if not uris:
         raise ValueError("every shard failed, nothing to label: "
                          + "; ".join(f"{b.shard} ({b.step}): {b.reason}" for b in failed))

@@ -264,6 +264,21 @@ class FailedShard:
         return cls(shard=pointer.get("shard", "?"), reason=str(pointer[FAILED_KEY]), step=pointer.get("step", "?"))
 
 
+def read_caption_pointers(paths: list[str]) -> tuple[list[str], list[FailedShard]]:
+    """The caption step's pointer files, as KFP's ``Collected`` hands them to a later step: the
+    captions URIs of the shards that finished, and the shards that failed (in order)."""
+    uris, failed = [], []
+    for path in paths:
+        with open(path) as f:
+            pointer = json.load(f)
+        bad = FailedShard.from_pointer(pointer)
+        if bad is not None:
+            failed.append(bad)
+        else:
+            uris.append(pointer["captions"])
+    return uris, failed
+
+
 def shard_name(shard_uri: str) -> str:
     """The name a shard's outputs are filed under: its file name without ``.tar``."""
     name = storage.basename(shard_uri)

@@ -35,21 +35,13 @@ def build_report_page(
     import json
 
     from latent_verbalizer.components.common import storage
-    from latent_verbalizer.components.common.contracts import FailedShard, run_storage_prefix
+    from latent_verbalizer.components.common.contracts import read_caption_pointers, run_storage_prefix
     from latent_verbalizer.components.common.logs import configure_logging
     from latent_verbalizer.components.report.report import build_report
 
     configure_logging()
     storage_prefix = run_storage_prefix(storage_prefix, storage_root, run_id)
-    caption_uris, failed = [], []
-    for artifact in captions:
-        with open(artifact.path) as f:
-            pointer = json.load(f)
-        bad = FailedShard.from_pointer(pointer)
-        if bad is not None:
-            failed.append(bad)
-        else:
-            caption_uris.append(pointer["captions"])
+    caption_uris, failed = read_caption_pointers([artifact.path for artifact in captions])
     with open(labels.path) as f:
         pointer = json.load(f)
     result = build_report(caption_uris, pointer["labels"], pointer["aggregate"], storage.join(storage_prefix, "report"),
