@@ -11,7 +11,26 @@ import shutil
 
 import torch
 
+from latent_verbalizer.components.common.model_families import LLAVA
 from latent_verbalizer.components.common.model_families.hf_loading import CONFIG_DIR
+
+
+def save_model_folder(loaded, folder, **generation) -> str:
+    """A loaded Hugging Face model saved as a model folder (weights, tokenizer, processor), its
+    generation config updated with ``generation`` (e.g. ``eos_token_id=[a, b]``)."""
+    loaded.model.save_pretrained(folder)
+    if loaded.family == LLAVA:
+        loaded.processor.save_pretrained(folder)
+    else:
+        loaded.tokenizer.save_pretrained(folder)
+        loaded.image_processor.save_pretrained(folder)
+    path = os.path.join(folder, "generation_config.json")
+    with open(path) as f:
+        config = json.load(f)
+    config.update(generation, _from_model_config=False)
+    with open(path, "w") as f:
+        json.dump(config, f)
+    return str(folder)
 
 
 def write_random_model_folder(model_class, config, folder: str, tiny: str, dtype: torch.dtype = torch.float16,

@@ -8,7 +8,12 @@ import yaml
 from google.protobuf import json_format
 
 from latent_verbalizer.pipeline.compile import COMPILED, compile_pipeline, lint_compiled
-from latent_verbalizer.pipeline.yaml_lint import driver_input_faults, mount_faults, pod_spec_type_faults, resource_faults
+from latent_verbalizer.pipeline.yaml_lint import (
+    driver_input_faults,
+    mount_faults,
+    pod_spec_type_faults,
+    resource_faults,
+)
 
 GPU_EXECUTORS = ("exec-extract-shard", "exec-caption-shard", "exec-categorize-captions")
 GPU_TASKS = ("extract", "caption", "categorize")

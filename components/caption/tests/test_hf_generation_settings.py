@@ -8,7 +8,6 @@ plain reference loop's."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections import Counter
@@ -27,6 +26,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from test_hf_families import assert_same_as_reference, models_own_end_token, ours_at, own_generate  # noqa: E402
 
 from tests.images import jpeg_shard, skimage_photo_paths  # noqa: E402
+from tests.model_folders import save_model_folder  # noqa: E402
 
 FAMILIES = ("tiny-random-vit-gpt2", "tiny-random-llava")
 SETTINGS = GreedySettings(seq_len=16, min_seq_len=5)
@@ -42,23 +42,6 @@ def pixels(base):
     from PIL import Image
 
     return torch.stack([base.preprocess(Image.open(p).convert("RGB")) for p in skimage_photo_paths()[:6]])
-
-
-def model_folder(base, folder, **generation) -> str:
-    """``base`` saved as a Hugging Face model folder, its generation config updated with ``generation``."""
-    base.model.save_pretrained(folder)
-    if base.family == LLAVA:
-        base.processor.save_pretrained(folder)
-    else:
-        base.tokenizer.save_pretrained(folder)
-        base.image_processor.save_pretrained(folder)
-    path = os.path.join(folder, "generation_config.json")
-    with open(path) as f:
-        config = json.load(f)
-    config.update(generation, _from_model_config=False)
-    with open(path, "w") as f:
-        json.dump(config, f)
-    return str(folder)
 
 
 def every_layer_inputs(loaded, pixels) -> torch.Tensor:
@@ -83,7 +66,7 @@ def test_several_end_tokens_end_captions_as_the_models_own_generate(base, pixels
     early = {t for ids in plain for t in ids[:allowed_from]}
     second = max(counts, key=lambda t: (t in early, counts[t], -t))
     assert any(second in ids[:allowed_from] for ids in plain), "the second end token should also come too early"
-    loaded = load_model(model_folder(base, tmp_path / "m", eos_token_id=[primary, second]))
+    loaded = load_model(save_model_folder(base, tmp_path / "m", eos_token_id=[primary, second]))
     ours = ours_at(loaded, pixels, loaded.layer_numbering().normal_layer, SETTINGS)
     assert ours.token_ids == own_generate(loaded, pixels, SETTINGS)
     assert loaded.end_token_ids == (primary, second) and loaded.eos_token_id == primary
@@ -100,7 +83,7 @@ def test_several_end_tokens_end_captions_as_the_models_own_generate(base, pixels
 
 def test_repetition_penalty_and_ngram_ban_as_the_models_own_generate(base, pixels, tmp_path):
     generation = {"repetition_penalty": 1.3, "no_repeat_ngram_size": 2}
-    loaded = load_model(model_folder(base, tmp_path / "m", **generation))
+    loaded = load_model(save_model_folder(base, tmp_path / "m", **generation))
     ours = ours_at(loaded, pixels, loaded.layer_numbering().normal_layer, SETTINGS)
     assert ours.token_ids == own_generate(loaded, pixels, SETTINGS)
     assert ours.token_ids != plain_captions(base, pixels), "the settings should change the captions"
@@ -119,7 +102,7 @@ def test_suppressed_banned_and_forced_tokens_as_the_models_own_generate(base, pi
     forced = next(t for t, _ in counts if t not in (a, b, c, first))
     generation = {"suppress_tokens": [a], "begin_suppress_tokens": [first], "bad_words_ids": [[b], [c, c]],
                   "forced_bos_token_id": forced, "sequence_bias": [[[c], 3.0]]}
-    loaded = load_model(model_folder(base, tmp_path / "m", **generation))
+    loaded = load_model(save_model_folder(base, tmp_path / "m", **generation))
     ours = ours_at(loaded, pixels, loaded.layer_numbering().normal_layer, SETTINGS)
     assert ours.token_ids == own_generate(loaded, pixels, SETTINGS)
     assert ours.token_ids != plain
@@ -144,7 +127,7 @@ def assert_same_as_reference_with_rules(loaded, pixels):
 
 
 def test_a_setting_we_cannot_apply_refuses_the_model_naming_it(base, tmp_path):
-    loaded = load_model(model_folder(base, tmp_path / "m", encoder_no_repeat_ngram_size=3))
+    loaded = load_model(save_model_folder(base, tmp_path / "m", encoder_no_repeat_ngram_size=3))
     with pytest.raises(ValueError, match=r"encoder_no_repeat_ngram_size=3.*generation_config\.json"):
         make_decoder(loaded, "float32", SETTINGS)
 
@@ -153,14 +136,14 @@ def test_applied_settings_are_in_the_captions_provenance_and_identity(tmp_path):
     """The caption step's bookkeeping, on one family."""
     base = load_model("tiny-random-vit-gpt2")
     jpeg_shard(str(tmp_path / "s-000000.tar"), 2)
-    folder = model_folder(base, tmp_path / "m", repetition_penalty=1.3)
+    folder = save_model_folder(base, tmp_path / "m", repetition_penalty=1.3)
     features, captions = str(tmp_path / "f"), str(tmp_path / "c")
     run_extract([str(tmp_path / "s-000000.tar")], features, ExtractSettings(model=folder, device="cpu", layers="0"))
     run_caption(features, captions, CaptionSettings(device="cpu", seq_len=10))
     meta = table_metadata(read_table(f"{captions}/s-000000/captions.parquet", CAPTIONS_SCHEMA))
     assert meta["parameters"]["generation_settings"] == {"repetition_penalty": 1.3}
     # the same folder with another setting: its old captions are not taken as done
-    model_folder(base, folder, repetition_penalty=1.5)
+    save_model_folder(base, folder, repetition_penalty=1.5)
     with pytest.raises(ValueError, match="another --out"):
         run_caption(features, captions, CaptionSettings(device="cpu", seq_len=10))
 
@@ -174,7 +157,7 @@ def test_vision_encoder_decoder_starts_from_the_generation_configs_start_token(t
     pixels = torch.stack([base.preprocess(Image.open(p).convert("RGB")) for p in skimage_photo_paths()[:4]])
     start = 5
     assert base.model.config.decoder_start_token_id != start
-    loaded = load_model(model_folder(base, tmp_path / "m", decoder_start_token_id=start))
+    loaded = load_model(save_model_folder(base, tmp_path / "m", decoder_start_token_id=start))
     assert loaded.model.config.decoder_start_token_id != start   # the model config still says the other one
     assert loaded.start_token_id == start
     ours = ours_at(loaded, pixels, loaded.layer_numbering().normal_layer, SETTINGS)

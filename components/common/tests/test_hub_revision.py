@@ -21,6 +21,7 @@ from latent_verbalizer.components.common.features import read_manifest
 from latent_verbalizer.components.common.model_families import load_model
 from latent_verbalizer.components.extract.extract import ExtractSettings, run_extract
 from tests.images import jpeg_shard
+from tests.model_folders import save_model_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 OLD, NEW = "a" * 40, "b" * 40
@@ -29,17 +30,7 @@ HUB_NAME = "hf:acme/tiny-vit-gpt2"
 
 def save_folder(folder, **generation) -> str:
     """tiny-random-vit-gpt2 as a model folder, its generation config updated with ``generation``."""
-    loaded = load_model("tiny-random-vit-gpt2")
-    loaded.model.save_pretrained(folder)
-    loaded.tokenizer.save_pretrained(folder)
-    loaded.image_processor.save_pretrained(folder)
-    path = os.path.join(folder, "generation_config.json")
-    with open(path) as f:
-        config = json.load(f)
-    config.update(generation, _from_model_config=False)
-    with open(path, "w") as f:
-        json.dump(config, f)
-    return str(folder)
+    return save_model_folder(load_model("tiny-random-vit-gpt2"), folder, **generation)
 
 
 @pytest.fixture(scope="module")
