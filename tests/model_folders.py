@@ -24,12 +24,13 @@ def save_model_folder(loaded, folder, **generation) -> str:
     else:
         loaded.tokenizer.save_pretrained(folder)
         loaded.image_processor.save_pretrained(folder)
-    path = os.path.join(folder, "generation_config.json")
-    with open(path) as f:
-        config = json.load(f)
-    config.update(generation, _from_model_config=False)
-    with open(path, "w") as f:
-        json.dump(config, f)
+    if generation:
+        path = os.path.join(folder, "generation_config.json")
+        with open(path) as f:
+            config = json.load(f)
+        config.update(generation, _from_model_config=False)
+        with open(path, "w") as f:
+            json.dump(config, f)
     return str(folder)
 
 

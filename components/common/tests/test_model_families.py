@@ -26,19 +26,9 @@ from latent_verbalizer.components.common.model_families import (
 )
 from latent_verbalizer.components.common.model_families.hf_loading import CONFIG_DIR
 from tests.images import skimage_photo_paths
+from tests.model_folders import save_model_folder
 
 FAMILIES = {"tiny-random-blip": BLIP, "tiny-random-vit-gpt2": VISION_ENCODER_DECODER, "tiny-random-llava": LLAVA}
-
-
-def save_model_folder(loaded, folder) -> str:
-    """The model as a Hugging Face model folder: config, safetensors weights, tokenizer and processor files."""
-    loaded.model.save_pretrained(folder)
-    if loaded.family == LLAVA:
-        loaded.processor.save_pretrained(folder)
-    else:
-        loaded.tokenizer.save_pretrained(folder)
-        loaded.image_processor.save_pretrained(folder)
-    return str(folder)
 
 
 def upload_folder(folder: str, prefix: str) -> str:
