@@ -71,23 +71,37 @@ def test_extract_features_from_the_tower_alone_equal_the_whole_models(tiny, phot
 
 def test_extract_of_a_model_with_a_big_language_model_loads_a_fraction_of_it(tmp_path):
     """A LLaVA folder whose language model holds ~200 MB of float16 weights in three shards (as
-    llava-1.5 is stored) next to a tiny vision tower: loading it for extract stays far below the
-    whole model's cost, which the same measurement shows for the whole-model load."""
+    llava-1.5 is stored) next to a tiny vision tower: loading it for extract costs what loading
+    the same tower next to a tiny language model costs (the growth does not depend on the
+    language model), while the whole-model load, measured the same way, pays for every weight.
+
+    Compared against the small folder rather than against a fixed share of the weights: the
+    load's fixed cost (lazy imports, the first forward) differs between machines (28 MB here,
+    57 MB on the CI machine) and says nothing about what is loaded."""
     from transformers import AutoConfig, LlavaForConditionalGeneration
 
-    config = AutoConfig.from_pretrained(os.path.join(CONFIG_DIR, "tiny-random-llava"))
-    text = config.text_config
-    text.hidden_size, text.intermediate_size, text.num_hidden_layers = 512, 2048, 24
-    text.num_attention_heads = text.num_key_value_heads = 8
-    text.head_dim = 64
-    folder = str(tmp_path / "llava-big-language-model")
-    weight_bytes = write_random_model_folder(LlavaForConditionalGeneration, config, folder, "tiny-random-llava",
-                                             dtype=torch.float16, shard_bytes=80 << 20)
-    assert weight_bytes > 200e6 and os.path.isfile(os.path.join(folder, "model.safetensors.index.json"))
+    def folder_with_language_model(name, **sizes):
+        config = AutoConfig.from_pretrained(os.path.join(CONFIG_DIR, "tiny-random-llava"))
+        for key, value in sizes.items():
+            setattr(config.text_config, key, value)
+        folder = str(tmp_path / name)
+        weight_bytes = write_random_model_folder(LlavaForConditionalGeneration, config, folder, "tiny-random-llava",
+                                                 dtype=torch.float16, shard_bytes=80 << 20)
+        return folder, weight_bytes
 
-    tower_only = load_peak_memory(folder, VISION)
-    whole = load_peak_memory(folder, None)
-    grown = {name: (m["peak_kib"] - m["baseline_kib"]) * 1024 for name, m in (("tower", tower_only), ("whole", whole))}
-    assert grown["whole"] > 2 * weight_bytes  # float32 copies of every float16 weight: the measurement sees them
-    assert grown["tower"] < weight_bytes / 4, grown
-    assert (tower_only["tokens"], tower_only["width"]) == (whole["tokens"], whole["width"])
+    big, weight_bytes = folder_with_language_model(
+        "llava-big-language-model", hidden_size=512, intermediate_size=2048, num_hidden_layers=24,
+        num_attention_heads=8, num_key_value_heads=8, head_dim=64)
+    small, small_bytes = folder_with_language_model("llava-tiny-language-model")
+    assert weight_bytes > 200e6 and small_bytes < 20e6
+    assert os.path.isfile(os.path.join(big, "model.safetensors.index.json"))
+
+    def grown(measured):
+        return (measured["peak_kib"] - measured["baseline_kib"]) * 1024
+
+    tower_big, tower_small, whole = (load_peak_memory(big, VISION), load_peak_memory(small, VISION),
+                                     load_peak_memory(big, None))
+    assert grown(whole) > 2 * weight_bytes  # float32 copies of every float16 weight: the measurement sees them
+    extra = grown(tower_big) - grown(tower_small)
+    assert extra < weight_bytes / 10, {"tower, big": grown(tower_big), "tower, small": grown(tower_small)}
+    assert (tower_big["tokens"], tower_big["width"]) == (whole["tokens"], whole["width"])
