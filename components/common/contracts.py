@@ -59,6 +59,16 @@ CAPTIONS_SCHEMA = pa.schema([
     pa.field("mean_logprob", pa.float32(), nullable=False),
 ])
 
+# Opt-in (caption step's ``grounding``, issue #21): each caption's per-patch map, gradient x input
+# after the family's first per-token normalisation (see caption/grounding), on the patch tokens
+# only, row-major over the encoder's patch grid, normalised to sum to 1, in float16. A captions
+# table with maps has this column after the others, and the grid ``[rows, cols]`` in its
+# ``latent_verbalizer`` metadata under CAPTIONS_META_GROUNDING_GRID; readers that do not show maps
+# read it with CAPTIONS_SCHEMA, which leaves the column out.
+GROUNDING_FIELD = pa.field("grounding", pa.list_(pa.float16()), nullable=True)
+CAPTIONS_GROUNDED_SCHEMA = CAPTIONS_SCHEMA.append(GROUNDING_FIELD)
+CAPTIONS_META_GROUNDING_GRID = "grounding_grid"
+
 LABEL_PART = pa.struct([pa.field("text", pa.string()), pa.field("labels", pa.list_(pa.string()))])
 LABELS_SCHEMA = pa.schema([
     pa.field("caption", pa.string(), nullable=False),
