@@ -9,18 +9,31 @@ parse are left out (``n_captions`` counts the captions that were used).
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections import defaultdict
-from typing import Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from ..common.contracts import AGGREGATE_SCHEMA, NOT_AGGREGATED, part_category
+from ..common import storage
+from ..common.contracts import AGGREGATE_SCHEMA, NOT_AGGREGATED, UNKNOWN, caption_hash, part_category
 from .labelset import Part
 from .merge_table import merge_categories
 
 
+def status_in_aggregate(status: str) -> bool:
+    """Whether a caption of this status counts in the shares (none of its flags is in NOT_AGGREGATED)."""
+    return not any(flag in NOT_AGGREGATED for flag in status.split(";"))
+
+
 def counts_in_aggregate(parts: Sequence[Part] | None, status: str) -> bool:
-    return bool(parts) and not any(flag in NOT_AGGREGATED for flag in status.split(";"))
+    return bool(parts) and status_in_aggregate(status)
 
 
 def caption_shares(parts: Sequence[Part], category_of: dict[str, str]) -> dict[str, float]:
@@ -72,3 +85,214 @@ def layer_status_counts(rows: Iterable[tuple[int, Sequence[Part] | None, str]]) 
     for layer, _, status in rows:
         out[layer][status] += 1
     return {layer: dict(sorted(c.items())) for layer, c in sorted(out.items())}
+
+
+# ------------------------------------------------------------------ streamed from the tables
+
+BATCH_ROWS = 65_536          # rows per Parquet batch read
+LABELS_COLUMNS = ("caption", "parts", "status")
+CAPTIONS_COLUMNS = ("layer", "caption")
+
+
+@dataclass
+class AggregateResult:
+    """What ``aggregate_files`` makes: the AGGREGATE_SCHEMA table and the status counts its metadata carries."""
+
+    table: pa.Table
+    layer_status_counts: dict[int, dict[str, int]]   # {layer: {status: caption rows}}
+    status_counts: dict[str, int]                    # {status: distinct captions of the labels tables}
+
+
+@contextmanager
+def _parquet_file(uri: str):
+    """A ``pq.ParquetFile`` of any storage URI, read batch by batch: an S3 object is first copied
+    (streamed) to a local temporary file, as a Parquet reader needs to seek."""
+    if not storage.is_s3(uri):
+        yield pq.ParquetFile(storage.local_path(uri))
+        return
+    with tempfile.NamedTemporaryFile(suffix=".parquet") as tmp:
+        with storage.open_read(uri) as f:
+            shutil.copyfileobj(f, tmp, 8 << 20)
+        tmp.flush()
+        yield pq.ParquetFile(tmp.name)
+
+
+def _batches(uri: str, columns: Sequence[str], what: str) -> Iterator[pa.RecordBatch]:
+    with _parquet_file(uri) as f:
+        missing = [c for c in columns if c not in f.schema_arrow.names]
+        if missing:
+            raise ValueError(f"{uri}: not a {what} table of the data contract, missing columns {missing}")
+        yield from f.iter_batches(batch_size=BATCH_ROWS, columns=list(columns))
+
+
+def caption_keys(captions: pa.Array) -> np.ndarray:
+    """The 64-bit ``caption_hash`` of each caption, as uint64 (each distinct text of the batch hashed once)."""
+    encoded = pc.dictionary_encode(captions)
+    texts = encoded.dictionary.to_pylist()
+    keys = np.fromiter((int(caption_hash(t), 16) for t in texts), dtype=np.uint64, count=len(texts))
+    return keys[encoded.indices.to_numpy(zero_copy_only=False)]
+
+
+class _CategoryCodes:
+    """First labels -> index of their merged category in ``merge_categories(category_of)``, column-wise."""
+
+    def __init__(self, category_of: dict[str, str]):
+        self.categories = merge_categories(category_of)
+        index = {c: i for i, c in enumerate(self.categories)}
+        self.labels = pa.array(list(category_of), pa.string())
+        self.codes = np.array([index[c] for c in category_of.values()] + [index[UNKNOWN]], dtype=np.int64)
+        self.empty = index[part_category([], category_of)]       # a part without labels counts as ""
+
+    def __call__(self, first_labels: pa.Array) -> np.ndarray:
+        where = pc.index_in(first_labels.fill_null(""), value_set=self.labels).fill_null(-1)
+        return self.codes[where.to_numpy(zero_copy_only=False)]  # -1: the last entry, UNKNOWN
+
+    def part_counts(self, parts: pa.Array) -> np.ndarray:
+        """``[rows, categories]``: each caption's parts counted per merged category, by the part's
+        FIRST label (``contracts.part_category``'s rule)."""
+        parent = pc.list_parent_indices(parts).to_numpy(zero_copy_only=False)
+        labels = pc.list_flatten(parts).flatten()[1]                  # each part's labels: list<string>
+        first = pc.list_slice(labels, 0, 1)
+        codes = np.full(len(labels), self.empty, dtype=np.int64)
+        codes[pc.list_parent_indices(first).to_numpy(zero_copy_only=False)] = self(pc.list_flatten(first))
+        counts = np.zeros((len(parts), len(self.categories)), dtype=np.int64)
+        np.add.at(counts, (parent, codes), 1)
+        return counts
+
+
+class LabelLookup:
+    """Every distinct caption of the labels tables as three numpy arrays sorted by its 64-bit
+    ``caption_hash`` (14 bytes a caption, whatever its text): the key, its pattern of category
+    counts (-1: left out of the shares) and its status. Patterns repeat across captions and are
+    kept once each, with the shares the study's method adds for them."""
+
+    def __init__(self, labels_uris: Sequence[str], category_of: dict[str, str]):
+        coder = _CategoryCodes(category_of)
+        pattern_ids: dict[bytes, int] = {}
+        self.statuses: list[str] = []
+        status_ids: dict[str, int] = {}
+        counted_status: list[bool] = []
+        keys, patterns, statuses = [], [], []
+        for uri in labels_uris:
+            for batch in _batches(uri, LABELS_COLUMNS, "labels"):
+                encoded = pc.dictionary_encode(batch.column("status"))
+                for status in encoded.dictionary.to_pylist():
+                    if status not in status_ids:
+                        status_ids[status] = len(self.statuses)
+                        self.statuses.append(status)
+                        counted_status.append(status_in_aggregate(status))
+                local = np.array([status_ids[s] for s in encoded.dictionary.to_pylist()], dtype=np.int16)
+                status = local[encoded.indices.to_numpy(zero_copy_only=False)]
+                counts = coder.part_counts(batch.column("parts"))
+                counted = (counts.sum(axis=1) > 0) & np.asarray(counted_status, bool)[status]
+                pattern = np.full(len(status), -1, dtype=np.int32)
+                if counted.any():
+                    unique, inverse = np.unique(counts[counted], axis=0, return_inverse=True)
+                    ids = np.array([pattern_ids.setdefault(row.tobytes(), len(pattern_ids)) for row in unique], np.int32)
+                    pattern[counted] = ids[inverse.reshape(-1)]
+                keys.append(caption_keys(batch.column("caption")))
+                patterns.append(pattern)
+                statuses.append(status)
+        key = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
+        order = np.argsort(key, kind="stable")
+        del keys
+        key = key[order]
+        first = np.ones(len(key), bool)
+        first[1:] = key[1:] != key[:-1]                     # a caption in two tables: its first row counts
+        self.keys = key[first]
+        self.pattern = np.concatenate(patterns)[order][first] if patterns else np.zeros(0, np.int32)
+        self.status = np.concatenate(statuses)[order][first] if statuses else np.zeros(0, np.int16)
+        self.categories = coder.categories
+        self._set_shares(pattern_ids, len(self.categories))
+
+    def _set_shares(self, pattern_ids: dict[bytes, int], n_categories: int) -> None:
+        """Per pattern, its categories and their shares, ``100.0 * k / n`` as ``caption_shares`` computes them."""
+        cats: list[int] = []
+        shares: list[float] = []
+        self.share_start = np.zeros(len(pattern_ids) + 1, np.int64)
+        for raw, pid in sorted(pattern_ids.items(), key=lambda item: item[1]):
+            counts = np.frombuffer(raw, dtype=np.int64)
+            n = int(counts.sum())
+            for cat in np.flatnonzero(counts):
+                cats.append(int(cat))
+                shares.append(100.0 * int(counts[cat]) / n)
+            self.share_start[pid + 1] = len(cats)
+        self.share_category = np.array(cats, np.int64)
+        self.share_value = np.array(shares, np.float64)
+
+    def find(self, keys: np.ndarray, uri: str, captions: pa.Array) -> np.ndarray:
+        """Index of each key; a caption the labels tables lack is an error naming it and the file."""
+        pos = np.searchsorted(self.keys, keys)
+        found = pos < len(self.keys)
+        found[found] = self.keys[pos[found]] == keys[found]
+        if not found.all():
+            missing = captions[int(np.flatnonzero(~found)[0])].as_py()
+            raise ValueError(f"{uri}: {int((~found).sum())} caption rows have no row in the labels tables (e.g. "
+                             f"{missing!r}): give the labels of every partition, or re-run categorize to label them")
+        return pos
+
+    def status_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.status.astype(np.int64), minlength=len(self.statuses))
+        return dict(sorted((s, int(c)) for s, c in zip(self.statuses, counts) if c))
+
+
+class _LayerSums:
+    """Per layer and category, the sum of the captions' shares, added in caption row order (as
+    ``aggregate`` adds them: the same floats, bit for bit); per layer, the captions counted and
+    the caption rows per status."""
+
+    def __init__(self, n_categories: int, n_statuses: int):
+        self.sums = np.zeros((0, n_categories), np.float64)
+        self.n = np.zeros(0, np.int64)
+        self.status_rows = np.zeros((0, n_statuses), np.int64)
+        self.layers: set[int] = set()
+
+    def _grow(self, layers: np.ndarray) -> None:
+        if len(layers) and layers.min() < 0:
+            raise ValueError(f"layer {int(layers.min())} in a captions table: layers are 0-based block indices")
+        top = int(layers.max()) + 1 if len(layers) else 0
+        if top > len(self.n):
+            extra = top - len(self.n)
+            self.sums = np.vstack([self.sums, np.zeros((extra, self.sums.shape[1]))])
+            self.n = np.concatenate([self.n, np.zeros(extra, np.int64)])
+            self.status_rows = np.vstack([self.status_rows, np.zeros((extra, self.status_rows.shape[1]), np.int64)])
+
+    def add(self, layers: np.ndarray, found: np.ndarray, lookup: LabelLookup) -> None:
+        self._grow(layers)
+        self.layers.update(np.unique(layers).tolist())
+        np.add.at(self.status_rows, (layers, lookup.status[found].astype(np.int64)), 1)
+        pattern = lookup.pattern[found]
+        counted = pattern >= 0
+        layers, pattern = layers[counted], pattern[counted]
+        self.n += np.bincount(layers, minlength=len(self.n))
+        start, stop = lookup.share_start[pattern], lookup.share_start[pattern + 1]
+        lengths = stop - start
+        # every (row, category) share of the batch, rows in order
+        within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        entries = np.repeat(start, lengths) + within
+        np.add.at(self.sums, (np.repeat(layers, lengths), lookup.share_category[entries]), lookup.share_value[entries])
+
+
+def aggregate_files(captions_uris: Sequence[str], labels_uris: Sequence[str], category_of: dict[str, str]) -> AggregateResult:
+    """``aggregate`` streamed from the tables themselves: the captions Parquet files (a row per
+    (image, layer)) and the labels tables (a row per distinct caption; one or several, e.g. one per
+    partition), read batch by batch. Memory: the lookup of the distinct captions (14 bytes each)
+    and one batch, not the rows. The table equals ``aggregate`` of the same rows, bit for bit."""
+    lookup = LabelLookup(labels_uris, category_of)
+    sums = _LayerSums(len(lookup.categories), len(lookup.statuses))
+    for uri in captions_uris:
+        for batch in _batches(uri, CAPTIONS_COLUMNS, "captions"):
+            captions = batch.column("caption")
+            found = lookup.find(caption_keys(captions), uri, captions)
+            sums.add(batch.column("layer").to_numpy(zero_copy_only=False).astype(np.int64), found, lookup)
+    out = {"layer": [], "category": [], "share_percent": [], "n_captions": []}
+    for layer in sorted(sums.layers):
+        n = int(sums.n[layer])
+        for ci, cat in enumerate(lookup.categories):
+            out["layer"].append(layer)
+            out["category"].append(cat)
+            out["share_percent"].append(float(sums.sums[layer, ci]) / n if n else 0.0)
+            out["n_captions"].append(n)
+    layer_status = {layer: {s: int(c) for s, c in sorted(zip(lookup.statuses, sums.status_rows[layer])) if c}
+                    for layer in sorted(sums.layers)}
+    return AggregateResult(pa.table(out).cast(AGGREGATE_SCHEMA), layer_status, lookup.status_counts())
