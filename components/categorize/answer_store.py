@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 
+import numpy as np
 import pyarrow as pa
 
 from ..common import storage
@@ -25,10 +26,36 @@ STORED_ANSWER_SCHEMA = pa.schema([
 ])
 STORE_DIR = "answers"
 FILE_PREFIX = "answers-"
+# What the labels table takes from a stored answer (``load``); the raw answer text, the longest
+# column, stays in the files.
+LOADED_COLUMNS = ("caption_hash", "caption", "parts", "model", "status")
+
+
+class AnsweredCaptions:
+    """The caption hashes of the answer store, as a sorted uint64 array (8 bytes an answer, where
+    a set of strings takes ~100): ``caption_hash(c) in answered`` says whether ``c`` is answered."""
+
+    def __init__(self, hashes: np.ndarray):
+        self.hashes = np.unique(hashes)
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    def __contains__(self, caption_hash: str) -> bool:
+        key = np.uint64(int(caption_hash, 16))
+        i = int(np.searchsorted(self.hashes, key))
+        return i < len(self.hashes) and self.hashes[i] == key
 
 
 def run_key(model: str, dtype: str, labels_fingerprint: str) -> str:
     return hashlib.sha256(f"{model}|{dtype}|{labels_fingerprint}".encode()).hexdigest()[:12]
+
+
+def _hash_column(uri: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(pa.BufferReader(storage.read_bytes(uri)), columns=["caption_hash"])
+    return table.column("caption_hash").to_pylist()
 
 
 class AnswerStore:
@@ -42,13 +69,20 @@ class AnswerStore:
                 if storage.basename(u).startswith(FILE_PREFIX) and u.endswith(".parquet")]
 
     def load(self) -> dict[str, dict]:
-        """caption hash -> row (dict of STORED_ANSWER_SCHEMA columns) of everything answered so far
-        (a caption answered twice, e.g. by a write retried after a lost reply, counts once)."""
+        """caption hash -> row (dict of the LOADED_COLUMNS) of everything answered so far (a caption
+        answered twice, e.g. by a write retried after a lost reply, counts once)."""
         done: dict[str, dict] = {}
         for uri in self.file_uris():
-            for row in read_table(uri, STORED_ANSWER_SCHEMA).to_pylist():
+            table = read_table(uri, STORED_ANSWER_SCHEMA).select(list(LOADED_COLUMNS))
+            for row in table.to_pylist():
                 done.setdefault(row["caption_hash"], row)
         return done
+
+    def answered_hashes(self) -> AnsweredCaptions:
+        """Which captions are answered so far (what a restarted run needs to know), from the hash
+        column alone."""
+        hashes = [np.array([int(h, 16) for h in _hash_column(uri)], np.uint64) for uri in self.file_uris()]
+        return AnsweredCaptions(np.concatenate(hashes) if hashes else np.zeros(0, np.uint64))
 
     def write(self, rows: list[dict], made_by: dict) -> str:
         for row in rows:
