@@ -117,7 +117,9 @@ def _parquet_file(uri: str):
         yield pq.ParquetFile(tmp.name)
 
 
-def _batches(uri: str, columns: Sequence[str], what: str) -> Iterator[pa.RecordBatch]:
+def iter_table_batches(uri: str, columns: Sequence[str], what: str) -> Iterator[pa.RecordBatch]:
+    """The ``columns`` of a Parquet table (any storage URI), ``BATCH_ROWS`` rows at a time; a table
+    without them is an error naming it (``what``: the contract's name for the table)."""
     with _parquet_file(uri) as f:
         missing = [c for c in columns if c not in f.schema_arrow.names]
         if missing:
@@ -174,7 +176,7 @@ class LabelLookup:
         counted_status: list[bool] = []
         keys, patterns, statuses = [], [], []
         for uri in labels_uris:
-            for batch in _batches(uri, LABELS_COLUMNS, "labels"):
+            for batch in iter_table_batches(uri, LABELS_COLUMNS, "labels"):
                 encoded = pc.dictionary_encode(batch.column("status"))
                 for status in encoded.dictionary.to_pylist():
                     if status not in status_ids:
@@ -281,7 +283,7 @@ def aggregate_files(captions_uris: Sequence[str], labels_uris: Sequence[str], ca
     lookup = LabelLookup(labels_uris, category_of)
     sums = _LayerSums(len(lookup.categories), len(lookup.statuses))
     for uri in captions_uris:
-        for batch in _batches(uri, CAPTIONS_COLUMNS, "captions"):
+        for batch in iter_table_batches(uri, CAPTIONS_COLUMNS, "captions"):
             captions = batch.column("caption")
             found = lookup.find(caption_keys(captions), uri, captions)
             sums.add(batch.column("layer").to_numpy(zero_copy_only=False).astype(np.int64), found, lookup)

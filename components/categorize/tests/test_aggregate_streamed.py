@@ -110,3 +110,20 @@ def test_missing_column_is_named(tmp_path):
     captions_uris, labels_uri, _ = _write_tables(str(tmp_path))
     with pytest.raises(ValueError, match=r"labels\.parquet: not a captions table .* missing columns \['layer'\]"):
         aggregate_files([labels_uri], [labels_uri], load_merge_table())
+
+
+def test_merged_labels_table_is_the_partitions_rows_in_order(s3_bucket, monkeypatch):
+    from latent_verbalizer.components.categorize.labels_merge import merge_label_tables
+    from latent_verbalizer.components.common.contracts import table_metadata
+
+    monkeypatch.setattr(agg, "BATCH_ROWS", 64)
+    _, labels_uri, _ = _write_tables(s3_bucket, seed=2)
+    labels = read_table(labels_uri, LABELS_SCHEMA)
+    parts = [storage.join(s3_bucket, f"part-{i}.parquet") for i in range(3)]
+    for i, uri in enumerate(parts):
+        write_table(uri, labels.slice(i * 150, 150), LABELS_SCHEMA, LABELS_FORMAT, LABELS_VERSION, {})
+    out = storage.join(s3_bucket, "merged", "labels.parquet")
+    assert merge_label_tables(parts, out, {"parameters": {"partitions": 3}}) == 400
+    merged = read_table(out, LABELS_SCHEMA)
+    assert merged.equals(labels.select(LABELS_SCHEMA.names).cast(LABELS_SCHEMA))
+    assert table_metadata(merged) == {"format": LABELS_FORMAT, "version": LABELS_VERSION, "parameters": {"partitions": 3}}
