@@ -22,7 +22,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..common import storage
-from ..common.contracts import AGGREGATE_SCHEMA, NOT_AGGREGATED, UNKNOWN, caption_hash, part_category
+from ..common.contracts import AGGREGATE_SCHEMA, NOT_AGGREGATED, UNKNOWN, part_category
+from .answer_store import caption_keys
 from .labelset import Part
 from .merge_table import merge_categories
 
@@ -127,14 +128,6 @@ def iter_table_batches(uri: str, columns: Sequence[str], what: str) -> Iterator[
         yield from f.iter_batches(batch_size=BATCH_ROWS, columns=list(columns))
 
 
-def caption_keys(captions: pa.Array) -> np.ndarray:
-    """The 64-bit ``caption_hash`` of each caption, as uint64 (each distinct text of the batch hashed once)."""
-    encoded = pc.dictionary_encode(captions)
-    texts = encoded.dictionary.to_pylist()
-    keys = np.fromiter((int(caption_hash(t), 16) for t in texts), dtype=np.uint64, count=len(texts))
-    return keys[encoded.indices.to_numpy(zero_copy_only=False)]
-
-
 class _CategoryCodes:
     """First labels -> index of their merged category in ``merge_categories(category_of)``, column-wise."""
 
@@ -157,24 +150,24 @@ class _CategoryCodes:
         first = pc.list_slice(labels, 0, 1)
         codes = np.full(len(labels), self.empty, dtype=np.int64)
         codes[pc.list_parent_indices(first).to_numpy(zero_copy_only=False)] = self(pc.list_flatten(first))
-        counts = np.zeros((len(parts), len(self.categories)), dtype=np.int64)
+        counts = np.zeros((len(parts), len(self.categories)), dtype=np.int16)   # parts per category: < 32,768
         np.add.at(counts, (parent, codes), 1)
         return counts
 
 
 class LabelLookup:
-    """Every distinct caption of the labels tables as three numpy arrays sorted by its 64-bit
-    ``caption_hash`` (14 bytes a caption, whatever its text): the key, its pattern of category
-    counts (-1: left out of the shares) and its status. Patterns repeat across captions and are
-    kept once each, with the shares the study's method adds for them."""
+    """Every distinct caption of the labels tables, in numpy arrays: its 64-bit ``caption_hash``
+    (sorted, with the caption's row), status, part count, and its categories with their part
+    counts (the shares' terms; none for a caption left out of the shares). About 25 bytes a
+    caption, whatever its text."""
 
     def __init__(self, labels_uris: Sequence[str], category_of: dict[str, str]):
         coder = _CategoryCodes(category_of)
-        pattern_ids: dict[bytes, int] = {}
+        self.categories = coder.categories
         self.statuses: list[str] = []
         status_ids: dict[str, int] = {}
         counted_status: list[bool] = []
-        keys, patterns, statuses = [], [], []
+        keys, statuses, n_parts, lengths, cats, counts_of = [], [], [], [], [], []
         for uri in labels_uris:
             for batch in iter_table_batches(uri, LABELS_COLUMNS, "labels"):
                 encoded = pc.dictionary_encode(batch.column("status"))
@@ -186,44 +179,33 @@ class LabelLookup:
                 local = np.array([status_ids[s] for s in encoded.dictionary.to_pylist()], dtype=np.int16)
                 status = local[encoded.indices.to_numpy(zero_copy_only=False)]
                 counts = coder.part_counts(batch.column("parts"))
-                counted = (counts.sum(axis=1) > 0) & np.asarray(counted_status, bool)[status]
-                pattern = np.full(len(status), -1, dtype=np.int32)
-                if counted.any():
-                    unique, inverse = np.unique(counts[counted], axis=0, return_inverse=True)
-                    ids = np.array([pattern_ids.setdefault(row.tobytes(), len(pattern_ids)) for row in unique], np.int32)
-                    pattern[counted] = ids[inverse.reshape(-1)]
+                n = counts.sum(axis=1)
+                counts[~((n > 0) & np.asarray(counted_status, bool)[status])] = 0
+                row, cat = np.nonzero(counts)                          # row by row, categories ascending
                 keys.append(caption_keys(batch.column("caption")))
-                patterns.append(pattern)
                 statuses.append(status)
+                n_parts.append(n.astype(np.int16))
+                lengths.append(np.bincount(row, minlength=len(counts)).astype(np.int32))
+                cats.append(cat.astype(np.int8))
+                counts_of.append(counts[row, cat])
         key = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
-        order = np.argsort(key, kind="stable")
         del keys
+        order = np.argsort(key, kind="stable")
         key = key[order]
         first = np.ones(len(key), bool)
-        first[1:] = key[1:] != key[:-1]                     # a caption in two tables: its first row counts
+        first[1:] = key[1:] != key[:-1]                         # a caption in two tables: its first row counts
         self.keys = key[first]
-        self.pattern = np.concatenate(patterns)[order][first] if patterns else np.zeros(0, np.int32)
-        self.status = np.concatenate(statuses)[order][first] if statuses else np.zeros(0, np.int16)
-        self.categories = coder.categories
-        self._set_shares(pattern_ids, len(self.categories))
+        self.row = order[first].astype(np.int32 if len(order) < 2**31 else np.int64)
+        del key, order, first
+        self.status = np.concatenate(statuses) if statuses else np.zeros(0, np.int16)
+        self.n_parts = np.concatenate(n_parts) if n_parts else np.zeros(0, np.int16)
+        self.start = np.zeros(len(self.status) + 1, np.int64)
+        np.cumsum(np.concatenate(lengths) if lengths else np.zeros(0, np.int64), out=self.start[1:])
+        self.category = np.concatenate(cats) if cats else np.zeros(0, np.int8)
+        self.count = np.concatenate(counts_of) if counts_of else np.zeros(0, np.int16)
 
-    def _set_shares(self, pattern_ids: dict[bytes, int], n_categories: int) -> None:
-        """Per pattern, its categories and their shares, ``100.0 * k / n`` as ``caption_shares`` computes them."""
-        cats: list[int] = []
-        shares: list[float] = []
-        self.share_start = np.zeros(len(pattern_ids) + 1, np.int64)
-        for raw, pid in sorted(pattern_ids.items(), key=lambda item: item[1]):
-            counts = np.frombuffer(raw, dtype=np.int64)
-            n = int(counts.sum())
-            for cat in np.flatnonzero(counts):
-                cats.append(int(cat))
-                shares.append(100.0 * int(counts[cat]) / n)
-            self.share_start[pid + 1] = len(cats)
-        self.share_category = np.array(cats, np.int64)
-        self.share_value = np.array(shares, np.float64)
-
-    def find(self, keys: np.ndarray, uri: str, captions: pa.Array) -> np.ndarray:
-        """Index of each key; a caption the labels tables lack is an error naming it and the file."""
+    def rows_of(self, keys: np.ndarray, uri: str, captions: pa.Array) -> np.ndarray:
+        """The labels row of each key; a caption the labels tables lack is an error naming it and the file."""
         pos = np.searchsorted(self.keys, keys)
         found = pos < len(self.keys)
         found[found] = self.keys[pos[found]] == keys[found]
@@ -231,10 +213,10 @@ class LabelLookup:
             missing = captions[int(np.flatnonzero(~found)[0])].as_py()
             raise ValueError(f"{uri}: {int((~found).sum())} caption rows have no row in the labels tables (e.g. "
                              f"{missing!r}): give the labels of every partition, or re-run categorize to label them")
-        return pos
+        return self.row[pos]
 
     def status_counts(self) -> dict[str, int]:
-        counts = np.bincount(self.status.astype(np.int64), minlength=len(self.statuses))
+        counts = np.bincount(self.status[self.row].astype(np.int64), minlength=len(self.statuses))
         return dict(sorted((s, int(c)) for s, c in zip(self.statuses, counts) if c))
 
 
@@ -259,34 +241,33 @@ class _LayerSums:
             self.n = np.concatenate([self.n, np.zeros(extra, np.int64)])
             self.status_rows = np.vstack([self.status_rows, np.zeros((extra, self.status_rows.shape[1]), np.int64)])
 
-    def add(self, layers: np.ndarray, found: np.ndarray, lookup: LabelLookup) -> None:
+    def add(self, layers: np.ndarray, rows: np.ndarray, lookup: LabelLookup) -> None:
+        """Caption rows at ``layers`` whose answers are the labels rows ``rows``."""
         self._grow(layers)
         self.layers.update(np.unique(layers).tolist())
-        np.add.at(self.status_rows, (layers, lookup.status[found].astype(np.int64)), 1)
-        pattern = lookup.pattern[found]
-        counted = pattern >= 0
-        layers, pattern = layers[counted], pattern[counted]
-        self.n += np.bincount(layers, minlength=len(self.n))
-        start, stop = lookup.share_start[pattern], lookup.share_start[pattern + 1]
-        lengths = stop - start
-        # every (row, category) share of the batch, rows in order
+        np.add.at(self.status_rows, (layers, lookup.status[rows].astype(np.int64)), 1)
+        start = lookup.start[rows]
+        lengths = lookup.start[rows + 1] - start                # 0: left out of the shares
+        self.n += np.bincount(layers[lengths > 0], minlength=len(self.n))
+        # every (row, category) term of the batch, rows in order: 100.0 * k / n, as caption_shares computes it
         within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         entries = np.repeat(start, lengths) + within
-        np.add.at(self.sums, (np.repeat(layers, lengths), lookup.share_category[entries]), lookup.share_value[entries])
+        shares = 100.0 * lookup.count[entries].astype(np.float64) / np.repeat(lookup.n_parts[rows], lengths).astype(np.float64)
+        np.add.at(self.sums, (np.repeat(layers, lengths), lookup.category[entries].astype(np.int64)), shares)
 
 
 def aggregate_files(captions_uris: Sequence[str], labels_uris: Sequence[str], category_of: dict[str, str]) -> AggregateResult:
     """``aggregate`` streamed from the tables themselves: the captions Parquet files (a row per
     (image, layer)) and the labels tables (a row per distinct caption; one or several, e.g. one per
-    partition), read batch by batch. Memory: the lookup of the distinct captions (14 bytes each)
-    and one batch, not the rows. The table equals ``aggregate`` of the same rows, bit for bit."""
+    partition), read batch by batch. Memory: the lookup of the distinct captions (``LabelLookup``,
+    ~25 bytes each) and one batch, not the rows. The table equals ``aggregate`` of the same rows, bit for bit."""
     lookup = LabelLookup(labels_uris, category_of)
     sums = _LayerSums(len(lookup.categories), len(lookup.statuses))
     for uri in captions_uris:
         for batch in iter_table_batches(uri, CAPTIONS_COLUMNS, "captions"):
             captions = batch.column("caption")
-            found = lookup.find(caption_keys(captions), uri, captions)
-            sums.add(batch.column("layer").to_numpy(zero_copy_only=False).astype(np.int64), found, lookup)
+            rows = lookup.rows_of(caption_keys(captions), uri, captions)
+            sums.add(batch.column("layer").to_numpy(zero_copy_only=False).astype(np.int64), rows, lookup)
     out = {"layer": [], "category": [], "share_percent": [], "n_captions": []}
     for layer in sorted(sums.layers):
         n = int(sums.n[layer])

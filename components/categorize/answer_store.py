@@ -11,6 +11,7 @@ import uuid
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..common import storage
 from ..common.contracts import LABEL_PART, LABELS_FORMAT, LABELS_VERSION, caption_hash, read_table, write_table
@@ -31,15 +32,36 @@ FILE_PREFIX = "answers-"
 LOADED_COLUMNS = ("caption_hash", "caption", "parts", "model", "status")
 
 
+def caption_keys(captions: pa.Array) -> np.ndarray:
+    """The 64-bit ``caption_hash`` of each caption, as uint64 (each distinct text of the batch hashed once)."""
+    encoded = pc.dictionary_encode(captions)
+    texts = encoded.dictionary.to_pylist()
+    sha256 = hashlib.sha256          # int(caption_hash(t), 16), without the hex text in between
+    keys = np.fromiter((int.from_bytes(sha256(t.encode("utf-8")).digest()[:8], "big") for t in texts),
+                       dtype=np.uint64, count=len(texts))
+    return keys[encoded.indices.to_numpy(zero_copy_only=False)]
+
+
 class AnsweredCaptions:
     """The caption hashes of the answer store, as a sorted uint64 array (8 bytes an answer, where
-    a set of strings takes ~100): ``caption_hash(c) in answered`` says whether ``c`` is answered."""
+    a set of strings takes ~100): ``missing(captions)`` are those still to label, and
+    ``caption_hash(c) in answered`` says whether ``c`` is answered."""
 
     def __init__(self, hashes: np.ndarray):
-        self.hashes = np.unique(hashes)
+        hashes = np.sort(hashes)
+        self.hashes = hashes[np.concatenate([[True], hashes[1:] != hashes[:-1]])] if len(hashes) else hashes
 
     def __len__(self) -> int:
         return len(self.hashes)
+
+    def missing(self, captions: list[str]) -> list[str]:
+        """The captions not answered yet, in their order."""
+        if not captions:
+            return []
+        keys = caption_keys(pa.array(captions, pa.string()))
+        pos = np.minimum(np.searchsorted(self.hashes, keys), max(len(self.hashes) - 1, 0))
+        answered = self.hashes[pos] == keys if len(self.hashes) else np.zeros(len(keys), bool)
+        return [c for c, done in zip(captions, answered.tolist()) if not done]
 
     def __contains__(self, caption_hash: str) -> bool:
         key = np.uint64(int(caption_hash, 16))

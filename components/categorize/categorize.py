@@ -125,8 +125,7 @@ def _todo_of_launch(store: AnswerStore, uniques: list[str], cpu: bool) -> list[s
 
     uri = storage.join(store.dir, TODO_NAME)
     if _launched_rank() == 0:
-        done = store.answered_hashes()
-        storage.write_json(uri, {"captions": [c for c in uniques if caption_hash(c) not in done]})
+        storage.write_json(uri, {"captions": store.answered_hashes().missing(uniques)})
     PartialState(cpu=cpu).wait_for_everyone()
     return storage.read_json(uri)["captions"]
 
@@ -171,8 +170,7 @@ def model_answers(rows: list[CaptionRow], uniques: list[str], out_uri: str, mode
     if launched:
         todo = _todo_of_launch(store, uniques, cpu=n_gpus == 0)
     else:
-        answered = store.answered_hashes()
-        todo = [c for c in uniques if caption_hash(c) not in answered]
+        todo = store.answered_hashes().missing(uniques)
     summary.update(mode="generate", resumed=len(uniques) - len(todo), to_label=len(todo), run_key=key)
     log.info("%d captions, %d distinct (%.1f%% saved by dedup), %d already labelled, %d to label",
              len(rows), len(uniques), summary["dedup_saving_percent"], summary["resumed"], len(todo))

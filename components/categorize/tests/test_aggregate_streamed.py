@@ -11,6 +11,7 @@ import pytest
 
 from latent_verbalizer.components.categorize import aggregate as agg
 from latent_verbalizer.components.categorize.aggregate import aggregate, aggregate_files, layer_status_counts
+from latent_verbalizer.components.categorize.answer_store import caption_keys
 from latent_verbalizer.components.categorize.labelset import Part
 from latent_verbalizer.components.categorize.merge_table import load_merge_table
 from latent_verbalizer.components.common import storage
@@ -21,6 +22,7 @@ from latent_verbalizer.components.common.contracts import (
     LABELS_FORMAT,
     LABELS_SCHEMA,
     LABELS_VERSION,
+    caption_hash,
     read_table,
     write_table,
 )
@@ -96,6 +98,11 @@ def test_streamed_aggregate_reads_s3_and_several_labels_tables(s3_bucket, tmp_pa
             pq.write_table(labels.slice(i * 150, 150), f)
     streamed = aggregate_files(captions_uris, parts, merge)
     assert streamed.table.equals(aggregate(per_row, merge))
+
+
+def test_caption_keys_are_the_caption_hash():
+    captions = ["a dog", "a dog", "", "une fenêtre ouverte", "a red car on the street 12345"]
+    assert caption_keys(pa.array(captions)).tolist() == [int(caption_hash(c), 16) for c in captions]
 
 
 def test_caption_without_label_is_named(tmp_path):

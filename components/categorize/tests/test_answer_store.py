@@ -22,7 +22,9 @@ def test_answered_hashes_of_several_writers(tmp_path):
     assert len(answered) == 250
     assert [caption_hash(c) in answered for c in captions] == [True] * 250 + [False] * 50
     assert caption_hash("never written") not in answered
-    assert len(AnswerStore(str(tmp_path), "other-key").answered_hashes()) == 0
+    assert answered.missing(captions[::-1] + ["never written"]) == captions[250:][::-1] + ["never written"]
+    nothing = AnswerStore(str(tmp_path), "other-key").answered_hashes()
+    assert len(nothing) == 0 and nothing.missing(captions[:3]) == captions[:3] and nothing.missing([]) == []
 
 
 def test_load_keeps_the_raw_answers_in_the_files(tmp_path):
