@@ -54,14 +54,17 @@ class AnsweredCaptions:
     def __len__(self) -> int:
         return len(self.hashes)
 
-    def missing(self, captions: list[str]) -> list[str]:
-        """The captions not answered yet, in their order."""
-        if not captions:
-            return []
-        keys = caption_keys(pa.array(captions, pa.string()))
-        pos = np.minimum(np.searchsorted(self.hashes, keys), max(len(self.hashes) - 1, 0))
-        answered = self.hashes[pos] == keys if len(self.hashes) else np.zeros(len(keys), bool)
-        return [c for c, done in zip(captions, answered.tolist()) if not done]
+    def missing(self, captions: list[str], chunk: int = 65_536) -> list[str]:
+        """The captions not answered yet, in their order (looked up ``chunk`` at a time, so no copy
+        of all the captions is made)."""
+        out: list[str] = []
+        for start in range(0, len(captions), chunk):
+            part = captions[start:start + chunk]
+            keys = caption_keys(pa.array(part, pa.string()))
+            pos = np.minimum(np.searchsorted(self.hashes, keys), max(len(self.hashes) - 1, 0))
+            answered = self.hashes[pos] == keys if len(self.hashes) else np.zeros(len(keys), bool)
+            out += [c for c, done in zip(part, answered.tolist()) if not done]
+        return out
 
     def __contains__(self, caption_hash: str) -> bool:
         key = np.uint64(int(caption_hash, 16))

@@ -23,6 +23,7 @@ def test_answered_hashes_of_several_writers(tmp_path):
     assert [caption_hash(c) in answered for c in captions] == [True] * 250 + [False] * 50
     assert caption_hash("never written") not in answered
     assert answered.missing(captions[::-1] + ["never written"]) == captions[250:][::-1] + ["never written"]
+    assert answered.missing(captions + ["never written"], chunk=7) == captions[250:] + ["never written"]
     nothing = AnswerStore(str(tmp_path), "other-key").answered_hashes()
     assert len(nothing) == 0 and nothing.missing(captions[:3]) == captions[:3] and nothing.missing([]) == []
 
