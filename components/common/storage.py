@@ -142,15 +142,19 @@ def expand_pattern(pattern: str) -> list[str]:
 
 
 def _s3_keys_named(names: list[str]) -> dict[str, bool]:
-    """For the S3 names among a brace pattern's expansion (without globs): whether each exists, from
-    one listing of their common prefix per bucket, instead of a HEAD request per name (10,000
-    shards: 10 listing pages instead of 10,000 requests)."""
-    by_bucket: dict[str, list[str]] = {}
+    """For the S3 names among a brace pattern's expansion (without globs) that share a folder with
+    others: whether each exists, from one listing of their common prefix per folder, instead of a
+    HEAD request per name (10,000 shards: 10 listing pages instead of 10,000 requests). A name alone
+    in its folder is left to a HEAD request (listing a whole bucket for it could cost more)."""
+    by_folder: dict[tuple[str, str], list[str]] = {}
     for name in names:
         if is_s3(name) and not any(ch in name for ch in "*?["):
-            by_bucket.setdefault(parse_s3(name).bucket, []).append(name)
+            loc = parse_s3(name)
+            by_folder.setdefault((loc.bucket, loc.key.rpartition("/")[0]), []).append(name)
     out: dict[str, bool] = {}
-    for bucket, named in by_bucket.items():
+    for (bucket, _), named in by_folder.items():
+        if len(named) < 2:
+            continue
         keys = [parse_s3(n).key for n in named]
         listed = set(_s3_list_keys(bucket, os.path.commonprefix(keys)))
         out.update((n, k in listed) for n, k in zip(named, keys))

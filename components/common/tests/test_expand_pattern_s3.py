@@ -47,3 +47,7 @@ def test_one_name_and_globs_as_before(s3_bucket):
     assert storage.expand_pattern(f"{s3_bucket}/in/a-000.tar") == [f"{s3_bucket}/in/a-000.tar"]
     assert storage.expand_pattern(f"{s3_bucket}/in/{{a,b}}-*.tar") == [f"{s3_bucket}/in/a-000.tar", f"{s3_bucket}/in/b-000.tar"]
     assert storage.expand_pattern(f"{s3_bucket}/in/{{a,c}}-000.tar") == [f"{s3_bucket}/in/a-000.tar"]
+    # names alone in their folders: a HEAD each, not a listing of the bucket
+    with s3_calls() as calls:
+        found = storage.expand_pattern(f"{s3_bucket}/{{in,out}}/a-000.tar")
+    assert found == [f"{s3_bucket}/in/a-000.tar"] and calls == Counter({"HeadObject": 2})
