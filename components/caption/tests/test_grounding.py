@@ -127,3 +127,84 @@ def test_handoff_halves_make_the_decoder_input(loaded, blocks):
             assert torch.equal(handoff.rest(handoff.normalise(h)).to(decoder.dtype), decoder.image_embeddings(h))
     rows, cols = handoff.grid
     assert blocks[0].shape[1] == rows * cols + 1  # every tiny encoder here has one CLS token, first
+
+
+def test_caption_step_writes_the_maps_and_their_grid(tmp_path):
+    """``grounding``: the captions table gets the float16 map of every row and the grid in its
+    metadata; each map is the reference's of that row's features and caption."""
+    from latent_verbalizer.components.caption.caption import CaptionSettings, run_caption
+    from latent_verbalizer.components.common.contracts import (
+        CAPTIONS_GROUNDED_SCHEMA,
+        CAPTIONS_META_GROUNDING_GRID,
+        CAPTIONS_SCHEMA,
+        read_table,
+        table_metadata,
+    )
+    from latent_verbalizer.components.common.features import iter_feature_chunks
+    from latent_verbalizer.components.extract.extract import ExtractSettings, run_extract
+    from tests.images import jpeg_shard
+
+    jpeg_shard(str(tmp_path / "g-000000.tar"), 3)
+    run_extract([str(tmp_path / "g-000000.tar")], str(tmp_path / "f"),
+                ExtractSettings(model="tiny-random-blip", device="cpu", layers="0,3", dtype="float32"))
+    (manifest,) = run_caption(str(tmp_path / "f"), str(tmp_path / "c"),
+                              CaptionSettings(device="cpu", batch_size=4, grounding=True))  # batches cross layers
+    assert manifest["parameters"]["grounding"] is True
+    table = read_table(str(tmp_path / "c" / "g-000000" / "captions.parquet"), CAPTIONS_GROUNDED_SCHEMA)
+    assert table.schema.field("grounding").type == CAPTIONS_GROUNDED_SCHEMA.field("grounding").type
+    assert table_metadata(table)[CAPTIONS_META_GROUNDING_GRID] == [4, 4]
+    rows = table.to_pylist()
+    assert len(rows) == 6
+
+    loaded = load_model("tiny-random-blip")
+    start = make_decoder(loaded).settings.sot_token_id
+    (chunk,) = list(iter_feature_chunks(str(tmp_path / "f" / "g-000000"), [0, 3]))
+    for row in rows:
+        i = chunk.image_keys.index(row["image_key"])
+        expected = reference_map(loaded, start, chunk.layers[row["layer"]][i:i + 1].float(), row["token_ids"])
+        got = torch.tensor(row["grounding"], dtype=torch.float32)
+        assert got.shape == (16,) and abs(float(got.sum()) - 1) < 1e-2
+        assert float((got - expected).abs().max()) < 1e-3  # float16 storage
+
+    # without the option the table is as before: no column, no grid
+    (plain,) = run_caption(str(tmp_path / "f"), str(tmp_path / "c2"), CaptionSettings(device="cpu"))
+    assert "grounding" not in plain["parameters"]
+    table = read_table(str(tmp_path / "c2" / "g-000000" / "captions.parquet"))
+    assert table.schema.names == CAPTIONS_SCHEMA.names
+    assert CAPTIONS_META_GROUNDING_GRID not in table_metadata(table)
+
+
+def test_interpret_json_and_pngs_carry_the_maps(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    image = skimage_photo_paths()[0]
+    command = [sys.executable, "-m", "latent_verbalizer.pipeline.cli", "interpret", image, "--model", "tiny-random",
+               "--layers", "0,5", "--device", "cpu", "--grounding"]
+    out = subprocess.run(command + ["--json"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [line["layer"] for line in lines] == [0, 5]
+    for line in lines:
+        assert line["grounding"]["grid"] == [8, 8] and len(line["grounding"]["weights"]) == 64
+        assert abs(sum(line["grounding"]["weights"]) - 1) < 1e-5
+
+    # the same maps as the reference's, from the same image's block outputs
+    from PIL import Image
+
+    loaded = load_model("tiny-random")
+    pixels = loaded.preprocess(Image.open(image).convert("RGB"))[None]
+    for line, block in zip(lines, loaded.vision_block_outputs(pixels, [0, 5])):
+        expected = reference_map(loaded, SOT_TOKEN_ID, block, line["token_ids"])
+        assert float((torch.tensor(line["grounding"]["weights"]) - expected).abs().max()) < TOLERANCE
+
+    pictures = subprocess.run(command + ["--grounding-dir", str(tmp_path / "maps")], capture_output=True, text=True,
+                              timeout=300, cwd=tmp_path)
+    assert pictures.returncode == 0, pictures.stderr
+    name = os.path.splitext(os.path.basename(image))[0]
+    assert sorted(os.listdir(tmp_path / "maps")) == [f"{name}.layer0.png", f"{name}.layer5.png"]
+    with Image.open(tmp_path / "maps" / f"{name}.layer5.png") as png:
+        assert png.format == "PNG" and min(png.size) > 200
+    assert "grounding maps: 2 PNGs" in pictures.stdout
