@@ -46,7 +46,7 @@ from ..common.shard_failures import OutputRefusedError
 from ..common.write_lease import WriteLease
 from .decoders import make_decoder
 from .greedy import DecodedCaptions, GreedySettings
-from .grounding import Grounder
+from .grounding import Grounder, auto_grounding_batch
 
 log = logging.getLogger(__name__)
 
@@ -226,8 +226,8 @@ def _write_captions(features_dir: str, features, shard_out: str, manifest_uri: s
                 if batcher is None:
                     size = auto_decode_batch(decoder, embs.shape[1], device) if batch == "auto" else int(batch)
                     log.info("%s: layers %s, decode batch %d, precision %s", name, layers, size, made_by["precision"])
-                    if grounder is not None:
-                        grounder.backoff.batch_size = size  # a backward pass per decode batch while it fits
+                    if grounder is not None:  # a backward pass per decode batch where it fits
+                        grounder.backoff.batch_size = auto_grounding_batch(decoder, embs.shape[1], device, size)
                     batcher = CaptionBatcher(decoder, loaded, size, progress, grounder)
                 batcher.add(chunk.image_keys, layer, embs, name)
         if batcher is not None:

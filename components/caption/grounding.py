@@ -64,6 +64,23 @@ def grounding_maps(decoder, handoff, x: torch.Tensor, token_ids: list[list[int]]
                        torch.full_like(scores, 1.0 / scores.shape[-1]))
 
 
+def vocabulary_size(decoder) -> int:
+    projection = getattr(decoder, "text_projection", None)  # CoCa's cached decoder
+    return projection.shape[1] if projection is not None else decoder.text_config().vocab_size
+
+
+def auto_grounding_batch(decoder, n_image_tokens: int, device: str, decode_batch: int) -> int:
+    """Rows per backward pass: at most the decode batch, and on a GPU what half its free memory holds
+    by an estimate (every position's float32 logits three times -- logits, softmax, their gradient --
+    and three times the decoder's per-row cache, for the activations a backward keeps). An
+    estimate only: the out-of-memory backoff halves it further where it is too large."""
+    if not device.startswith("cuda"):
+        return decode_batch
+    per_row = 3 * 4 * decoder.settings.seq_len * vocabulary_size(decoder) + 3 * decoder.bytes_per_row(n_image_tokens)
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return int(max(1, min(decode_batch, free * 0.5 // per_row)))
+
+
 class Grounder:
     """Grounding maps for one cached decoder's captions, in batches that ``backoff`` halves on
     out-of-memory (a backward pass holds every layer's activations of every caption position).
