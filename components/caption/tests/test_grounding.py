@@ -57,9 +57,7 @@ def reference_logits(loaded, x: torch.Tensor, layer_output: torch.Tensor, captio
     if loaded.family == BLIP:
         return model.text_decoder(input_ids=ids, encoder_hidden_states=x, use_cache=False).logits[0]
     if loaded.family == LLAVA:
-        from latent_verbalizer.components.caption.hf_decoders import PromptDecoder
-
-        prompt = PromptDecoder(loaded).prompt_ids  # the processor's prompt, image placeholder expanded
+        prompt = loaded.prompt_ids()  # the processor's prompt, image placeholder expanded
         features = model.model.multi_modal_projector(x[:, 1:])  # the "default" strategy drops CLS
         full = torch.tensor([prompt[:-1] + caption_input])
         embeds = model.get_input_embeddings()(full)
@@ -174,18 +172,17 @@ def test_caption_step_writes_the_maps_and_their_grid(tmp_path):
     assert CAPTIONS_META_GROUNDING_GRID not in table_metadata(table)
 
 
-def test_interpret_json_and_pngs_carry_the_maps(tmp_path):
+def test_interpret_json_and_pngs_carry_the_maps(tmp_path, capsys):
     import json
     import os
-    import subprocess
-    import sys
+
+    from latent_verbalizer.pipeline.cli import main
 
     image = skimage_photo_paths()[0]
-    command = [sys.executable, "-m", "latent_verbalizer.pipeline.cli", "interpret", image, "--model", "tiny-random",
-               "--layers", "0,5", "--device", "cpu", "--grounding"]
-    out = subprocess.run(command + ["--json"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    command = ["interpret", image, "--model", "tiny-random", "--layers", "0,5", "--device", "cpu", "--grounding"]
+    assert main(command + ["--json"]) == 0
+    out = capsys.readouterr().out
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert [line["layer"] for line in lines] == [0, 5]
     for line in lines:
         assert line["grounding"]["grid"] == [8, 8] and len(line["grounding"]["weights"]) == 64
@@ -200,14 +197,12 @@ def test_interpret_json_and_pngs_carry_the_maps(tmp_path):
         expected = reference_map(loaded, SOT_TOKEN_ID, block, line["token_ids"])
         assert float((torch.tensor(line["grounding"]["weights"]) - expected).abs().max()) < TOLERANCE
 
-    pictures = subprocess.run(command + ["--grounding-dir", str(tmp_path / "maps")], capture_output=True, text=True,
-                              timeout=300, cwd=tmp_path)
-    assert pictures.returncode == 0, pictures.stderr
+    assert main(command + ["--grounding-dir", str(tmp_path / "maps")]) == 0
     name = os.path.splitext(os.path.basename(image))[0]
     assert sorted(os.listdir(tmp_path / "maps")) == [f"{name}.layer0.png", f"{name}.layer5.png"]
     with Image.open(tmp_path / "maps" / f"{name}.layer5.png") as png:
         assert png.format == "PNG" and min(png.size) > 200
-    assert "grounding maps: 2 PNGs" in pictures.stdout
+    assert "grounding maps: 2 PNGs" in capsys.readouterr().out
 
 
 def test_bfloat16_decoding_gives_maps_near_the_float32_ones():
