@@ -8,7 +8,6 @@ import sys
 from ..common.precision import dtype_argument
 from ..common.random_weights import random_weights_warning
 
-
 GROUNDING_HELP = ("also each caption's grounding map: where in the image it looks, one weight per image patch "
                   "(gradient x input after the first normalisation of the decoder's input; costs a backward pass)")
 
