@@ -6,6 +6,10 @@ layer) pairs of many images and all layers are decoded together in large batches
 the cached decoder. Per shard: ``<out>/<shard>/captions.parquet`` (the captions
 contract) and ``<out>/<shard>/manifest.json``, written last; a shard whose manifest
 exists with the same parameters is skipped on a re-run.
+
+With ``grounding`` (opt-in), each caption's grounding map (``grounding.py``) is computed in the
+same pass, batch by batch right after the batch is decoded, and the table gets the
+``grounding`` column (``CAPTIONS_GROUNDED_SCHEMA``) and the patch grid in its metadata.
 """
 
 from __future__ import annotations
@@ -13,14 +17,18 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import pyarrow as pa
 import torch
 
 from ..common import storage
 from ..common.contracts import (
     CAPTIONS_FORMAT,
+    CAPTIONS_GROUNDED_SCHEMA,
+    CAPTIONS_META_GROUNDING_GRID,
     CAPTIONS_SCHEMA,
     CAPTIONS_VERSION,
+    GROUNDING_FIELD,
     MANIFEST_NAME,
     fingerprint,
     provenance,
@@ -38,10 +46,12 @@ from ..common.shard_failures import OutputRefusedError
 from ..common.write_lease import WriteLease
 from .decoders import make_decoder
 from .greedy import DecodedCaptions, GreedySettings
+from .grounding import Grounder, auto_grounding_batch
 
 log = logging.getLogger(__name__)
 
 CAPTIONS_NAME = "captions.parquet"
+GROUNDING_COLUMN = GROUNDING_FIELD.name
 CPU_BATCH = 64
 MAX_BATCH = 4096
 EMBED_WHOLE_CHUNK = 1 << 30      # the embedding pass starts with a chunk's images at once
@@ -59,6 +69,7 @@ class CaptionSettings:
     model: str | None = None          # default: the model that made the features
     pretrained: str | None = None
     run_id: str = ""                  # named in the shard folder's write lease (pipeline run id; empty: a CLI run)
+    grounding: bool = False           # also each caption's grounding map (caption.grounding), a column of the table
 
 
 def parse_precision(precision: str) -> str:
@@ -66,12 +77,15 @@ def parse_precision(precision: str) -> str:
     return parse_dtype(precision, PRECISIONS, what="--precision")
 
 
-def chunk_embeddings(decoder, block_tokens: torch.Tensor, device: str, backoff: OutOfMemoryBackoff) -> torch.Tensor:
+def chunk_embeddings(decoder, block_tokens: torch.Tensor, device: str, backoff: OutOfMemoryBackoff,
+                     grounder: Grounder | None = None) -> torch.Tensor:
     """The decoder's image embeddings of one chunk's layer tokens ``[n, tokens, width]``, moved
     to ``device`` and embedded in batches that ``backoff`` halves on out-of-memory (the whole
-    chunk at once while it fits)."""
+    chunk at once while it fits). With a ``grounder``: the tokens after the first per-token
+    normalisation (``X_k``), which it turns into the embeddings when the rows are decoded."""
     def embed(start: int, n: int) -> torch.Tensor:
-        return decoder.image_embeddings(block_tokens[start:start + n].to(device))
+        block = block_tokens[start:start + n].to(device)
+        return grounder.normalised_tokens(block) if grounder is not None else decoder.image_embeddings(block)
 
     return torch.cat([embs for _, _, embs in backoff_batches(len(block_tokens), backoff, embed)])
 
@@ -88,8 +102,9 @@ def auto_decode_batch(decoder, n_image_tokens: int, device: str) -> int:
 class CaptionBatcher:
     """Collects (image, layer) rows and decodes them in batches of ``batch_size``."""
 
-    def __init__(self, decoder, loaded: VisionLanguageModel, batch_size: int, progress: Progress):
-        self.decoder, self.loaded, self.progress = decoder, loaded, progress
+    def __init__(self, decoder, loaded: VisionLanguageModel, batch_size: int, progress: Progress,
+                 grounder: Grounder | None = None):
+        self.decoder, self.loaded, self.progress, self.grounder = decoder, loaded, progress, grounder
         self.backoff = OutOfMemoryBackoff(batch_size, "caption", advice="decode on a GPU with more free memory")
         self.pending: list[tuple[list[str], int, torch.Tensor]] = []  # (image keys, layer, embeddings)
         self.n_pending = 0
@@ -125,7 +140,8 @@ class CaptionBatcher:
     def _generate(self, embs: torch.Tensor) -> list[DecodedCaptions]:
         """Decode; on out-of-memory halve the batch (for the rest of the shard too) and go on."""
         def decode(start: int, n: int) -> DecodedCaptions:
-            return self.decoder.generate(embs[start:start + n])
+            rows = embs[start:start + n]
+            return self.decoder.generate(self.grounder.decoder_inputs(rows) if self.grounder is not None else rows)
 
         return [decoded for _, _, decoded in backoff_batches(len(embs), self.backoff, decode)]
 
@@ -134,12 +150,14 @@ class CaptionBatcher:
         parts = self._generate(embs)
         out = DecodedCaptions(*(sum((getattr(p, f) for p in parts), []) for f in
                                 ("token_ids", "stop", "entropy_bits", "mean_logprob")))
+        maps = self.grounder.maps(embs, out.token_ids).to(torch.float16).numpy() if self.grounder is not None else None
         for i, key in enumerate(keys):
             ids = out.token_ids[i]
             self.rows.append({
                 "image_key": key, "shard": self.shard, "layer": layers[i],
                 "caption": self.loaded.caption_text(ids), "token_ids": ids, "n_tokens": len(ids),
                 "stop": out.stop[i], "entropy_bits": out.entropy_bits[i], "mean_logprob": out.mean_logprob[i],
+                **({"grounding": maps[i]} if maps is not None else {}),
             })
         self.progress.update(len(keys))
 
@@ -197,27 +215,32 @@ def _write_captions(features_dir: str, features, shard_out: str, manifest_uri: s
     batch = settings.batch_size
     progress = Progress(f"caption {name}", "captions", total=features.image_count * len(layers))
     batcher = None
+    grounder = Grounder(decoder) if settings.grounding else None
     # the embedding pass (attentional pooler or projector) over a chunk: as many images as fit
     embedding_backoff = OutOfMemoryBackoff(EMBED_WHOLE_CHUNK, "caption (image embeddings)",
                                            advice="decode on a GPU with more free memory")
     with progress:
         for chunk in iter_feature_chunks(features_dir, layers):
             for layer in layers:
-                embs = chunk_embeddings(decoder, chunk.layers[layer], device, embedding_backoff)
+                embs = chunk_embeddings(decoder, chunk.layers[layer], device, embedding_backoff, grounder)
                 if batcher is None:
                     size = auto_decode_batch(decoder, embs.shape[1], device) if batch == "auto" else int(batch)
                     log.info("%s: layers %s, decode batch %d, precision %s", name, layers, size, made_by["precision"])
-                    batcher = CaptionBatcher(decoder, loaded, size, progress)
+                    if grounder is not None:  # a backward pass per decode batch where it fits
+                        grounder.backoff.batch_size = auto_grounding_batch(decoder, embs.shape[1], device, size)
+                    batcher = CaptionBatcher(decoder, loaded, size, progress, grounder)
                 batcher.add(chunk.image_keys, layer, embs, name)
         if batcher is not None:
             batcher.flush()
     rows = batcher.rows if batcher else []
     order = {k: i for i, k in enumerate(dict.fromkeys(r["image_key"] for r in rows))}
     rows.sort(key=lambda r: (order[r["image_key"]], r["layer"]))
-    table = pa.Table.from_pylist(rows, schema=CAPTIONS_SCHEMA)
+    schema, made = CAPTIONS_SCHEMA, provenance(**params)
+    if grounder is not None:
+        schema, made[CAPTIONS_META_GROUNDING_GRID] = CAPTIONS_GROUNDED_SCHEMA, list(grounder.grid)
+    table = captions_table(rows, schema)
     lease.ensure_held()
-    write_table(storage.join(shard_out, CAPTIONS_NAME), table, CAPTIONS_SCHEMA, CAPTIONS_FORMAT, CAPTIONS_VERSION,
-                provenance(**params))
+    write_table(storage.join(shard_out, CAPTIONS_NAME), table, schema, CAPTIONS_FORMAT, CAPTIONS_VERSION, made)
     manifest = {
         "format": CAPTIONS_FORMAT, "version": CAPTIONS_VERSION, "shard": features.shard,
         "features": features_dir, "captions": CAPTIONS_NAME, "rows": len(rows),
@@ -228,6 +251,18 @@ def _write_captions(features_dir: str, features, shard_out: str, manifest_uri: s
     lease.ensure_held()
     storage.write_json(manifest_uri, manifest)
     return manifest
+
+
+def captions_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """The rows as a table of ``schema``; grounding maps (float16 arrays) go in as one flat buffer."""
+    if GROUNDING_COLUMN not in schema.names:
+        return pa.Table.from_pylist(rows, schema=schema)
+    maps = [r.pop(GROUNDING_COLUMN) for r in rows]
+    table = pa.Table.from_pylist(rows, schema=CAPTIONS_SCHEMA)
+    offsets = np.cumsum([0] + [len(m) for m in maps], dtype=np.int32)
+    flat = np.concatenate(maps) if maps else np.zeros(0, dtype=np.float16)
+    column = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=pa.float16()))
+    return table.append_column(schema.field(GROUNDING_COLUMN), column)
 
 
 def check_same_model(loaded: VisionLanguageModel, features, features_uri: str) -> None:
@@ -304,4 +339,6 @@ def run_caption(features_uri: str, out_uri: str, settings: CaptionSettings) -> l
                **decoder_end_and_rules(decoder)}
     if precision == "float32":  # the exact path: float32 computed as float32, also on Ampere and newer GPUs
         made_by["tf32"] = exact_float32_math()["tf32"]
+    if settings.grounding:  # named only when on: captions made before the option keep matching their manifests
+        made_by["grounding"] = True
     return [caption_shard(d, out_uri, decoder, loaded, settings, device, made_by) for d in shard_dirs]

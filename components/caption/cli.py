@@ -8,6 +8,9 @@ import sys
 from ..common.precision import dtype_argument
 from ..common.random_weights import random_weights_warning
 
+GROUNDING_HELP = ("also each caption's grounding map: where in the image it looks, one weight per image patch "
+                  "(gradient x input after the first normalisation of the decoder's input; costs a backward pass)")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ..common.model_families import MODEL_HELP, PRETRAINED_HELP, STUDY_MODEL
@@ -21,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_decode_arguments(c)
     c.add_argument("--batch-size", default="auto", help="(image, layer) rows decoded together, or 'auto' (from free GPU memory)")
     c.add_argument("--pretrained", default=None, help="the features' model weights at another location (local path, s3://)")
+    c.add_argument("--grounding", action="store_true", help=GROUNDING_HELP + "; written as the table's 'grounding' column")
     c.set_defaults(func=_caption)
 
     i = sub.add_parser("interpret", help="print every layer's caption of a few images (no pipeline, no S3)",
@@ -31,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--layers", default="all", help="'all' or block indices")
     add_decode_arguments(i)
     i.add_argument("--json", action="store_true", help="one JSON object per line per (image, layer)")
+    i.add_argument("--grounding", action="store_true",
+                   help=GROUNDING_HELP + "; with --json in each line, else one PNG per (image, layer) in --grounding-dir")
+    i.add_argument("--grounding-dir", default="grounding", help="folder for the grounding PNGs (default: ./grounding)")
     i.set_defaults(func=_interpret)
 
 
@@ -48,7 +55,7 @@ def _caption(args) -> int:
 
     settings = CaptionSettings(layers=args.layers, precision=args.precision, batch_size=args.batch_size,
                                seq_len=args.seq_len, min_seq_len=args.min_seq_len, device=args.device,
-                               pretrained=args.pretrained)
+                               pretrained=args.pretrained, grounding=args.grounding)
     warnings = set()
     for m in run_caption(args.features, args.out, settings):
         print(f"{m['shard']}: {m['rows']} captions of {m['images']} images")
@@ -61,13 +68,17 @@ def _caption(args) -> int:
 
 def _interpret(args) -> int:
     from .decoder import GreedySettings
-    from .interpret import interpret_images, print_json, print_table
+    from .interpret import interpret_images, print_json, print_table, write_grounding_pngs
 
     rows = interpret_images(args.images, model=args.model, pretrained=args.pretrained, precision=args.precision,
                             device=args.device, layers=args.layers,
-                            settings=GreedySettings(seq_len=args.seq_len, min_seq_len=args.min_seq_len))
+                            settings=GreedySettings(seq_len=args.seq_len, min_seq_len=args.min_seq_len),
+                            grounding=args.grounding)
     warning = random_weights_warning(args.model, args.pretrained)
     if warning:  # with --json, stdout stays one JSON object per line
         print(warning, file=sys.stderr if args.json else sys.stdout)
     (print_json if args.json else print_table)(rows)
+    if args.grounding and not args.json:
+        paths = write_grounding_pngs(rows, args.grounding_dir)
+        print(f"\ngrounding maps: {len(paths)} PNGs in {args.grounding_dir}")
     return 0

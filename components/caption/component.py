@@ -17,6 +17,7 @@ def caption_shard(
     storage_root: str = "",
     run_id: str = "",
     fail_on_bad_shard: bool = False,
+    grounding: bool = False,
 ):
     """Decode a caption for every (image, layer) of one extracted shard.
 
@@ -32,6 +33,7 @@ def caption_shard(
         min_seq_len: end-of-text banned while shorter than this (study: 5).
         pretrained: the features' weights at another location (local/PVC path, s3://); empty: as extracted.
         fail_on_bad_shard: False (default): a shard extract recorded as failed is passed on as failed (no model is loaded), and features that fail their checks (checksum mismatch) record the shard as failed; True: such a shard fails this step.
+        grounding: False (default): captions only; True: also each caption's grounding map (where in the image it looks: one weight per image patch, summing to 1; gradient x input after the first normalisation of the decoder's input), as the captions table's 'grounding' column with the patch grid in its metadata. Costs a backward pass per decode batch.
         captions: small JSON manifest pointing at the captions Parquet, or {"failed": reason, "shard": ..., "step": ...}.
     """
     import json
@@ -53,7 +55,7 @@ def caption_shard(
         out = storage.join(storage_prefix, "captions")
         settings = CaptionSettings(layers=layers, precision=precision, batch_size=batch_size, seq_len=int(seq_len),
                                    min_seq_len=int(min_seq_len), pretrained=pretrained or None,
-                                   run_id=run_id)
+                                   run_id=run_id, grounding=bool(grounding))
         try:
             (manifest,) = run_caption(pointer["features"], out, settings)
         except Exception as e:

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..common.model_families.base import DecoderHandoff
+from ..common.model_families.coca import coca_handoff
 from ..common.models import caption_text  # noqa: F401 -- CoCa's caption text, where callers of this module look for it
 from ..common.precision import parse_dtype, torch_dtype
 from .greedy import DecodedCaptions, GreedySettings, greedy_decode
@@ -71,6 +73,7 @@ class CachedCocaDecoder(nn.Module):
         text, dec, visual = coca.text, coca.text_decoder, coca.visual
         self.attn_pool = copy.deepcopy(visual.attn_pool)
         self.ln_post = copy.deepcopy(visual.ln_post)
+        self.grid = tuple(visual.grid_size)
         self.token_embedding = copy.deepcopy(text.token_embedding)
         self.register_buffer("positional_embedding", text.positional_embedding.detach().clone())
         self.text_blocks = copy.deepcopy(text.transformer.resblocks)
@@ -103,6 +106,10 @@ class CachedCocaDecoder(nn.Module):
         (what ``model.visual`` does after its last block)."""
         x = self.ln_post(self.attn_pool(block_tokens.to(self.dtype)))
         return x[:, 1:]
+
+    def handoff(self) -> DecoderHandoff:
+        """``image_embeddings`` split after ``attn_pool.ln_k`` (grounding maps), on this decoder's copies."""
+        return coca_handoff(self.attn_pool, self.ln_post, self.grid)
 
     def _cross_kv(self, image_embs: torch.Tensor, cache: KVCache) -> None:
         for block in self.cross_blocks:
@@ -157,6 +164,22 @@ class CachedCocaDecoder(nn.Module):
                     lst.append(torch.empty(rows, heads, s, d // heads, dtype=self.dtype, device=image_embs.device))
         self._cross_kv(image_embs, cache)
         return cache
+
+    def forced_logits(self, image_embs: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """Logits ``[rows, T, vocab]`` (float32) after each of ``input_ids`` ``[rows, T]`` (the start
+        token, then a caption's tokens), all positions in one forward (teacher forcing, no cache):
+        the modules ``step`` runs, through their own forward with the causal mask, as the model's
+        text tower and multimodal decoder run them. Differentiable in ``image_embs``."""
+        image_embs = image_embs.to(self.dtype)
+        n = input_ids.shape[1]
+        causal = torch.full((n, n), float("-inf"), dtype=self.dtype, device=input_ids.device).triu_(1)
+        x = self.token_embedding(input_ids).to(self.dtype) + self.positional_embedding[:n]
+        for block in self.text_blocks:
+            x = block(x, attn_mask=causal)
+        for block, cross in zip(self.decoder_blocks, self.cross_blocks):
+            x = block(x, attn_mask=causal)
+            x = cross(x, k_x=image_embs, v_x=image_embs)
+        return (self.ln_final(x) @ self.text_projection).float()
 
     # ----------------------------------------------------------- the loop
 

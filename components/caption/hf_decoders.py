@@ -70,6 +70,10 @@ class HFCachedDecoder:
     def image_embeddings(self, block_tokens: torch.Tensor) -> torch.Tensor:
         return self.loaded.decoder_inputs(block_tokens).to(self.dtype)
 
+    def handoff(self):
+        """``image_embeddings`` split at the family's first per-token normalisation (grounding maps)."""
+        return self.loaded.decoder_handoff()
+
     def bytes_per_row(self, n_image_tokens: int) -> int:
         """Device memory one decode row holds: the language model's KV cache over the prefix and
         the caption (keys and values of every layer), the image's states, and the step's logits,
@@ -131,6 +135,13 @@ class CrossAttentionDecoder(HFCachedDecoder):
     def step(self, tokens: torch.Tensor, pos: int, state: HFDecodeState) -> torch.Tensor:
         return self._forward(tokens, state)
 
+    def forced_logits(self, decoder_inputs: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """Logits ``[rows, T, vocab]`` (float32) after each of ``input_ids`` ``[rows, T]`` (the start
+        token, then a caption's tokens), in one forward of the text decoder (teacher forcing, no
+        cache). Differentiable in ``decoder_inputs``."""
+        output = self.decoder(input_ids=input_ids, encoder_hidden_states=decoder_inputs.to(self.dtype), use_cache=False)
+        return output.logits.float()
+
 
 class PromptDecoder(HFCachedDecoder):
     """LLaVA: the chat prompt with the image tokens as the prefix, the caption after it."""
@@ -166,6 +177,17 @@ class PromptDecoder(HFCachedDecoder):
         embeds[:, self.image_positions] = decoder_inputs.to(embeds.dtype)
         output = self.model(inputs_embeds=embeds, use_cache=True, logits_to_keep=1)
         return HFDecodeState(cache=cache_of(output)), output.logits[:, -1].float()
+
+    def forced_logits(self, decoder_inputs: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """Logits ``[rows, T, vocab]`` (float32) after each of ``input_ids`` ``[rows, T]`` (the prompt's
+        last token, then a caption's tokens): the prompt with the image tokens, then the caption, in
+        one forward (teacher forcing, no cache). Differentiable in ``decoder_inputs``."""
+        rows, n = input_ids.shape
+        prefix = torch.tensor(self.prompt_ids[:-1], device=input_ids.device).expand(rows, -1)
+        embeds = self.model.get_input_embeddings()(torch.cat([prefix, input_ids], 1))
+        embeds[:, self.image_positions] = decoder_inputs.to(embeds.dtype)
+        output = self.model(inputs_embeds=embeds, use_cache=False, logits_to_keep=n)
+        return output.logits.float()
 
     def step(self, tokens: torch.Tensor, pos: int, state: HFDecodeState) -> torch.Tensor:
         output = self.model(input_ids=tokens[:, None], use_cache=True, logits_to_keep=1,

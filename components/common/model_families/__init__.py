@@ -5,7 +5,16 @@ family from the name (CoCa architectures and ``tiny-random``) or from the checkp
 
 from __future__ import annotations
 
-from .base import BLIP, COCA, FAMILIES, LLAVA, VISION_ENCODER_DECODER, LayerNumbering, VisionLanguageModel
+from .base import (
+    BLIP,
+    COCA,
+    FAMILIES,
+    LLAVA,
+    VISION_ENCODER_DECODER,
+    DecoderHandoff,
+    LayerNumbering,
+    VisionLanguageModel,
+)
 from .hf_loading import TINY_RANDOM_HF, is_hf_model
 from .hub_revision import pin_names
 
@@ -21,7 +30,7 @@ WHOLE = "all"        # load_model part: the whole model (caption, interpret)
 VISION = "vision"    # load_model part: the vision tower alone, the rest left unloaded (extract)
 PARTS = (WHOLE, VISION)
 
-__all__ = ["MODEL_HELP", "PARTS", "VISION", "WHOLE", "PRETRAINED_HELP", "BLIP", "COCA", "FAMILIES", "LLAVA",
+__all__ = ["MODEL_HELP", "PARTS", "VISION", "WHOLE", "PRETRAINED_HELP", "BLIP", "COCA", "DecoderHandoff", "FAMILIES", "LLAVA",
            "VISION_ENCODER_DECODER", "LayerNumbering", "VisionLanguageModel", "STUDY_MODEL", "TINY_RANDOM_HF",
            "check_model_name", "is_hf_model", "load_model", "model_n_layers"]
 

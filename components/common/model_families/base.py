@@ -9,6 +9,8 @@ A family adapter holds a loaded model and answers:
   ``hidden_states[k + 1]`` in Hugging Face terms, ``resblocks[k]`` in open_clip's);
 - ``layer_numbering()``: how the model itself names those blocks, and which one it
   normally captions from;
+- ``decoder_handoff()``: what a block's output becomes on its way to the text decoder, split
+  at the family's first per-token normalisation (where grounding maps are taken);
 - the decoder side (what a block's output becomes as the text decoder's input, and the
   decoder itself) is built by the caption step from ``model`` and ``family``.
 """
@@ -16,6 +18,7 @@ A family adapter holds a loaded model and answers:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import torch
 
@@ -43,6 +46,36 @@ class LayerNumbering:
 
     def to_json(self) -> dict:
         return dict(asdict(self), labels=list(self.labels))
+
+
+@dataclass(frozen=True)
+class DecoderHandoff:
+    """A block's output ``H_k`` on its way to the text decoder, in two halves.
+
+    ``normalise(H_k)`` is ``X_k``: the tokens just after the family's first per-token normalisation
+    (CoCa ``attn_pool.ln_k``, BLIP ``post_layernorm``, VisionEncoderDecoder ``encoder.layernorm``;
+    LLaVA none: its projector reads ``H_k`` itself). ``rest(X_k)`` is the decoder's input, what
+    captioning decodes from. Grounding maps are gradient x input at ``X_k`` (``caption.grounding``).
+
+    ``grid``: the encoder's patch grid ``(rows, cols)``; the patch tokens are the last
+    ``rows * cols`` tokens of ``X_k`` (the extra ones, CLS and the like, come first in every
+    supported encoder).
+    """
+
+    normalise: Callable[[torch.Tensor], torch.Tensor]
+    rest: Callable[[torch.Tensor], torch.Tensor]
+    grid: tuple[int, int]
+
+    @property
+    def n_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def patches(self, per_token: torch.Tensor) -> torch.Tensor:
+        """The patch tokens' entries of ``per_token`` ``[n, tokens, ...]``, row-major over the grid."""
+        if per_token.shape[1] < self.n_patches:
+            raise ValueError(f"{per_token.shape[1]} tokens per image, fewer than the {self.grid[0]}x{self.grid[1]} "
+                             "patch grid: the features were made at another image size than the model's")
+        return per_token[:, per_token.shape[1] - self.n_patches:]
 
 
 class VisionLanguageModel:
@@ -77,6 +110,10 @@ class VisionLanguageModel:
         raise NotImplementedError
 
     def layer_numbering(self) -> LayerNumbering:
+        raise NotImplementedError
+
+    def decoder_handoff(self) -> DecoderHandoff:
+        """Block output -> decoder input, split at the family's first per-token normalisation."""
         raise NotImplementedError
 
     def caption_text(self, token_ids: list[int]) -> str:

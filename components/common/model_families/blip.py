@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import BLIP, LayerNumbering
+from .base import BLIP, DecoderHandoff, LayerNumbering
 from .hf_vision import HFVisionLanguageModel
 
 
@@ -28,6 +28,12 @@ class BlipModel(HFVisionLanguageModel):
     def decoder_inputs(self, block_tokens: torch.Tensor) -> torch.Tensor:
         norm = self.model.vision_model.post_layernorm   # the vision tower's own: it keeps the tower's precision
         return norm(block_tokens.to(norm.weight.dtype))
+
+    def decoder_handoff(self) -> DecoderHandoff:
+        """Split after ``post_layernorm``, the only step: the decoder reads its output."""
+        norm = self.model.vision_model.post_layernorm
+        return DecoderHandoff(lambda block_tokens: norm(block_tokens.to(norm.weight.dtype)), lambda x: x,
+                              self.patch_grid())
 
     @property
     def start_token_id(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..models import LoadedCoca, caption_text, load_coca, vision_block_outputs
-from .base import COCA, LayerNumbering, VisionLanguageModel
+from .base import COCA, DecoderHandoff, LayerNumbering, VisionLanguageModel
 
 
 class CocaModel(VisionLanguageModel):
@@ -42,10 +42,29 @@ class CocaModel(VisionLanguageModel):
     def caption_text(self, token_ids: list[int]) -> str:
         return caption_text(self.tokenizer, token_ids)
 
+    def decoder_handoff(self) -> DecoderHandoff:
+        visual = self.model.visual
+        return coca_handoff(visual.attn_pool, visual.ln_post, tuple(visual.grid_size))
+
     def layer_numbering(self) -> LayerNumbering:
         n = self.n_layers
         return LayerNumbering(n_layers=n, normal_layer=n - 1, scheme="visual.transformer.resblocks[k]",
                               labels=tuple(f"block {k}" for k in range(n)))
+
+
+def coca_handoff(attn_pool: torch.nn.Module, ln_post: torch.nn.Module, grid: tuple[int, int]) -> DecoderHandoff:
+    """CoCa's hand-off, split after the attentional pooler's key/value norm ``ln_k``: then its
+    attention (its queries through ``ln_q``), ``ln_post``, the first token dropped -- what
+    ``attn_pool`` and ``ln_post`` do after the last block. Given the modules (the caption step's
+    decoder holds copies of them in its precision)."""
+    def normalise(block_tokens: torch.Tensor) -> torch.Tensor:
+        return attn_pool.ln_k(block_tokens.to(attn_pool.ln_k.weight.dtype))
+
+    def rest(x: torch.Tensor) -> torch.Tensor:
+        queries = attn_pool.ln_q(attn_pool.query).unsqueeze(0).expand(x.shape[0], -1, -1)
+        return ln_post(attn_pool.attn(queries, x, x, need_weights=False)[0])[:, 1:]
+
+    return DecoderHandoff(normalise, rest, grid)
 
 
 def load_coca_model(model: str, pretrained: str | None, device: str = "cpu", tower_only: bool = False) -> CocaModel:

@@ -43,6 +43,13 @@ class HFVisionLanguageModel(VisionLanguageModel):
             hidden = tower(pixel_values=probe, output_hidden_states=True).hidden_states[1]
         return hidden.shape[1], hidden.shape[2]
 
+    def patch_grid(self) -> tuple[int, int]:
+        """The vision encoder's patch grid (rows, cols), from its config's image and patch sizes."""
+        config = self.vision_config
+        size, patch = config.image_size, config.patch_size
+        (height, width), (ph, pw) = ((s, s) if isinstance(s, int) else tuple(s) for s in (size, patch))
+        return height // ph, width // pw
+
     def preprocess(self, image) -> torch.Tensor:
         return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import LLAVA, LayerNumbering
+from .base import LLAVA, DecoderHandoff, LayerNumbering
 from .hf_vision import HFVisionLanguageModel
 
 PROMPT = "Describe the image in one sentence."
@@ -45,6 +45,11 @@ class LlavaModel(HFVisionLanguageModel):
             block_tokens = block_tokens[:, 1:]
         projector = self.model.model.multi_modal_projector
         return projector(block_tokens.to(next(projector.parameters()).dtype))
+
+    def decoder_handoff(self) -> DecoderHandoff:
+        """No per-token normalisation before the projector: ``X_k`` is ``H_k`` itself; the rest is
+        ``decoder_inputs`` (the CLS token dropped under ``default``, the projector)."""
+        return DecoderHandoff(lambda block_tokens: block_tokens, self.decoder_inputs, self.patch_grid())
 
     def decoder_modules(self) -> list[torch.nn.Module]:
         """What decoding runs (cast to the decoding precision); the vision tower is not among them."""

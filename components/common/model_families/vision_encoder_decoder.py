@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import VISION_ENCODER_DECODER, LayerNumbering
+from .base import VISION_ENCODER_DECODER, DecoderHandoff, LayerNumbering
 from .hf_vision import HFVisionLanguageModel
 
 ENCODERS_WITH_FINAL_NORM = ("vit", "deit")  # hidden_states of one shape, final ``layernorm`` after the last block
@@ -40,6 +40,16 @@ class VisionEncoderDecoderCaptioner(HFVisionLanguageModel):
         states = norm(block_tokens.to(norm.weight.dtype))
         projection = getattr(self.model, "enc_to_dec_proj", None)
         return projection(states.to(projection.weight.dtype)) if projection is not None else states
+
+    def decoder_handoff(self) -> DecoderHandoff:
+        """Split after the encoder's ``layernorm``, before ``enc_to_dec_proj`` (where there is one)."""
+        norm = self.model.encoder.layernorm
+        projection = getattr(self.model, "enc_to_dec_proj", None)
+
+        def rest(x: torch.Tensor) -> torch.Tensor:
+            return projection(x.to(projection.weight.dtype)) if projection is not None else x
+
+        return DecoderHandoff(lambda block_tokens: norm(block_tokens.to(norm.weight.dtype)), rest, self.patch_grid())
 
     @property
     def start_token_id(self) -> int:
