@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from latent_verbalizer.components.common import storage  # noqa: E402
-from latent_verbalizer.components.common.models import load_coca  # noqa: E402
+from latent_verbalizer.components.common.model_families.coca_loading import load_coca  # noqa: E402
 from latent_verbalizer.components.extract.extract import ExtractSettings, decode_threads, extract_shard  # noqa: E402
 from latent_verbalizer.components.extract.shards import decode_image, iter_samples  # noqa: E402
 from tests.images import write_tar  # noqa: E402
@@ -184,7 +184,7 @@ def child_peak_rss(shard: str, out: str, model: str, device: str, batch: str) ->
     """Run our extract in a child process; returns its images/s and peak RSS (MB)."""
     code = (
         "import json,resource,sys,time;sys.path.insert(0,%r);"
-        "from latent_verbalizer.components.common.models import load_coca;"
+        "from latent_verbalizer.components.common.model_families.coca_loading import load_coca;"
         "from latent_verbalizer.components.extract.extract import ExtractSettings,extract_shard;"
         "s=ExtractSettings(model=%r,pretrained='random',dtype='float16',batch_size=%r,device=%r);"
         "l=load_coca(s.model,s.pretrained,device=%r);t=time.perf_counter();"

@@ -45,7 +45,7 @@ from ..common.features import (
     write_feature_chunk,
 )
 from ..common.model_families import STUDY_MODEL, VISION, VisionLanguageModel, load_model
-from ..common.models import parse_layers
+from ..common.model_families.coca_loading import parse_layers
 from ..common.oom import OutOfMemoryBackoff, backoff_batches
 from ..common.precision import exact_float32_math, parse_dtype, torch_dtype
 from ..common.progress import Progress

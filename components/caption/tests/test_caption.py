@@ -110,7 +110,7 @@ def test_interpret_prints_every_layer(tmp_path):
 
 def test_out_of_memory_halves_the_decode_batch(tmp_path, monkeypatch):
     """Inject a GPU out-of-memory for batches over 3 rows: every caption still comes, the same as without it."""
-    from latent_verbalizer.components.caption.decoder import CachedCocaDecoder
+    from latent_verbalizer.components.caption.coca_decoder import CachedCocaDecoder
 
     jpeg_shard(str(tmp_path / "o-000000.tar"), 3)
     run_extract([str(tmp_path / "o-000000.tar")], str(tmp_path / "f"), ExtractSettings(model="tiny-random", device="cpu", layers="0,5"))

@@ -98,7 +98,7 @@ def model_n_layers(model: str, pretrained: str | None = None, pins: dict | None 
     """Blocks of the model's vision encoder, from its config alone (no weights loaded; a hub model's at
     its pinned commit)."""
     if not is_hf_model(model):
-        from ..models import coca_n_layers
+        from .coca_loading import coca_n_layers
 
         return coca_n_layers(model)
     from . import hf_loading as hf

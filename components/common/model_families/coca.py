@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..models import LoadedCoca, caption_text, load_coca, vision_block_outputs
+from .coca_loading import LoadedCoca, caption_text, load_coca, vision_block_outputs
 from .base import COCA, LayerNumbering, VisionLanguageModel
 
 

@@ -11,7 +11,7 @@ import shutil
 import pytest
 import torch
 
-from latent_verbalizer.components.caption.decoders import make_decoder
+from latent_verbalizer.components.caption.decoder_factory import make_decoder
 from latent_verbalizer.components.caption.interpret import interpret_images
 from latent_verbalizer.components.common import storage
 from latent_verbalizer.components.common.download_cache import STATE_DIR

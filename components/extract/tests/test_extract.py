@@ -22,7 +22,7 @@ from latent_verbalizer.components.common.features import (
     read_manifest,
 )
 from latent_verbalizer.components.common.model_families import load_model
-from latent_verbalizer.components.common.models import load_coca
+from latent_verbalizer.components.common.model_families.coca_loading import load_coca
 from latent_verbalizer.components.extract.extract import ExtractSettings, extract_shard, run_extract
 from latent_verbalizer.components.extract.shards import decode_image, write_shards
 from latent_verbalizer.pipeline.cli import main as lverb

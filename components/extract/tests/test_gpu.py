@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from latent_verbalizer.components.common.features import iter_feature_chunks
-from latent_verbalizer.components.common.models import vision_block_outputs
+from latent_verbalizer.components.common.model_families.coca_loading import vision_block_outputs
 from latent_verbalizer.components.common.tar_samples import iter_samples
 from latent_verbalizer.components.extract.extract import ExtractSettings, extract_shard
 from latent_verbalizer.components.extract.shards import DEFAULT_MAX_PIXELS, decode_image

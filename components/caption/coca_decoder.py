@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..common.models import caption_text  # noqa: F401 -- CoCa's caption text, where callers of this module look for it
+from ..common.model_families.coca_loading import caption_text  # noqa: F401 -- CoCa's caption text, where callers of this module look for it
 from ..common.precision import parse_dtype, torch_dtype
 from .greedy import DecodedCaptions, GreedySettings, greedy_decode
 

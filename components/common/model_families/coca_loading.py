@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import torch
 
-from . import storage
-from .download_cache import download_object
+from .. import storage
+from ..download_cache import download_object
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = os.path.join(os.path.dirname(__file__), "model_configs")
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "model_configs")
 TINY_RANDOM = "tiny-random"
 RANDOM = "random"  # pretrained value: random weights of the named architecture
 RANDOM_SEED = 0
@@ -169,7 +169,7 @@ def _coca_tower_only(arch: str, weights: str):
     import open_clip
     from accelerate import init_empty_weights
 
-    from .model_families.vision_only import load_tower_from_safetensors
+    from .vision_only import load_tower_from_safetensors
 
     with init_empty_weights(include_buffers=False):  # the tower has no buffers; the text side's stay unmade
         net, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=weights, load_weights=False,
