@@ -27,7 +27,12 @@ sys.path.insert(0, str(REPO))
 
 from latent_verbalizer.components.caption.caption import auto_decode_batch  # noqa: E402
 from latent_verbalizer.components.caption.coca_decoder import CachedCocaDecoder, GreedySettings  # noqa: E402
-from latent_verbalizer.components.common.model_families.coca_loading import EOS_TOKEN_ID, SOT_TOKEN_ID, load_coca, vision_block_outputs  # noqa: E402
+from latent_verbalizer.components.common.model_families.coca_loading import (  # noqa: E402
+    EOS_TOKEN_ID,
+    SOT_TOKEN_ID,
+    load_coca,
+    vision_block_outputs,
+)
 from latent_verbalizer.components.common.precision import exact_float32_math  # noqa: E402
 
 FIXED = GreedySettings(seq_len=30, min_seq_len=29)  # 29 decoder forwards for every row

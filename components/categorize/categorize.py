@@ -45,11 +45,11 @@ from .answer_store import AnswerStore, run_key
 from .answers import ANSWER_TOKENS_RULE, BOUNDS_RULE, answer_bounds, answer_schema, answer_token_bound
 from .captions_io import CaptionRow, read_captions
 from .labelset import LabelSet, Part, load_labelset
-from .layout import Layout, detect_gpus, plan_layout
-from .llm_loader import DEFAULT_MODEL, kv_bytes_per_token, load_config, model_bytes, resolve_dtype
+from .llm.layout import Layout, detect_gpus, plan_layout
+from .llm.loading import DEFAULT_MODEL, kv_bytes_per_token, load_config, model_bytes, resolve_dtype
 from .merge_table import load_merge_table, merge_categories
-from .replica import label_captions, run_replica
-from .replica_processes import spawn_replica_processes
+from .replicas.processes import spawn_replica_processes
+from .replicas.replica import label_captions, run_replica
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .llm_loader import DEFAULT_MODEL
+from .llm.loading import DEFAULT_MODEL
 
 
 def _batch_size(v: str) -> str | int:

@@ -11,7 +11,12 @@ import pytest
 import torch
 
 from latent_verbalizer.components.caption.coca_decoder import CachedCocaDecoder, GreedySettings, caption_text
-from latent_verbalizer.components.common.model_families.coca_loading import EOS_TOKEN_ID, PAD_TOKEN_ID, load_coca, vision_block_outputs
+from latent_verbalizer.components.common.model_families.coca_loading import (
+    EOS_TOKEN_ID,
+    PAD_TOKEN_ID,
+    load_coca,
+    vision_block_outputs,
+)
 
 sys.path.insert(0, os.path.dirname(__file__))
 from reference_loop import reference_greedy  # noqa: E402

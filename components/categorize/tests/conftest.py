@@ -48,7 +48,7 @@ class Tiny:
         from latent_verbalizer.components.categorize.answers import AnswerBounds, max_new_tokens
         from latent_verbalizer.components.categorize.grammar import compile_answer_grammar, stop_token_ids
         from latent_verbalizer.components.categorize.labelset import load_labelset
-        from latent_verbalizer.components.categorize.llm_loader import load_model
+        from latent_verbalizer.components.categorize.llm.loading import load_model
         from latent_verbalizer.components.categorize.prompt import split_prompt
 
         self.model, self.tok, _ = load_model("tiny-random", torch.float32)
@@ -60,7 +60,7 @@ class Tiny:
         self.max_new = max_new_tokens(self.ls, self.bounds)
 
     def generator(self, **kw):
-        from latent_verbalizer.components.categorize.generate import Generator
+        from latent_verbalizer.components.categorize.llm.generate import Generator
 
         return Generator(self.model, self.prompt.prefix_ids, self.grammar, self.stops, self.tok.pad_token_id, self.max_new, **kw)
 

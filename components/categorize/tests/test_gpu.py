@@ -14,8 +14,8 @@ import pytest
 import torch
 import xgrammar as xgr
 
-from latent_verbalizer.components.categorize.generate import Generator
 from latent_verbalizer.components.categorize.grammar import GrammarLogitsProcessor
+from latent_verbalizer.components.categorize.llm.generate import Generator
 from latent_verbalizer.components.common.contracts import LABELS_SCHEMA, read_table
 from latent_verbalizer.components.common.precision import exact_float32_math
 from tests.gpu import GPU_ONLY, capped_gpu_memory, peak_extra_bytes, report

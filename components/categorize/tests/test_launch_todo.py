@@ -22,7 +22,7 @@ from .test_run import write_captions
 RANK = textwrap.dedent("""
     import sys
     from latent_verbalizer.components.categorize import categorize
-    from latent_verbalizer.components.categorize.layout import Layout
+    from latent_verbalizer.components.categorize.llm.layout import Layout
 
     categorize.plan_for_model = lambda *a, **k: Layout(mode="cpu", n_gpus=0, gpus_per_replica=0, replicas=2,
                                                        groups=[[], []], max_memory=[{}, {}])

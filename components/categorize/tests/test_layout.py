@@ -7,8 +7,8 @@ from collections import Counter
 import pytest
 import torch
 
-from latent_verbalizer.components.categorize.layout import device_map_on_meta, plan_layout
-from latent_verbalizer.components.categorize.llm_loader import kv_bytes_per_token, llama31_config, model_bytes
+from latent_verbalizer.components.categorize.llm.layout import device_map_on_meta, plan_layout
+from latent_verbalizer.components.categorize.llm.loading import kv_bytes_per_token, llama31_config, model_bytes
 
 GB = 10**9
 
@@ -64,7 +64,7 @@ def test_8b_replica_per_gpu():
 
 
 def test_model_sources(tmp_path):
-    from latent_verbalizer.components.categorize.llm_loader import resolve_model_source
+    from latent_verbalizer.components.categorize.llm.loading import resolve_model_source
 
     assert resolve_model_source("meta-llama/Llama-3.1-70B-Instruct") == "meta-llama/Llama-3.1-70B-Instruct"   # hub id
     assert resolve_model_source(str(tmp_path)) == str(tmp_path)

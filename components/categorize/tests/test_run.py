@@ -117,7 +117,7 @@ def test_replica_processes_split_the_captions(sample, small_labels, tmp_path, on
     """Two replica processes (CPU, gloo) started by run_categorize, each taking its share
     through accelerate's ``split_between_processes`` (a layout of two CPU replicas planned)."""
     from latent_verbalizer.components.categorize import categorize
-    from latent_verbalizer.components.categorize.layout import Layout
+    from latent_verbalizer.components.categorize.llm.layout import Layout
 
     def two_cpu_replicas(*args, **kwargs):
         return Layout(mode="cpu", n_gpus=0, gpus_per_replica=0, replicas=2, groups=[[], []], max_memory=[{}, {}])
@@ -147,7 +147,7 @@ def test_model_from_s3_prefix(s3_bucket, tmp_path, monkeypatch):
     """A model folder (safetensors + config + tokenizer) under an s3:// prefix loads offline."""
     import torch
 
-    from latent_verbalizer.components.categorize.llm_loader import (
+    from latent_verbalizer.components.categorize.llm.loading import (
         llama3_tokenizer,
         load_model,
         random_llama,

@@ -52,7 +52,7 @@ def test_converted_folder_equals_the_gguf_file(tmp_path, monkeypatch):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from latent_verbalizer.components.categorize.llm_loader import SMOLLM2, load_model
+    from latent_verbalizer.components.categorize.llm.loading import SMOLLM2, load_model
     from latent_verbalizer.components.common.offline_models import offline_path
 
     try:
@@ -81,10 +81,10 @@ def smollm2(small_labels):
     import torch
 
     from latent_verbalizer.components.categorize.answers import AnswerBounds, max_new_tokens
-    from latent_verbalizer.components.categorize.generate import Generator
     from latent_verbalizer.components.categorize.grammar import compile_answer_grammar, stop_token_ids
     from latent_verbalizer.components.categorize.labelset import load_labelset
-    from latent_verbalizer.components.categorize.llm_loader import SMOLLM2, load_model
+    from latent_verbalizer.components.categorize.llm.generate import Generator
+    from latent_verbalizer.components.categorize.llm.loading import SMOLLM2, load_model
     from latent_verbalizer.components.categorize.prompt import split_prompt
     from latent_verbalizer.components.common.offline_models import offline_path
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .coca_loading import LoadedCoca, caption_text, load_coca, vision_block_outputs
 from .base import COCA, LayerNumbering, VisionLanguageModel
+from .coca_loading import LoadedCoca, caption_text, load_coca, vision_block_outputs
 
 
 class CocaModel(VisionLanguageModel):

@@ -19,9 +19,9 @@ from typing import Iterator, Sequence
 
 import torch
 
-from ..common.hf_cache_kwarg import cache_kwarg, cache_of
-from ..common.oom import OutOfMemoryBackoff, backoff_batches
-from .grammar import GrammarLogitsProcessor
+from ...common.hf_cache_kwarg import cache_kwarg, cache_of
+from ...common.oom import OutOfMemoryBackoff, backoff_batches
+from ..grammar import GrammarLogitsProcessor
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import time
 
 import torch
 
-from ..common import storage
-from ..common.download_cache import cache_root, download_prefix
+from ...common import storage
+from ...common.download_cache import cache_root, download_prefix
 
 log = logging.getLogger(__name__)
 

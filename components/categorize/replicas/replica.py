@@ -14,9 +14,9 @@ from contextlib import contextmanager
 
 import torch
 
-from ..common.progress import Progress
-from .answer_store import AnswerStore
-from .answers import (
+from ...common.progress import Progress
+from ..answer_store import AnswerStore
+from ..answers import (
     ANSWER_LIMIT,
     AnswerBounds,
     answer_bounds,
@@ -25,11 +25,11 @@ from .answers import (
     max_new_tokens,
     parse_answer,
 )
-from .generate import Generator
-from .grammar import AnswerGrammars, stop_token_ids
-from .labelset import LabelSet, load_labelset
-from .llm_loader import load_model, torch_dtype
-from .prompt import split_prompt
+from ..grammar import AnswerGrammars, stop_token_ids
+from ..labelset import LabelSet, load_labelset
+from ..llm.generate import Generator
+from ..llm.loading import load_model, torch_dtype
+from ..prompt import split_prompt
 
 log = logging.getLogger(__name__)
 
