@@ -1,4 +1,4 @@
-"""The one S3 download cache (``components.common.download_cache``): objects and prefixes
+"""The one S3 download cache (``components.common.storage.download_cache``): objects and prefixes
 copied once per version under ``$LVERB_MODEL_CACHE``, no object key written outside its
 folder, and several processes filling one cache folder at once (pods on a shared volume)."""
 
@@ -16,7 +16,7 @@ import pytest
 from safetensors.numpy import save
 
 from latent_verbalizer.components.common import storage
-from latent_verbalizer.components.common.download_cache import (
+from latent_verbalizer.components.common.storage.download_cache import (
     CACHE_ENV,
     LEASE_S,
     CachedFile,

@@ -35,7 +35,7 @@ from ..common.oom import OutOfMemoryBackoff, backoff_batches
 from ..common.precision import exact_float32_math, parse_dtype
 from ..common.progress import Progress
 from ..common.shard_failures import OutputRefusedError
-from ..common.write_lease import WriteLease
+from ..common.storage.write_lease import WriteLease
 from .decoder_factory import make_decoder
 from .greedy import DecodedCaptions, GreedySettings
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..common.hf_cache_kwarg import cache_kwarg, cache_of
 from ..common.model_families import LLAVA, VisionLanguageModel
+from ..common.model_families.hf_cache_kwarg import cache_kwarg, cache_of
 from ..common.precision import parse_dtype, torch_dtype
 from .generation_settings import logits_rules
 from .greedy import DecodedCaptions, GreedySettings, greedy_decode

@@ -39,7 +39,7 @@ from ..common.contracts import (
     provenance,
     write_table,
 )
-from ..common.write_lease import WriteLease
+from ..common.storage.write_lease import WriteLease
 from .aggregate import aggregate, layer_status_counts
 from .answer_store import AnswerStore, run_key
 from .answers import ANSWER_TOKENS_RULE, BOUNDS_RULE, answer_bounds, answer_schema, answer_token_bound
@@ -236,7 +236,7 @@ def run_categorize(captions_uris: list[str], out_uri: str, model: str = DEFAULT_
     ``max_parts``: cap the parts of an answer (a cheaper, recorded deviation from the study,
     e.g. for the demo; default: bounded by each caption only, as in the study).
     ``run_id``: the pipeline run named in ``out_uri``'s write lease (empty: a CLI run); another
-    run labelling into the same ``out_uri`` at once is refused (common.write_lease).
+    run labelling into the same ``out_uri`` at once is refused (common.storage.write_lease).
     Returns a summary dict (also written as ``summary.json``).
     """
     t0 = time.perf_counter()

@@ -50,8 +50,8 @@ from ..common.oom import OutOfMemoryBackoff, backoff_batches
 from ..common.precision import exact_float32_math, parse_dtype, torch_dtype
 from ..common.progress import Progress
 from ..common.shard_failures import OutputRefusedError
+from ..common.storage.write_lease import WriteLease
 from ..common.tar_samples import DEFAULT_MAX_MEMBER_BYTES, ShardError, iter_samples
-from ..common.write_lease import WriteLease
 from .shards import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, decode_image
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from ...common.hf_cache_kwarg import cache_kwarg, cache_of
+from ...common.model_families.hf_cache_kwarg import cache_kwarg, cache_of
 from ...common.oom import OutOfMemoryBackoff, backoff_batches
 from ..grammar import GrammarLogitsProcessor
 

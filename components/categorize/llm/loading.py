@@ -15,7 +15,7 @@ import time
 import torch
 
 from ...common import storage
-from ...common.download_cache import cache_root, download_prefix
+from ...common.storage.download_cache import cache_root, download_prefix
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import pytest
 from latent_verbalizer.components.categorize.categorize import run_categorize
 from latent_verbalizer.components.common import storage
 from latent_verbalizer.components.common.contracts import LABELS_SCHEMA, read_table
-from latent_verbalizer.components.common.write_lease import LEASE_NAME, LeaseHeldError, WriteLease
+from latent_verbalizer.components.common.storage.write_lease import LEASE_NAME, LeaseHeldError, WriteLease
 
 from .test_run import write_captions
 

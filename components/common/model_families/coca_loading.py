@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import storage
-from ..download_cache import download_object
+from ..storage.download_cache import download_object
 
 log = logging.getLogger(__name__)
 

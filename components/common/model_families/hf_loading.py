@@ -5,7 +5,7 @@ A model is named as
   in the environment, never from an argument); read at one commit (``hub_revision``);
 - a local folder holding ``config.json`` (a PVC or a copy made elsewhere);
 - an ``s3://``/``minio://`` prefix holding such a folder (downloaded once into the cache
-  folder of ``common.download_cache``);
+  folder of ``common.storage.download_cache``);
 - ``tiny-random-blip``, ``tiny-random-vit-gpt2``, ``tiny-random-llava``: small models of the
   real classes whose configs and tokenizers ship with the package, random weights from a
   fixed seed (tests and offline demos).
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import storage
-from ..download_cache import download_prefix
+from ..storage.download_cache import download_prefix
 from .base import BLIP, LLAVA, VISION_ENCODER_DECODER
 from .hub_revision import HF_PREFIX, hub_repo
 

@@ -14,7 +14,6 @@ import torch
 from latent_verbalizer.components.caption.decoder_factory import make_decoder
 from latent_verbalizer.components.caption.interpret import interpret_images
 from latent_verbalizer.components.common import storage
-from latent_verbalizer.components.common.download_cache import STATE_DIR
 from latent_verbalizer.components.common.model_families import (
     BLIP,
     COCA,
@@ -25,6 +24,7 @@ from latent_verbalizer.components.common.model_families import (
     model_n_layers,
 )
 from latent_verbalizer.components.common.model_families.hf_loading import CONFIG_DIR
+from latent_verbalizer.components.common.storage.download_cache import STATE_DIR
 from tests.images import skimage_photo_paths
 from tests.model_folders import save_model_folder
 

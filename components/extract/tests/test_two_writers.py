@@ -23,7 +23,7 @@ import pytest
 from latent_verbalizer.components.common import storage
 from latent_verbalizer.components.common.features import iter_feature_chunks, read_manifest
 from latent_verbalizer.components.common.model_families import load_model
-from latent_verbalizer.components.common.write_lease import LEASE_NAME, LeaseHeldError
+from latent_verbalizer.components.common.storage.write_lease import LEASE_NAME, LeaseHeldError
 from latent_verbalizer.components.extract import extract as extract_module
 from latent_verbalizer.components.extract.extract import ExtractSettings, extract_shard
 from tests.images import jpeg_shard

@@ -48,7 +48,7 @@ import time
 from dataclasses import asdict, dataclass
 from email.utils import parsedate_to_datetime
 
-from . import storage
+from .. import storage
 
 log = logging.getLogger(__name__)
 
