@@ -37,7 +37,7 @@ from latent_verbalizer.components.categorize.answers import (  # noqa: E402
 from latent_verbalizer.components.categorize.grammar import compile_answer_grammar, stop_token_ids  # noqa: E402
 from latent_verbalizer.components.categorize.labelset import load_labelset  # noqa: E402
 from latent_verbalizer.components.categorize.llm.generate import Generator  # noqa: E402
-from latent_verbalizer.components.categorize.llm.loading import (  # noqa: E402
+from latent_verbalizer.components.categorize.llm.offline_llms import (  # noqa: E402
     llama3_tokenizer,
     llama31_config,
     random_llama,

@@ -35,7 +35,9 @@ sys.path.insert(0, str(REPO))
 
 from latent_verbalizer.components.categorize.answer_store import AnswerStore  # noqa: E402
 from latent_verbalizer.components.categorize.labelset import load_labelset  # noqa: E402
-from latent_verbalizer.components.categorize.llm.loading import SMOLLM2, load_model, smollm2_folder  # noqa: E402
+from latent_verbalizer.components.categorize.llm.gguf_conversion import smollm2_folder  # noqa: E402
+from latent_verbalizer.components.categorize.llm.loading import load_model  # noqa: E402
+from latent_verbalizer.components.categorize.llm.offline_llms import SMOLLM2  # noqa: E402
 from latent_verbalizer.components.categorize.prompt import split_prompt  # noqa: E402
 from latent_verbalizer.components.categorize.replicas.replica import label_captions, torch_threads  # noqa: E402
 from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA, read_table  # noqa: E402

@@ -39,6 +39,7 @@ from ..common.contracts import (
     provenance,
     write_table,
 )
+from ..common.memory_budget import config_kv_bytes_per_token, logits_bytes
 from ..common.storage.write_lease import WriteLease
 from .aggregate import aggregate, layer_status_counts
 from .answer_store import AnswerStore, run_key
@@ -46,7 +47,9 @@ from .answers import ANSWER_TOKENS_RULE, BOUNDS_RULE, answer_bounds, answer_sche
 from .captions_io import CaptionRow, read_captions
 from .labelset import LabelSet, Part, load_labelset
 from .llm.layout import Layout, detect_gpus, plan_layout
-from .llm.loading import DEFAULT_MODEL, kv_bytes_per_token, load_config, model_bytes, resolve_dtype
+from .llm.loading import DEFAULT_MODEL, resolve_dtype
+from .llm.model_source import load_config
+from .llm.sizing import model_bytes
 from .merge_table import load_merge_table, merge_categories
 from .replicas.processes import spawn_replica_processes
 from .replicas.replica import label_captions, run_replica
@@ -76,7 +79,7 @@ class Answers:
 
 def plan_for_model(model: str, n_gpus: int, gpu_bytes: int, dtype: torch.dtype, prompt_tokens: int, answer_tokens: int) -> Layout:
     config = load_config(model)
-    seq_bytes = kv_bytes_per_token(config, dtype) * (prompt_tokens + answer_tokens) + config.vocab_size * 4 * 2
+    seq_bytes = config_kv_bytes_per_token(config, dtype) * (prompt_tokens + answer_tokens) + logits_bytes(config.vocab_size, 2)
     return plan_layout(model_bytes(config, dtype), n_gpus, gpu_bytes, seq_bytes)
 
 

@@ -44,6 +44,7 @@ from ..common.features import (
     read_manifest,
     write_feature_chunk,
 )
+from ..common.memory_budget import rows_in_free_memory
 from ..common.model_families import STUDY_MODEL, VISION, VisionLanguageModel, load_model
 from ..common.model_families.coca_loading import parse_layers
 from ..common.oom import OutOfMemoryBackoff, backoff_batches
@@ -104,15 +105,11 @@ def decode_threads(settings: ExtractSettings) -> int:
 
 
 def auto_batch_size(device: str, per_image_bytes: int, max_chunk_bytes: int, width: int, tokens: int) -> int:
-    """Largest batch that fits half the free GPU memory and the host chunk bound."""
+    """Largest batch that fits the free GPU memory's share (``common.memory_budget``) and the host chunk bound."""
     host_bound = max(1, max_chunk_bytes // max(per_image_bytes, 1))
-    if not device.startswith("cuda"):
-        return min(CPU_BATCH, host_bound)
-    free, _ = torch.cuda.mem_get_info(torch.device(device))
     # Activations of one block (attention + 4x MLP) in half precision, plus the kept outputs.
     act = tokens * width * 2 * 12
-    gpu_bound = int(free * 0.5 // (act + per_image_bytes))
-    return max(1, min(MAX_BATCH, gpu_bound, host_bound))
+    return min(rows_in_free_memory(device, act + per_image_bytes, MAX_BATCH, CPU_BATCH), host_bound)
 
 
 class ChunkWriters:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 
+from ...common.memory_budget import rows_that_fit
+
 log = logging.getLogger(__name__)
 
 GiB = 1 << 30
@@ -55,7 +57,7 @@ def plan_layout(model_bytes: int, n_gpus: int, gpu_bytes: int, seq_bytes: int,
     usable = gpu_bytes - overhead_bytes
 
     def batch_for(group: int) -> int:
-        return max(0, min(MAX_BATCH, int((group * usable - model_bytes) * 0.9) // max(seq_bytes, 1)))
+        return rows_that_fit(int((group * usable - model_bytes) * 0.9), seq_bytes, MAX_BATCH, min_rows=0)
 
     fits = [size for size in range(1, n_gpus + 1) if batch_for(size) >= min_batch]
     if not fits:

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 import torch
 
+from ...common.precision import torch_dtype
 from ...common.progress import Progress
 from ..answer_store import AnswerStore
 from ..answers import (
@@ -28,7 +29,7 @@ from ..answers import (
 from ..grammar import AnswerGrammars, stop_token_ids
 from ..labelset import LabelSet, load_labelset
 from ..llm.generate import Generator
-from ..llm.loading import load_model, torch_dtype
+from ..llm.loading import load_model
 from ..prompt import split_prompt
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from latent_verbalizer.components.categorize.llm.layout import device_map_on_meta, plan_layout
-from latent_verbalizer.components.categorize.llm.loading import kv_bytes_per_token, llama31_config, model_bytes
+from latent_verbalizer.components.categorize.llm.offline_llms import llama31_config
+from latent_verbalizer.components.categorize.llm.sizing import model_bytes
+from latent_verbalizer.components.common.memory_budget import config_kv_bytes_per_token
 
 GB = 10**9
 
@@ -16,14 +18,14 @@ GB = 10**9
 @pytest.fixture(scope="module")
 def llama70b():
     config = llama31_config("70b")
-    seq = kv_bytes_per_token(config) * (768 + 256) + config.vocab_size * 8
+    seq = config_kv_bytes_per_token(config, torch.bfloat16) * (768 + 256) + config.vocab_size * 8
     return config, model_bytes(config, torch.bfloat16), seq
 
 
 def test_70b_size_from_meta(llama70b):
     config, size, _ = llama70b
     assert size == pytest.approx(141.1e9, rel=0.002)                # 70.55B parameters in bf16
-    assert kv_bytes_per_token(config) == 80 * 2 * 8 * 128 * 2       # 320 KiB per token
+    assert config_kv_bytes_per_token(config, torch.bfloat16) == 80 * 2 * 8 * 128 * 2       # 320 KiB per token
 
 
 @pytest.mark.parametrize("n_gpus, replicas, per_replica", [(2, 1, 2), (4, 1, 4), (8, 2, 4)])
@@ -57,14 +59,14 @@ def test_70b_does_not_fit_one_gpu(llama70b):
 
 def test_8b_replica_per_gpu():
     config = llama31_config("8b")
-    seq = kv_bytes_per_token(config) * 1024 + config.vocab_size * 8
+    seq = config_kv_bytes_per_token(config, torch.bfloat16) * 1024 + config.vocab_size * 8
     lay = plan_layout(model_bytes(config), 8, 80 * GB, seq)
     assert (lay.mode, lay.replicas, lay.gpus_per_replica, lay.batch_size) == ("replicas", 8, 1, 256)
     assert plan_layout(model_bytes(config), 0, 0, seq).mode == "cpu"
 
 
 def test_model_sources(tmp_path):
-    from latent_verbalizer.components.categorize.llm.loading import resolve_model_source
+    from latent_verbalizer.components.categorize.llm.model_source import resolve_model_source
 
     assert resolve_model_source("meta-llama/Llama-3.1-70B-Instruct") == "meta-llama/Llama-3.1-70B-Instruct"   # hub id
     assert resolve_model_source(str(tmp_path)) == str(tmp_path)

@@ -147,9 +147,9 @@ def test_model_from_s3_prefix(s3_bucket, tmp_path, monkeypatch):
     """A model folder (safetensors + config + tokenizer) under an s3:// prefix loads offline."""
     import torch
 
-    from latent_verbalizer.components.categorize.llm.loading import (
+    from latent_verbalizer.components.categorize.llm.loading import load_model
+    from latent_verbalizer.components.categorize.llm.offline_llms import (
         llama3_tokenizer,
-        load_model,
         random_llama,
         tiny_llama_config,
     )
