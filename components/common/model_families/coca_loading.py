@@ -17,17 +17,16 @@ from dataclasses import dataclass
 import torch
 
 from .. import storage
+from ..random_weights import CONFIG_DIR, RANDOM, init_random_weights
 from ..storage.download_cache import download_object
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "model_configs")
 TINY_RANDOM = "tiny-random"
-RANDOM = "random"  # pretrained value: random weights of the named architecture
-RANDOM_SEED = 0
 SOT_TOKEN_ID = 49406
 EOS_TOKEN_ID = 49407
 PAD_TOKEN_ID = 0
+COCA_EMBEDDINGS = ("class_embedding", "positional_embedding", "cls_emb", "query")  # drawn though 1-D
 
 
 @dataclass
@@ -96,15 +95,11 @@ def resolve_weights(pretrained: str) -> str:
     return download_object(pretrained)
 
 
-def init_random_weights(model: torch.nn.Module, seed: int = RANDOM_SEED) -> None:
-    """Deterministic random weights, including the decoder projection open_clip leaves empty."""
-    g = torch.Generator().manual_seed(seed)
+def init_random_coca_weights(model: torch.nn.Module) -> None:
+    """``random_weights.init_random_weights`` (CoCa's 1-D embeddings drawn too), then the decoder
+    projection open_clip leaves empty, scaled by its input width."""
+    g = init_random_weights(model, embeddings=COCA_EMBEDDINGS)
     with torch.no_grad():
-        for name, p in sorted(model.named_parameters()):
-            if p.ndim >= 2 or name.endswith(("class_embedding", "positional_embedding", "cls_emb", "query")):
-                p.copy_(torch.randn(p.shape, generator=g) * (p.shape[-1] ** -0.5 if p.ndim >= 2 else 0.02))
-            elif name.endswith("bias"):
-                p.zero_()
         proj = model.text_decoder.text_projection
         proj.copy_(torch.randn(proj.shape, generator=g) * proj.shape[0] ** -0.5)
 
@@ -131,7 +126,7 @@ def load_coca(model: str, pretrained: str | None = None, device: str = "cpu", to
             net, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None, device="cpu")
         finally:
             root.setLevel(level)
-        init_random_weights(net)
+        init_random_coca_weights(net)
     else:
         weights = pretrained
         is_path = storage.is_s3(pretrained) or os.path.sep in pretrained or os.path.exists(pretrained)

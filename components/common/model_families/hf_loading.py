@@ -26,14 +26,12 @@ from dataclasses import dataclass
 import torch
 
 from .. import storage
+from ..random_weights import CONFIG_DIR, RANDOM, init_random_weights
 from ..storage.download_cache import download_prefix
 from .base import BLIP, LLAVA, VISION_ENCODER_DECODER
 from .hub_revision import HF_PREFIX, hub_repo
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "model_configs")
 TINY_RANDOM_HF = ("tiny-random-blip", "tiny-random-vit-gpt2", "tiny-random-llava")
-RANDOM = "random"
-RANDOM_SEED = 0
 ARCHITECTURES = {  # config "architectures" entry -> family
     "BlipForConditionalGeneration": BLIP,
     "VisionEncoderDecoderModel": VISION_ENCODER_DECODER,
@@ -122,18 +120,6 @@ def family_of(config) -> str:
         f"model class {config.architectures or config.model_type} is not supported: latent captions need a text "
         f"decoder that reads the vision encoder ({', '.join(ARCHITECTURES)}, or an open_clip CoCa)"
     )
-
-
-def init_random_weights(model: torch.nn.Module, seed: int = RANDOM_SEED) -> None:
-    """Deterministic random weights with unit-scale activations (fan-in scaling), so a random
-    model's captions depend on the image the way a trained one's do; norms stay at identity."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, p in sorted(model.named_parameters()):
-            if p.ndim >= 2:
-                p.copy_(torch.randn(p.shape, generator=g) * p.shape[-1] ** -0.5)
-            elif p.ndim == 1 and not torch.all(p == 1):  # biases; LayerNorm weights stay 1
-                p.zero_()
 
 
 def load_hf_model(model_class, source: HFSource, config) -> torch.nn.Module:
