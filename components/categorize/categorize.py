@@ -39,6 +39,7 @@ from ..common.contracts import (
     provenance,
     write_table,
 )
+from ..common.devices import available_host_bytes, usable_cpu_cores
 from ..common.memory_budget import config_kv_bytes_per_token, logits_bytes
 from ..common.storage.write_lease import WriteLease
 from .aggregate import aggregate, layer_status_counts
@@ -46,7 +47,7 @@ from .answer_store import AnswerStore, run_key
 from .answers import ANSWER_TOKENS_RULE, BOUNDS_RULE, answer_bounds, answer_schema, answer_token_bound
 from .captions_io import CaptionRow, read_captions
 from .labelset import LabelSet, Part, load_labelset
-from .llm.layout import Layout, detect_gpus, plan_layout
+from .llm.layout import Layout, cpu_replica_count, detect_gpus, plan_layout
 from .llm.loading import DEFAULT_MODEL, resolve_dtype
 from .llm.model_source import load_config
 from .llm.sizing import model_bytes
@@ -77,10 +78,15 @@ class Answers:
     labels_meta: dict = field(default_factory=dict)
 
 
-def plan_for_model(model: str, n_gpus: int, gpu_bytes: int, dtype: torch.dtype, prompt_tokens: int, answer_tokens: int) -> Layout:
+def plan_for_model(model: str, n_gpus: int, gpu_bytes: int, dtype: torch.dtype, prompt_tokens: int, answer_tokens: int,
+                   n_captions: int = 0) -> Layout:
+    """The layout for ``model``: GPUs as ``plan_layout`` plans them; without GPUs, one replica
+    process per usable CPU core that ``n_captions`` keep busy (``cpu_replica_count``)."""
     config = load_config(model)
     seq_bytes = config_kv_bytes_per_token(config, dtype) * (prompt_tokens + answer_tokens) + logits_bytes(config.vocab_size, 2)
-    return plan_layout(model_bytes(config, dtype), n_gpus, gpu_bytes, seq_bytes)
+    weights = model_bytes(config, dtype)
+    cpu_replicas = 1 if n_gpus else cpu_replica_count(n_captions, weights, usable_cpu_cores(), available_host_bytes())
+    return plan_layout(weights, n_gpus, gpu_bytes, seq_bytes, cpu_replicas=cpu_replicas)
 
 
 def answer_schemas(captions: list[str], label_set: LabelSet) -> dict:
@@ -181,7 +187,7 @@ def model_answers(rows: list[CaptionRow], uniques: list[str], out_uri: str, mode
              len(rows), len(uniques), summary["dedup_saving_percent"], summary["resumed"], len(todo))
     if todo:
         answer_tokens = max(answer_token_bound(c, label_set) for c in todo)
-        layout = plan_for_model(model, n_gpus, gpu_bytes, tdtype, PLAN_PROMPT_TOKENS, answer_tokens)
+        layout = plan_for_model(model, n_gpus, gpu_bytes, tdtype, PLAN_PROMPT_TOKENS, answer_tokens, len(todo))
         log.info(layout.describe())
         summary.update(layout=layout.to_json(), plan_answer_tokens=answer_tokens, batch_size=_batch_size(batch_size, layout, n_gpus))
         spec = dict(captions=todo, model=model, labels_uri=label_set.source, dtype=dtype_name, out_uri=out_uri, run_key=key,

@@ -72,3 +72,30 @@ def test_model_sources(tmp_path):
     assert resolve_model_source(str(tmp_path)) == str(tmp_path)
     with pytest.raises(FileNotFoundError, match="model directory"):
         resolve_model_source(str(tmp_path / "missing"))
+
+
+def test_cpu_replicas_one_per_core_that_the_captions_keep_busy():
+    from latent_verbalizer.components.categorize.llm.layout import MIN_CAPTIONS_PER_CPU_REPLICA, cpu_replica_count
+
+    enough = 4 * MIN_CAPTIONS_PER_CPU_REPLICA
+    assert cpu_replica_count(enough, model_bytes=GB, cores=2, available_bytes=None) == 2
+    assert cpu_replica_count(enough, model_bytes=GB, cores=8, available_bytes=None) == 4      # the captions bound it
+    assert cpu_replica_count(MIN_CAPTIONS_PER_CPU_REPLICA - 1, GB, cores=8, available_bytes=None) == 1
+    assert cpu_replica_count(enough, model_bytes=GB, cores=8, available_bytes=5 * GB) == 2    # half of 5 GB: 2 copies
+    assert cpu_replica_count(enough, model_bytes=100 * GB, cores=8, available_bytes=GB) == 1
+
+
+def test_a_cpu_layout_of_replicas_has_a_group_per_replica():
+    lay = plan_layout(GB, 0, 0, 1, cpu_replicas=2)
+    assert (lay.mode, lay.replicas, lay.groups, lay.max_memory) == ("cpu", 2, [[], []], [{}, {}])
+    assert "2 replica process(es)" in lay.describe()
+
+
+def test_the_plan_runs_a_replica_per_usable_core_on_the_cpu(monkeypatch):
+    """run_categorize's plan without GPUs: the demo's captions on a 2-core machine get two replicas."""
+    from latent_verbalizer.components.categorize import categorize
+
+    monkeypatch.setattr(categorize, "usable_cpu_cores", lambda: 2)
+    lay = categorize.plan_for_model("tiny-random", 0, 0, torch.float32, 768, 100, n_captions=200)
+    assert (lay.mode, lay.replicas, lay.groups) == ("cpu", 2, [[], []])
+    assert categorize.plan_for_model("tiny-random", 0, 0, torch.float32, 768, 100, n_captions=10).replicas == 1
