@@ -38,8 +38,9 @@ sys.path.insert(0, str(REPO))
 
 from latent_verbalizer.components.common import storage  # noqa: E402
 from latent_verbalizer.components.common.model_families.coca_loading import load_coca  # noqa: E402
+from latent_verbalizer.components.common.tar_samples import iter_samples  # noqa: E402
 from latent_verbalizer.components.extract.extract import ExtractSettings, decode_threads, extract_shard  # noqa: E402
-from latent_verbalizer.components.extract.shards import decode_image, iter_samples  # noqa: E402
+from latent_verbalizer.components.extract.image_decoding import decode_image  # noqa: E402
 from tests.images import write_tar  # noqa: E402
 
 

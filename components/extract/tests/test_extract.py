@@ -24,7 +24,8 @@ from latent_verbalizer.components.common.features import (
 from latent_verbalizer.components.common.model_families import load_model
 from latent_verbalizer.components.common.model_families.coca_loading import load_coca
 from latent_verbalizer.components.extract.extract import ExtractSettings, extract_shard, run_extract
-from latent_verbalizer.components.extract.shards import decode_image, write_shards
+from latent_verbalizer.components.extract.image_decoding import decode_image
+from latent_verbalizer.components.extract.shards import write_shards
 from latent_verbalizer.pipeline.cli import main as lverb
 from tests.images import encode, jpeg_shard, random_rgb, skimage_photo_paths, write_tar
 

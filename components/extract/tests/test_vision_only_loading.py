@@ -15,7 +15,7 @@ from latent_verbalizer.components.common.model_families import COCA, LLAVA, VISI
 from latent_verbalizer.components.common.model_families.hf_loading import CONFIG_DIR
 from latent_verbalizer.components.common.tar_samples import iter_samples
 from latent_verbalizer.components.extract.extract import ExtractSettings, run_extract
-from latent_verbalizer.components.extract.shards import decode_image
+from latent_verbalizer.components.extract.image_decoding import decode_image
 from tests.images import skimage_photo_paths
 from tests.model_folders import load_peak_memory, write_random_model_folder
 
