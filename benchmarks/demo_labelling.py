@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 from latent_verbalizer.components.categorize.answer_store import AnswerStore  # noqa: E402
 from latent_verbalizer.components.categorize.labelset import load_labelset  # noqa: E402
 from latent_verbalizer.components.categorize.llm.gguf_conversion import smollm2_folder  # noqa: E402
-from latent_verbalizer.components.categorize.llm.loading import load_model  # noqa: E402
+from latent_verbalizer.components.categorize.llm.loading import load_llm  # noqa: E402
 from latent_verbalizer.components.categorize.llm.offline_llms import SMOLLM2  # noqa: E402
 from latent_verbalizer.components.categorize.prompt import split_prompt  # noqa: E402
 from latent_verbalizer.components.categorize.replicas.replica import label_captions, torch_threads  # noqa: E402
@@ -78,7 +78,7 @@ def time_load() -> tuple[float, float]:
     gguf_s = time.perf_counter() - t0
     smollm2_folder()                                 # converted once (not timed), if not yet
     t0 = time.perf_counter()
-    load_model(SMOLLM2, torch.float32)
+    load_llm(SMOLLM2, torch.float32)
     return gguf_s, time.perf_counter() - t0
 
 
@@ -123,7 +123,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="lverb-demo-bench-") as work:
         captions = read_captions(args.captions) if args.captions else demo_captions(work)
     gguf_s, folder_s = time_load()
-    model, tokenizer, _ = load_model(SMOLLM2, torch.float32)
+    model, tokenizer, _ = load_llm(SMOLLM2, torch.float32)
     prefix = split_prompt(tokenizer, load_labelset()).prefix_ids
     steps = {(b, t): time_step(model, prefix, b, t) for b in (4, 16) for t in (2, 1)}
     study = time_labelling(captions[: args.study_captions], None, args.batch_size)

@@ -30,8 +30,8 @@ from ..common.devices import resolve_device
 from ..common.features import iter_feature_chunks, read_manifest
 from ..common.memory_budget import rows_in_free_memory
 from ..common.model_families import VisionLanguageModel, load_model
-from ..common.model_families.coca_loading import parse_layers
 from ..common.model_families.hub_revision import same_hub_model
+from ..common.model_families.layer_selection import parse_layers
 from ..common.oom import OutOfMemoryBackoff, backoff_batches
 from ..common.precision import exact_float32_math, parse_dtype
 from ..common.progress import Progress

@@ -22,7 +22,7 @@ def resolve_dtype(name: str, n_gpus: int) -> torch.dtype:
     return torch_dtype(name)
 
 
-def load_model(model: str, dtype: torch.dtype, device_map=None, max_memory=None, device: str = "cpu"):
+def load_llm(model: str, dtype: torch.dtype, device_map=None, max_memory=None, device: str = "cpu"):
     """(model, tokenizer, name) ready for generation; ``device_map``/``max_memory`` from the layout plan."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -29,7 +29,7 @@ from ..answers import (
 from ..grammar import AnswerGrammars, stop_token_ids
 from ..labelset import LabelSet, load_labelset
 from ..llm.generate import Generator
-from ..llm.loading import load_model
+from ..llm.loading import load_llm
 from ..prompt import split_prompt
 
 log = logging.getLogger(__name__)
@@ -37,10 +37,10 @@ log = logging.getLogger(__name__)
 
 def _load_replica_model(model: str, dtype: torch.dtype, gpus: list[int], max_memory: dict | None):
     if len(gpus) > 1:
-        net, tokenizer, name = load_model(model, dtype, device_map="auto", max_memory=max_memory)
+        net, tokenizer, name = load_llm(model, dtype, device_map="auto", max_memory=max_memory)
         log.info("model sharded: %s", sorted(set(str(v) for v in getattr(net, "hf_device_map", {}).values())))
     else:
-        net, tokenizer, name = load_model(model, dtype, device=f"cuda:{gpus[0]}" if gpus else "cpu")
+        net, tokenizer, name = load_llm(model, dtype, device=f"cuda:{gpus[0]}" if gpus else "cpu")
     return net, tokenizer, name
 
 

@@ -48,10 +48,10 @@ class Tiny:
         from latent_verbalizer.components.categorize.answers import AnswerBounds, max_new_tokens
         from latent_verbalizer.components.categorize.grammar import compile_answer_grammar, stop_token_ids
         from latent_verbalizer.components.categorize.labelset import load_labelset
-        from latent_verbalizer.components.categorize.llm.loading import load_model
+        from latent_verbalizer.components.categorize.llm.loading import load_llm
         from latent_verbalizer.components.categorize.prompt import split_prompt
 
-        self.model, self.tok, _ = load_model("tiny-random", torch.float32)
+        self.model, self.tok, _ = load_llm("tiny-random", torch.float32)
         self.ls = load_labelset(labels_uri)
         self.bounds = AnswerBounds(self.ls.limits.max_parts, self.ls.limits.max_part_chars)
         self.prompt = split_prompt(self.tok, self.ls)

@@ -147,7 +147,7 @@ def test_model_from_s3_prefix(s3_bucket, tmp_path, monkeypatch):
     """A model folder (safetensors + config + tokenizer) under an s3:// prefix loads offline."""
     import torch
 
-    from latent_verbalizer.components.categorize.llm.loading import load_model
+    from latent_verbalizer.components.categorize.llm.loading import load_llm
     from latent_verbalizer.components.categorize.llm.offline_llms import (
         llama3_tokenizer,
         random_llama,
@@ -162,7 +162,7 @@ def test_model_from_s3_prefix(s3_bucket, tmp_path, monkeypatch):
     for f in local.iterdir():
         storage.write_bytes(f"{s3_bucket}/models/tiny/{f.name}", f.read_bytes())
     monkeypatch.setenv("LVERB_MODEL_CACHE", str(tmp_path / "cache"))
-    loaded, tok2, name = load_model(f"{s3_bucket}/models/tiny", torch.float32)
+    loaded, tok2, name = load_llm(f"{s3_bucket}/models/tiny", torch.float32)
     ids = torch.tensor([tok.encode("a dog on a red sofa")])
     with torch.inference_mode():
         assert torch.equal(loaded(ids).logits, model(ids).logits)

@@ -61,7 +61,7 @@ def architecture_name(model: str) -> str:
     return "coca-tiny-random" if model == TINY_RANDOM else model
 
 
-def check_model_name(model: str) -> None:
+def check_coca_name(model: str) -> None:
     import open_clip
 
     _register_configs()
@@ -77,7 +77,7 @@ def coca_n_layers(model: str) -> int:
     """Blocks of a CoCa architecture's vision tower, from its config (no weights loaded)."""
     import open_clip
 
-    check_model_name(model)
+    check_coca_name(model)
     return open_clip.get_model_config(architecture_name(model))["vision_cfg"]["layers"]
 
 
@@ -115,7 +115,7 @@ def load_coca(model: str, pretrained: str | None = None, device: str = "cpu", to
     """
     import open_clip
 
-    check_model_name(model)
+    check_coca_name(model)
     pretrained = default_pretrained(model, pretrained)
     arch = architecture_name(model)
     if pretrained == RANDOM:
@@ -176,23 +176,6 @@ def _coca_tower_only(arch: str, weights: str):
                  "model", weights)
         return None, None
     return net, preprocess
-
-
-def parse_layers(spec: str | list[int] | None, n_layers: int) -> list[int]:
-    """``all``, ``"0,5,23"``, ``"-1"`` or a list -> sorted distinct 0-based block indices."""
-    if spec is None or spec == "all" or spec == "":
-        return list(range(n_layers))
-    items = spec if isinstance(spec, (list, tuple)) else [s for s in str(spec).split(",") if s.strip()]
-    out = set()
-    for item in items:
-        try:
-            i = int(float(item))  # KFP hands list-of-int parameters over as floats
-        except ValueError as e:
-            raise ValueError(f"layer {item!r} is not an integer; give e.g. --layers all or --layers 0,5,23") from e
-        if not -n_layers <= i < n_layers:
-            raise ValueError(f"layer {i} is out of range: the model has {n_layers} blocks (0..{n_layers - 1})")
-        out.add(i % n_layers)
-    return sorted(out)
 
 
 @torch.no_grad()
