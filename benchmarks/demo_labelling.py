@@ -1,5 +1,5 @@
 """Where the demo's labelling time goes, on CPU: SmolLM2-135M-Instruct (offline) labelling
-the captions of the demo's sample images (tiny-random CoCa: long gibberish captions).
+the captions of the demo's sample images (tiny-random-coca: long gibberish captions).
 
 Measured in one run, so the ratios hold on a machine others are loading too:
 - loading: the GGUF file (de-quantize + tokenizer from its vocabulary) against the
@@ -46,12 +46,12 @@ DEMO_MAX_PARTS = 5
 
 
 def demo_captions(workdir: str) -> list[str]:
-    """The demo's captions: sample shards -> tiny-random features -> fp32 captions (CLI steps)."""
+    """The demo's captions: sample shards -> tiny-random-coca features -> fp32 captions (CLI steps)."""
     from latent_verbalizer.pipeline.local import make_sample_shards
 
     pattern = make_sample_shards(os.path.join(workdir, "shards"))
     lverb = [sys.executable, "-m", "latent_verbalizer.pipeline.cli"]
-    subprocess.run(lverb + ["extract", "--shards", pattern, "--out", f"{workdir}/features", "--model", "tiny-random", "--device", "cpu",
+    subprocess.run(lverb + ["extract", "--shards", pattern, "--out", f"{workdir}/features", "--model", "tiny-random-coca", "--device", "cpu",
                             "--batch-size", "16"], check=True, stdout=subprocess.DEVNULL)
     subprocess.run(lverb + ["caption", "--features", f"{workdir}/features", "--out", f"{workdir}/captions",
                             "--device", "cpu", "--precision", "fp32"], check=True, stdout=subprocess.DEVNULL)

@@ -96,7 +96,7 @@ def test_prefix_and_object_downloaded_once(s3_bucket, cache):
 
 
 def test_coca_weights_and_llm_folders_share_the_cache(s3_bucket, cache):
-    """Both loaders that read s3:// (CoCa weights in common/models.py, the LLM folder in
+    """Both loaders that read s3:// (CoCa weights in common/model_families/coca_loading.py, the LLM folder in
     categorize) copy into the one ``$LVERB_MODEL_CACHE``."""
     from latent_verbalizer.components.categorize.llm.model_source import resolve_model_source
     from latent_verbalizer.components.common.model_families.coca_loading import resolve_weights

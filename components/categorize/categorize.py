@@ -7,7 +7,7 @@ distinct caption) and ``aggregate.parquet`` (per layer and category) under ``out
 
 With a model, answers already in the answer store are reused, and the rest are labelled in
 one of three ways: in this process (one replica), in one process per replica
-(``replica_processes``), or, under ``accelerate launch``, this process being one replica.
+(``replicas.processes``), or, under ``accelerate launch``, this process being one replica.
 """
 
 from __future__ import annotations
@@ -238,7 +238,7 @@ def run_categorize(captions_uris: list[str], out_uri: str, model: str = DEFAULT_
     """Label every distinct caption and write ``labels.parquet`` and ``aggregate.parquet`` under ``out_uri``.
 
     ``captions_uris``: captions Parquet files (patterns allowed; or the study's
-    ``caps_batch0.json``). ``model``: hub id, local folder, ``s3://`` prefix, ``tiny-random``
+    ``caps_batch0.json``). ``model``: hub id, local folder, ``s3://`` prefix, ``tiny-random-llama``
     or ``smollm2-135m``. ``gpus``: how many of the visible GPUs to use (default all).
     ``import_raw``: a folder of the study's ``layer_N.json`` answers, instead of running a model.
     ``answers_per_file``: answers per file of the answer store (what a killed run keeps).

@@ -30,7 +30,7 @@ def register(subparsers) -> None:
                    help="captions Parquet files (local, s3:// or minio://; patterns allowed), or the study's caps JSON")
     p.add_argument("--out", required=True, metavar="URI", help="output folder (local or s3://)")
     p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"hub id, local folder, s3:// prefix, smollm2-135m or tiny-random (default {DEFAULT_MODEL})")
+                   help=f"hub id, local folder, s3:// prefix, smollm2-135m or tiny-random-llama (default {DEFAULT_MODEL})")
     p.add_argument("--labels", default=None, metavar="YAML", help="label list + prompt YAML (default: the study's 58 labels)")
     p.add_argument("--merge", default=None, metavar="YAML", help="label -> category merge table (default: the study's 35 categories)")
     p.add_argument("--gpus", type=int, default=None, help="number of GPUs to use (default: all visible)")

@@ -1,6 +1,6 @@
 """Random weights: how they are made, whether a model runs on them, and the sentence that says so.
 
-The shipped offline models (``tiny-random``, ``tiny-random-blip``, ...; their configs in
+The shipped offline models (``tiny-random-coca``, ``tiny-random-blip``, ...; their configs in
 ``model_configs/``) and any model given ``--pretrained random`` have weights drawn from a
 seed (``init_random_weights``, the one rule for every family): their captions say nothing about
 what a trained encoder sees. Every output made from them says so (the CLIs, the report).
@@ -49,3 +49,14 @@ def random_weights_warning(model: str | None, pretrained: str | None) -> str | N
         return None
     return (f"RANDOM WEIGHTS: {model} / {pretrained or RANDOM} is an untrained model; its captions say nothing "
             "about what a trained encoder sees (the study's model is coca_ViT-L-14 with its default weights)")
+
+
+# Names of shipped random models that changed: the old one says what to use instead.
+RENAMED_MODELS = {"tiny-random": "tiny-random-coca (the random CoCa, to caption) or tiny-random-llama "
+                                 "(the random Llama, to label)"}
+
+
+def check_not_renamed(model: str) -> None:
+    """An error naming the new name when ``model`` is an old name of a shipped random model."""
+    if model in RENAMED_MODELS:
+        raise ValueError(f"model {model!r} was renamed: use {RENAMED_MODELS[model]}")

@@ -32,7 +32,7 @@ def photo_pixels(loaded, n):
 
 @pytest.fixture(scope="module")
 def tiny():
-    return load_coca("tiny-random")
+    return load_coca("tiny-random-coca")
 
 
 @pytest.fixture(scope="module")

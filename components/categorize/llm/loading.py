@@ -1,5 +1,5 @@
 """Loading the labelling LLM: a hub id, a local directory, an ``s3://`` prefix (``model_source``),
-or one of the offline models (``offline_llms``: ``tiny-random``, ``smollm2-135m``). Weights are read
+or one of the offline models (``offline_llms``: ``tiny-random-llama``, ``smollm2-135m``). Weights are read
 only as safetensors (the offline SmolLM2's GGUF file converted once, ``gguf_conversion``): no pickle,
 never ``trust_remote_code``; the Hugging Face token comes only from the environment (``HF_TOKEN``)."""
 

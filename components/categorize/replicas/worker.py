@@ -1,4 +1,4 @@
-"""One replica process of the categorize step (started and supervised by ``replica_processes``):
+"""One replica process of the categorize step (started and supervised by ``processes``):
 ``python -m latent_verbalizer.components.categorize.replicas.worker SPEC.json [STATS.json]``."""
 
 import json

@@ -1,4 +1,4 @@
-"""Constrained, batched, prefix-cached generation with the offline tiny-random Llama (fp32)."""
+"""Constrained, batched, prefix-cached generation with the offline tiny-random-llama (fp32)."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ RANK = textwrap.dedent("""
     categorize.plan_for_model = lambda *a, **k: Layout(mode="cpu", n_gpus=0, gpus_per_replica=0, replicas=2,
                                                        groups=[[], []], max_memory=[{}, {}])
     captions, out, labels = sys.argv[1:4]
-    categorize.run_categorize([captions], out, model="tiny-random", labels_uri=labels, batch_size=4)
+    categorize.run_categorize([captions], out, model="tiny-random-llama", labels_uri=labels, batch_size=4)
 """)
 
 

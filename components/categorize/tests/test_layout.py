@@ -96,6 +96,13 @@ def test_the_plan_runs_a_replica_per_usable_core_on_the_cpu(monkeypatch):
     from latent_verbalizer.components.categorize import categorize
 
     monkeypatch.setattr(categorize, "usable_cpu_cores", lambda: 2)
-    lay = categorize.plan_for_model("tiny-random", 0, 0, torch.float32, 768, 100, n_captions=200)
+    lay = categorize.plan_for_model("tiny-random-llama", 0, 0, torch.float32, 768, 100, n_captions=200)
     assert (lay.mode, lay.replicas, lay.groups) == ("cpu", 2, [[], []])
-    assert categorize.plan_for_model("tiny-random", 0, 0, torch.float32, 768, 100, n_captions=10).replicas == 1
+    assert categorize.plan_for_model("tiny-random-llama", 0, 0, torch.float32, 768, 100, n_captions=10).replicas == 1
+
+
+def test_the_old_tiny_random_name_says_the_new_ones():
+    from latent_verbalizer.components.categorize.llm.model_source import load_config
+
+    with pytest.raises(ValueError, match="renamed: use tiny-random-coca .* or tiny-random-llama"):
+        load_config("tiny-random")

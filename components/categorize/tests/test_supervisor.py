@@ -74,7 +74,7 @@ def test_a_replica_worker_error_reaches_the_step(small_labels, tmp_path, one_thr
     from latent_verbalizer.components.categorize.replicas.processes import spawn_replica_processes
 
     missing = str(tmp_path / "no-such-labels.yaml")
-    spec = dict(captions=["a dog", "a cat"], model="tiny-random", labels_uri=missing, dtype="float32",
+    spec = dict(captions=["a dog", "a cat"], model="tiny-random-llama", labels_uri=missing, dtype="float32",
                 out_uri=str(tmp_path / "out"), run_key="k", batch_size=2, groups=[[], []], max_memory=[{}, {}],
                 answers_per_file=4, made_by={}, max_parts=None)
     with pytest.raises(RuntimeError, match=r"rank \d of 2 failed \(exit code 1\)(.|\n)*no-such-labels\.yaml") as failed:

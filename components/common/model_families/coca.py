@@ -1,4 +1,4 @@
-"""open_clip CoCa as a model family (the study's model; loading lives in ``common.models``)."""
+"""open_clip CoCa as a model family (the study's model; loading lives in ``coca_loading``)."""
 
 from __future__ import annotations
 

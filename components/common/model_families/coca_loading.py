@@ -1,7 +1,7 @@
 """Loading CoCa models: real weights (hub tag, local file/folder, S3 object) or small
 random ones that run offline.
 
-``tiny-random`` is a small CoCa of the real architecture (config shipped in
+``tiny-random-coca`` is a small CoCa of the real architecture (config shipped in
 ``model_configs/``), random weights from a fixed seed. open_clip leaves CoCa's decoder
 output projection (``text_decoder.text_projection``) uninitialised; random models get
 it initialised, so their captions vary with the image like a real model's do.
@@ -17,12 +17,12 @@ from dataclasses import dataclass
 import torch
 
 from .. import storage
-from ..random_weights import CONFIG_DIR, RANDOM, init_random_weights
+from ..random_weights import CONFIG_DIR, RANDOM, check_not_renamed, init_random_weights
 from ..storage.download_cache import download_object
 
 log = logging.getLogger(__name__)
 
-TINY_RANDOM = "tiny-random"
+TINY_RANDOM = "tiny-random-coca"
 SOT_TOKEN_ID = 49406
 EOS_TOKEN_ID = 49407
 PAD_TOKEN_ID = 0
@@ -64,6 +64,7 @@ def architecture_name(model: str) -> str:
 def check_coca_name(model: str) -> None:
     import open_clip
 
+    check_not_renamed(model)
     _register_configs()
     if architecture_name(model) not in open_clip.list_models() or not architecture_name(model).startswith("coca"):
         raise ValueError(

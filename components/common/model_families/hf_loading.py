@@ -47,7 +47,7 @@ class HFSource:
 
     location: str          # local folder, or ``ORG/NAME`` on the hub
     on_hub: bool
-    random_weights: bool   # tiny-random: config only, weights made from a seed
+    random_weights: bool   # tiny-random-coca: config only, weights made from a seed
     revision: str | None = None   # on the hub: the commit (or branch, tag) its files are read at
 
 

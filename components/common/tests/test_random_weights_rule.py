@@ -30,3 +30,12 @@ def test_named_embeddings_are_drawn_and_the_seed_repeats():
     init_random_weights(b, seed=RANDOM_SEED, embeddings=("query",))
     assert not torch.equal(a.query, torch.ones(4)) and a.query.abs().max() < 0.2
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_the_old_tiny_random_name_says_the_new_ones():
+    import pytest
+
+    from latent_verbalizer.components.common.model_families import model_n_layers
+
+    with pytest.raises(ValueError, match="renamed: use tiny-random-coca .* or tiny-random-llama"):
+        model_n_layers("tiny-random")

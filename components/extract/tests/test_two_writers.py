@@ -1,5 +1,5 @@
 """Two runs extracting the same shard into one storage prefix at once (real S3 server and a
-local folder, real tiny-random CoCa, real tars).
+local folder, real tiny-random-coca, real tars).
 
 Without a lease both start at chunk 0, the second overwrites the first's chunks, and the
 manifest written last lists digests of objects that are no longer there: the features fail
@@ -33,7 +33,7 @@ GUARD_S = 120   # only against a hang: every wait below ends on an event the oth
 
 @pytest.fixture(scope="module")
 def tiny():
-    return load_model("tiny-random")
+    return load_model("tiny-random-coca")
 
 
 @pytest.fixture(params=["s3", "local"])

@@ -46,7 +46,7 @@ def saved(loaded, folder) -> tuple[str, str | None]:
     return str(folder), None
 
 
-@pytest.mark.parametrize("tiny", ["tiny-random", "tiny-random-blip", "tiny-random-vit-gpt2", "tiny-random-llava"])
+@pytest.mark.parametrize("tiny", ["tiny-random-coca", "tiny-random-blip", "tiny-random-vit-gpt2", "tiny-random-llava"])
 def test_extract_features_from_the_tower_alone_equal_the_whole_models(tiny, photo_shard, tmp_path):
     model, pretrained = saved(load_model(tiny), tmp_path / "model")
     whole = load_model(model, pretrained)
