@@ -79,14 +79,17 @@ class Answers:
 
 
 def plan_for_model(model: str, n_gpus: int, gpu_bytes: int, dtype: torch.dtype, prompt_tokens: int, answer_tokens: int,
-                   n_captions: int = 0) -> Layout:
-    """The layout for ``model``: GPUs as ``plan_layout`` plans them; without GPUs, one replica
-    process per usable CPU core that ``n_captions`` keep busy (``cpu_replica_count``)."""
+                   n_captions: int = 0, cpu_replicas: int | str = 1) -> Layout:
+    """The layout for ``model``: GPUs as ``plan_layout`` plans them; without GPUs, ``cpu_replicas``
+    replica processes (``auto``: one per usable CPU core that ``n_captions`` keep busy, ``cpu_replica_count``)."""
     config = load_config(model)
     seq_bytes = config_kv_bytes_per_token(config, dtype) * (prompt_tokens + answer_tokens) + logits_bytes(config.vocab_size, 2)
     weights = model_bytes(config, dtype)
-    cpu_replicas = 1 if n_gpus else cpu_replica_count(n_captions, weights, usable_cpu_cores(), available_host_bytes())
-    return plan_layout(weights, n_gpus, gpu_bytes, seq_bytes, cpu_replicas=cpu_replicas)
+    if n_gpus:
+        cpu_replicas = 1
+    elif str(cpu_replicas) == "auto":
+        cpu_replicas = cpu_replica_count(n_captions, weights, usable_cpu_cores(), available_host_bytes())
+    return plan_layout(weights, n_gpus, gpu_bytes, seq_bytes, cpu_replicas=max(1, min(int(cpu_replicas), n_captions or 1)))
 
 
 def answer_schemas(captions: list[str], label_set: LabelSet) -> dict:
@@ -168,7 +171,7 @@ def _label(todo: list[str], spec: dict, layout: Layout, label_set: LabelSet, dty
 
 def model_answers(rows: list[CaptionRow], uniques: list[str], out_uri: str, model: str, label_set: LabelSet,
                   gpus: int | None, batch_size: str | int, dtype: str, answers_per_file: int, made_by: dict,
-                  summary: dict) -> Answers | None:
+                  summary: dict, cpu_replicas: int | str = 1) -> Answers | None:
     """Answers of every distinct caption, reusing the stored ones; None on a non-main
     process of ``accelerate launch`` (the main one writes the tables)."""
     n_gpus, gpu_bytes = detect_gpus(gpus)
@@ -187,7 +190,8 @@ def model_answers(rows: list[CaptionRow], uniques: list[str], out_uri: str, mode
              len(rows), len(uniques), summary["dedup_saving_percent"], summary["resumed"], len(todo))
     if todo:
         answer_tokens = max(answer_token_bound(c, label_set) for c in todo)
-        layout = plan_for_model(model, n_gpus, gpu_bytes, tdtype, PLAN_PROMPT_TOKENS, answer_tokens, len(todo))
+        layout = plan_for_model(model, n_gpus, gpu_bytes, tdtype, PLAN_PROMPT_TOKENS, answer_tokens, len(todo),
+                                cpu_replicas)
         log.info(layout.describe())
         summary.update(layout=layout.to_json(), plan_answer_tokens=answer_tokens, batch_size=_batch_size(batch_size, layout, n_gpus))
         spec = dict(captions=todo, model=model, labels_uri=label_set.source, dtype=dtype_name, out_uri=out_uri, run_key=key,
@@ -234,7 +238,7 @@ def write_outputs(out_uri: str, answers: Answers, category_of: dict[str, str], m
 def run_categorize(captions_uris: list[str], out_uri: str, model: str = DEFAULT_MODEL, labels_uri: str | None = None,
                    merge_uri: str | None = None, gpus: int | None = None, batch_size: str | int = "auto",
                    dtype: str = "auto", import_raw: str | None = None, answers_per_file: int = 256,
-                   max_parts: int | None = None, run_id: str = "") -> dict:
+                   max_parts: int | None = None, run_id: str = "", cpu_replicas: int | str = 1) -> dict:
     """Label every distinct caption and write ``labels.parquet`` and ``aggregate.parquet`` under ``out_uri``.
 
     ``captions_uris``: captions Parquet files (patterns allowed; or the study's
@@ -244,6 +248,9 @@ def run_categorize(captions_uris: list[str], out_uri: str, model: str = DEFAULT_
     ``answers_per_file``: answers per file of the answer store (what a killed run keeps).
     ``max_parts``: cap the parts of an answer (a cheaper, recorded deviation from the study,
     e.g. for the demo; default: bounded by each caption only, as in the study).
+    ``cpu_replicas``: without GPUs, how many single-threaded replica processes label (``auto``: one per
+    usable core, at most one per 8 captions; worth it only where the cores are free: on a 2-core machine
+    shared with other work, two replicas were slower than one).
     ``run_id``: the pipeline run named in ``out_uri``'s write lease (empty: a CLI run); another
     run labelling into the same ``out_uri`` at once is refused (common.storage.write_lease).
     Returns a summary dict (also written as ``summary.json``).
@@ -269,7 +276,7 @@ def run_categorize(captions_uris: list[str], out_uri: str, model: str = DEFAULT_
             summary.update(mode="import-raw", import_raw_recovery=answers.labels_meta[LABELS_META_IMPORT_RECOVERY])
         else:
             answers = model_answers(rows, uniques, out_uri, model, label_set, gpus, batch_size, dtype, answers_per_file,
-                                    made_by, summary)
+                                    made_by, summary, cpu_replicas)
             if answers is None:
                 return summary
         if lease is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 
 import pytest
@@ -92,13 +93,17 @@ def test_a_cpu_layout_of_replicas_has_a_group_per_replica():
 
 
 def test_the_plan_runs_a_replica_per_usable_core_on_the_cpu(monkeypatch):
-    """run_categorize's plan without GPUs: the demo's captions on a 2-core machine get two replicas."""
+    """run_categorize's plan without GPUs: one replica unless asked; ``auto``, one per usable core."""
     from latent_verbalizer.components.categorize import categorize
 
     monkeypatch.setattr(categorize, "usable_cpu_cores", lambda: 2)
-    lay = categorize.plan_for_model("tiny-random-llama", 0, 0, torch.float32, 768, 100, n_captions=200)
+    plan = functools.partial(categorize.plan_for_model, "tiny-random-llama", 0, 0, torch.float32, 768, 100)
+    lay = plan(n_captions=200, cpu_replicas="auto")
     assert (lay.mode, lay.replicas, lay.groups) == ("cpu", 2, [[], []])
-    assert categorize.plan_for_model("tiny-random-llama", 0, 0, torch.float32, 768, 100, n_captions=10).replicas == 1
+    assert plan(n_captions=10, cpu_replicas="auto").replicas == 1
+    assert plan(n_captions=200).replicas == 1                        # the default: one
+    assert plan(n_captions=200, cpu_replicas=3).replicas == 3        # as asked
+    assert plan(n_captions=2, cpu_replicas=3).replicas == 2          # no idle replica
 
 
 def test_the_old_tiny_random_name_says_the_new_ones():

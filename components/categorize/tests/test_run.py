@@ -141,6 +141,9 @@ def test_cli_errors_name_the_input(tmp_path, capsys):
     assert "nope.parquet" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["categorize", "--captions", "x", "--out", "y", "--batch-size", "0"])
+    with pytest.raises(SystemExit):
+        main(["categorize", "--captions", "x", "--out", "y", "--cpu-replicas", "0"])
+    assert "--cpu-replicas: '0': use auto or a positive integer" in capsys.readouterr().err
 
 
 def test_model_from_s3_prefix(s3_bucket, tmp_path, monkeypatch):
