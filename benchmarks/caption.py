@@ -7,7 +7,7 @@ which forces it), so random weights cannot shorten the loop. Also reported: bf16
 fp32 token agreement (on the normal settings, min_seq_len 5), and peak GPU memory.
 
     python benchmarks/caption.py              # CUDA GPU, coca_ViT-L-14, bf16 and fp32 vs reference
-    python benchmarks/caption.py --small      # CPU smoke run: tiny-random (numbers mean nothing)
+    python benchmarks/caption.py --small      # CPU smoke run: tiny-random-coca (numbers mean nothing)
 
 Prints a Markdown report (``--results FILE`` also appends it to FILE).
 """
@@ -26,8 +26,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from latent_verbalizer.components.caption.caption import auto_decode_batch  # noqa: E402
-from latent_verbalizer.components.caption.decoder import CachedCocaDecoder, GreedySettings  # noqa: E402
-from latent_verbalizer.components.common.models import EOS_TOKEN_ID, SOT_TOKEN_ID, load_coca, vision_block_outputs  # noqa: E402
+from latent_verbalizer.components.caption.coca_decoder import CachedCocaDecoder, GreedySettings  # noqa: E402
+from latent_verbalizer.components.common.model_families.coca_loading import (  # noqa: E402
+    EOS_TOKEN_ID,
+    SOT_TOKEN_ID,
+    load_coca,
+    vision_block_outputs,
+)
 from latent_verbalizer.components.common.precision import exact_float32_math  # noqa: E402
 
 FIXED = GreedySettings(seq_len=30, min_seq_len=29)  # 29 decoder forwards for every row
@@ -74,7 +79,7 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--small", action="store_true", help="CPU smoke run with tiny-random (numbers mean nothing)")
+    ap.add_argument("--small", action="store_true", help="CPU smoke run with tiny-random-coca (numbers mean nothing)")
     ap.add_argument("--rows", type=int, default=None, help="(image, layer) rows for our decoder, decoded in batches "
                     "sized as `lverb caption` sizes them (default 4096, small 64)")
     ap.add_argument("--reference-batch", type=int, default=None, help="reference batch (default 256, small 16)")
@@ -93,7 +98,7 @@ def main() -> None:
     rows = args.rows or (64 if args.small else 4096)
     ref_batch = args.reference_batch or (16 if args.small else 256)
     repeats = args.repeats or (1 if args.small else 3)
-    loaded = load_coca("tiny-random" if args.small else "coca_ViT-L-14", "random", device="cpu")
+    loaded = load_coca("tiny-random-coca" if args.small else "coca_ViT-L-14", "random", device="cpu")
     tf32 = exact_float32_math()["tf32"]  # as `lverb caption` does for float32; bf16 is unaffected
     model = loaded.model.to(device).eval()
 
@@ -105,7 +110,7 @@ def main() -> None:
     embs = torch.cat([fp32.image_embeddings(b) for b in blocks])[:rows].contiguous()
     rows = embs.shape[0]
 
-    what = "smoke, tiny-random" if args.small else "coca_ViT-L-14, random weights"
+    what = "smoke, tiny-random-coca" if args.small else "coca_ViT-L-14, random weights"
     report = [f"### caption benchmark ({what}, {device_name(device)})",
               "", f"- device: {device_name(device)}; torch {torch.__version__}",
               f"- fixed length: 29 decoder forwards per caption; ours: {rows} rows, reference batch {ref_batch}; "

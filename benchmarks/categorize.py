@@ -34,10 +34,10 @@ from latent_verbalizer.components.categorize.answers import (  # noqa: E402
     parse_raw_answer,
     render_answer,
 )
-from latent_verbalizer.components.categorize.generate import Generator  # noqa: E402
 from latent_verbalizer.components.categorize.grammar import compile_answer_grammar, stop_token_ids  # noqa: E402
 from latent_verbalizer.components.categorize.labelset import load_labelset  # noqa: E402
-from latent_verbalizer.components.categorize.llm_loader import (  # noqa: E402
+from latent_verbalizer.components.categorize.llm.generate import Generator  # noqa: E402
+from latent_verbalizer.components.categorize.llm.offline_llms import (  # noqa: E402
     llama3_tokenizer,
     llama31_config,
     random_llama,

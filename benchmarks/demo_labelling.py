@@ -1,5 +1,5 @@
 """Where the demo's labelling time goes, on CPU: SmolLM2-135M-Instruct (offline) labelling
-the captions of the demo's sample images (tiny-random CoCa: long gibberish captions).
+the captions of the demo's sample images (tiny-random-coca: long gibberish captions).
 
 Measured in one run, so the ratios hold on a machine others are loading too:
 - loading: the GGUF file (de-quantize + tokenizer from its vocabulary) against the
@@ -35,21 +35,23 @@ sys.path.insert(0, str(REPO))
 
 from latent_verbalizer.components.categorize.answer_store import AnswerStore  # noqa: E402
 from latent_verbalizer.components.categorize.labelset import load_labelset  # noqa: E402
-from latent_verbalizer.components.categorize.llm_loader import SMOLLM2, load_model, smollm2_folder  # noqa: E402
+from latent_verbalizer.components.categorize.llm.gguf_conversion import smollm2_folder  # noqa: E402
+from latent_verbalizer.components.categorize.llm.loading import load_llm  # noqa: E402
+from latent_verbalizer.components.categorize.llm.offline_llms import SMOLLM2  # noqa: E402
 from latent_verbalizer.components.categorize.prompt import split_prompt  # noqa: E402
-from latent_verbalizer.components.categorize.replica import label_captions, torch_threads  # noqa: E402
+from latent_verbalizer.components.categorize.replicas.replica import label_captions, torch_threads  # noqa: E402
 from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA, read_table  # noqa: E402
 
 DEMO_MAX_PARTS = 5
 
 
 def demo_captions(workdir: str) -> list[str]:
-    """The demo's captions: sample shards -> tiny-random features -> fp32 captions (CLI steps)."""
+    """The demo's captions: sample shards -> tiny-random-coca features -> fp32 captions (CLI steps)."""
     from latent_verbalizer.pipeline.local import make_sample_shards
 
     pattern = make_sample_shards(os.path.join(workdir, "shards"))
     lverb = [sys.executable, "-m", "latent_verbalizer.pipeline.cli"]
-    subprocess.run(lverb + ["extract", "--shards", pattern, "--out", f"{workdir}/features", "--model", "tiny-random", "--device", "cpu",
+    subprocess.run(lverb + ["extract", "--shards", pattern, "--out", f"{workdir}/features", "--model", "tiny-random-coca", "--device", "cpu",
                             "--batch-size", "16"], check=True, stdout=subprocess.DEVNULL)
     subprocess.run(lverb + ["caption", "--features", f"{workdir}/features", "--out", f"{workdir}/captions",
                             "--device", "cpu", "--precision", "fp32"], check=True, stdout=subprocess.DEVNULL)
@@ -76,7 +78,7 @@ def time_load() -> tuple[float, float]:
     gguf_s = time.perf_counter() - t0
     smollm2_folder()                                 # converted once (not timed), if not yet
     t0 = time.perf_counter()
-    load_model(SMOLLM2, torch.float32)
+    load_llm(SMOLLM2, torch.float32)
     return gguf_s, time.perf_counter() - t0
 
 
@@ -121,7 +123,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="lverb-demo-bench-") as work:
         captions = read_captions(args.captions) if args.captions else demo_captions(work)
     gguf_s, folder_s = time_load()
-    model, tokenizer, _ = load_model(SMOLLM2, torch.float32)
+    model, tokenizer, _ = load_llm(SMOLLM2, torch.float32)
     prefix = split_prompt(tokenizer, load_labelset()).prefix_ids
     steps = {(b, t): time_step(model, prefix, b, t) for b in (4, 16) for t in (2, 1)}
     study = time_labelling(captions[: args.study_captions], None, args.batch_size)

@@ -10,7 +10,7 @@ write bandwidth with as many streams as we use. Peak host memory is measured for
 shard sizes in child processes: it must not grow with the shard.
 
     python benchmarks/extract.py            # CUDA GPU (H100/H200), coca_ViT-L-14
-    python benchmarks/extract.py --small    # CPU smoke run: tiny-random (numbers mean nothing)
+    python benchmarks/extract.py --small    # CPU smoke run: tiny-random-coca (numbers mean nothing)
 
 Prints a Markdown report (``--results FILE`` also appends it to FILE).
 """
@@ -37,9 +37,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from latent_verbalizer.components.common import storage  # noqa: E402
-from latent_verbalizer.components.common.models import load_coca  # noqa: E402
+from latent_verbalizer.components.common.model_families.coca_loading import load_coca  # noqa: E402
+from latent_verbalizer.components.common.tar_samples import iter_samples  # noqa: E402
 from latent_verbalizer.components.extract.extract import ExtractSettings, decode_threads, extract_shard  # noqa: E402
-from latent_verbalizer.components.extract.shards import decode_image, iter_samples  # noqa: E402
+from latent_verbalizer.components.extract.image_decoding import decode_image  # noqa: E402
 from tests.images import write_tar  # noqa: E402
 
 
@@ -184,7 +185,7 @@ def child_peak_rss(shard: str, out: str, model: str, device: str, batch: str) ->
     """Run our extract in a child process; returns its images/s and peak RSS (MB)."""
     code = (
         "import json,resource,sys,time;sys.path.insert(0,%r);"
-        "from latent_verbalizer.components.common.models import load_coca;"
+        "from latent_verbalizer.components.common.model_families.coca_loading import load_coca;"
         "from latent_verbalizer.components.extract.extract import ExtractSettings,extract_shard;"
         "s=ExtractSettings(model=%r,pretrained='random',dtype='float16',batch_size=%r,device=%r);"
         "l=load_coca(s.model,s.pretrained,device=%r);t=time.perf_counter();"
@@ -197,7 +198,7 @@ def child_peak_rss(shard: str, out: str, model: str, device: str, batch: str) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--small", action="store_true", help="CPU smoke run with tiny-random (numbers mean nothing)")
+    ap.add_argument("--small", action="store_true", help="CPU smoke run with tiny-random-coca (numbers mean nothing)")
     ap.add_argument("--images", type=int, default=None, help="images per shard (default 2048, small 64)")
     ap.add_argument("--reference-images", type=int, default=None, help="images for the reference style (default 256, small 32)")
     ap.add_argument("--disk", default=None, help="a folder on local disk (default: a temp folder)")
@@ -211,7 +212,7 @@ def main() -> None:
     device = "cpu" if args.small or not torch.cuda.is_available() else "cuda"
     if not args.small and device == "cpu":
         sys.exit("no CUDA GPU: run on a GPU machine, or pass --small for a CPU smoke run")
-    model_name = "tiny-random" if args.small else "coca_ViT-L-14"
+    model_name = "tiny-random-coca" if args.small else "coca_ViT-L-14"
     n = args.images or (64 if args.small else 2048)
     n_ref = args.reference_images or (32 if args.small else 256)
     batch = "16" if args.small else "auto"
@@ -277,7 +278,7 @@ def main() -> None:
         s = make_shard(os.path.join(work, f"mem{size}-000000.tar"), size)
         peaks.append((size, child_peak_rss(s, os.path.join(shm, f"mem{size}"), model_name, device, batch)))
 
-    report = [f"### extract benchmark ({'smoke, CPU, tiny-random' if args.small else 'coca_ViT-L-14, random weights'})", "",
+    report = [f"### extract benchmark ({'smoke, CPU, tiny-random-coca' if args.small else 'coca_ViT-L-14, random weights'})", "",
               f"- device: {torch.cuda.get_device_name() if device == 'cuda' else 'CPU ' + platform.machine()}; "
               f"torch {torch.__version__}; {n} COCO-sized JPEGs (reference style: {n_ref})",
               f"- features per image: {per_image_fp16 / 1e6:.1f} MB in float16 ({loaded.n_layers} blocks x {tokens} x {width})", "",

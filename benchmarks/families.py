@@ -31,11 +31,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from latent_verbalizer.components.caption.caption import auto_decode_batch  # noqa: E402
-from latent_verbalizer.components.caption.decoders import make_decoder  # noqa: E402
+from latent_verbalizer.components.caption.decoder_factory import make_decoder  # noqa: E402
 from latent_verbalizer.components.caption.greedy import GreedySettings  # noqa: E402
 from latent_verbalizer.components.common.model_families import load_model  # noqa: E402
-from latent_verbalizer.components.common.model_families.hf_loading import init_random_weights  # noqa: E402
 from latent_verbalizer.components.common.precision import exact_float32_math  # noqa: E402
+from latent_verbalizer.components.common.random_weights import init_random_weights  # noqa: E402
 
 TINY = {"blip": "tiny-random-blip", "vit-gpt2": "tiny-random-vit-gpt2", "llava": "tiny-random-llava"}
 

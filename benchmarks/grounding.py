@@ -27,12 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from latent_verbalizer.components.caption.caption import auto_decode_batch  # noqa: E402
-from latent_verbalizer.components.caption.decoders import make_decoder  # noqa: E402
+from latent_verbalizer.components.caption.decoder_factory import make_decoder  # noqa: E402
 from latent_verbalizer.components.caption.grounding import Grounder, auto_grounding_batch  # noqa: E402
 from latent_verbalizer.components.common.model_families import load_model  # noqa: E402
 from latent_verbalizer.components.common.precision import exact_float32_math  # noqa: E402
 
-TINY = ("tiny-random", "tiny-random-blip", "tiny-random-vit-gpt2", "tiny-random-llava")
+TINY = ("tiny-random-coca", "tiny-random-blip", "tiny-random-vit-gpt2", "tiny-random-llava")
 
 
 def sync(device: str) -> None:

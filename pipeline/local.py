@@ -3,7 +3,7 @@
 Every step runs as a subprocess of this Python (``SubprocessRunner(use_venv=False)``),
 through the same component code Kubeflow runs; artifacts go under a local pipeline
 root, bulk data on local disk or an S3 prefix. Defaults are the offline models, so it
-runs with no network: ``tiny-random`` CoCa (random weights: gibberish captions, real
+runs with no network: ``tiny-random-coca`` CoCa (random weights: gibberish captions, real
 mechanics) and SmolLM2-135M-Instruct for the labels, on the sample photos this package
 ships (``sample_images/``).
 
@@ -27,7 +27,7 @@ from .run_console import open_console
 log = logging.getLogger(__name__)
 
 LOCAL_DEFAULTS = {
-    "extract_model": "tiny-random",
+    "extract_model": "tiny-random-coca",
     "extract_pretrained": "",  # the model's own: random for the tiny-random models, the real weights for real ones
     "extract_batch_size": "16",
     "caption_precision": "float32",

@@ -16,7 +16,7 @@ def download_and_load(prefix: str, start, results) -> None:
     itself (from the download log); or the error it raised."""
     from safetensors.numpy import load_file
 
-    from latent_verbalizer.components.common import download_cache
+    from latent_verbalizer.components.common.storage import download_cache
 
     downloads: list[int] = []
 
@@ -45,7 +45,7 @@ def die_while_writing(target: str, partial_bytes: bytes) -> None:
     file to a partial file of its own, and is killed (SIGKILL: no cleanup runs)."""
     import socket
 
-    from latent_verbalizer.components.common.download_cache import CachedFile
+    from latent_verbalizer.components.common.storage.download_cache import CachedFile
 
     cached = CachedFile.at(target)
     with cached.locked():

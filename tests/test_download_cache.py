@@ -1,4 +1,4 @@
-"""The one S3 download cache (``components.common.download_cache``): objects and prefixes
+"""The one S3 download cache (``components.common.storage.download_cache``): objects and prefixes
 copied once per version under ``$LVERB_MODEL_CACHE``, no object key written outside its
 folder, and several processes filling one cache folder at once (pods on a shared volume)."""
 
@@ -16,7 +16,7 @@ import pytest
 from safetensors.numpy import save
 
 from latent_verbalizer.components.common import storage
-from latent_verbalizer.components.common.download_cache import (
+from latent_verbalizer.components.common.storage.download_cache import (
     CACHE_ENV,
     LEASE_S,
     CachedFile,
@@ -96,10 +96,10 @@ def test_prefix_and_object_downloaded_once(s3_bucket, cache):
 
 
 def test_coca_weights_and_llm_folders_share_the_cache(s3_bucket, cache):
-    """Both loaders that read s3:// (CoCa weights in common/models.py, the LLM folder in
+    """Both loaders that read s3:// (CoCa weights in common/model_families/coca_loading.py, the LLM folder in
     categorize) copy into the one ``$LVERB_MODEL_CACHE``."""
-    from latent_verbalizer.components.categorize.llm_loader import resolve_model_source
-    from latent_verbalizer.components.common.models import resolve_weights
+    from latent_verbalizer.components.categorize.llm.model_source import resolve_model_source
+    from latent_verbalizer.components.common.model_families.coca_loading import resolve_weights
 
     storage.write_bytes(f"{s3_bucket}/coca/open_clip_model.safetensors", b"weights")
     storage.write_bytes(f"{s3_bucket}/llm/config.json", b"{}")

@@ -31,7 +31,7 @@ def made(tmp_path_factory) -> dict:
     """A shard, its features and captions, made on the CPU before any stand-in is installed."""
     root = tmp_path_factory.mktemp("cuda-entry")
     shard = jpeg_shard(str(root / "g-000000.tar"), 2)
-    run_extract([shard], str(root / "features"), ExtractSettings(model="tiny-random", device="cpu", layers="0,3"))
+    run_extract([shard], str(root / "features"), ExtractSettings(model="tiny-random-coca", device="cpu", layers="0,3"))
     run_caption(str(root / "features"), str(root / "captions"), CaptionSettings(device="cpu", batch_size="4"))
     image = root / "photo.jpg"
     random_rgb().save(image)
@@ -58,14 +58,14 @@ def reaches_the_gpu(stand_in, run) -> None:
 @pytest.mark.parametrize("device", ["auto", "cuda", "cuda:0"])
 def test_lverb_extract_reaches_the_gpu(made, gpu_step, tmp_path, device):
     reaches_the_gpu(gpu_step, lambda: lverb(["extract", "--shards", made["shard"], "--out", str(tmp_path / "f"),
-                                             "--model", "tiny-random", "--device", device]))
+                                             "--model", "tiny-random-coca", "--device", device]))
     assert ("set_device", 0) in gpu_step.calls, "extract makes its GPU current (its copies' events live there)"
 
 
 def test_extract_component_reaches_the_gpu(made, gpu_step, tmp_path):
     features = Artifact(name="features", uri=str(tmp_path / "features.json"), metadata={})
     reaches_the_gpu(gpu_step, lambda: make_extract_op("unused").python_func(
-        shard=made["shard"], storage_prefix=str(tmp_path / "run"), model="tiny-random", pretrained="", layers="0,3",
+        shard=made["shard"], storage_prefix=str(tmp_path / "run"), model="tiny-random-coca", pretrained="", layers="0,3",
         dtype="float16", batch_size="auto", features=features))
 
 
@@ -85,7 +85,7 @@ def test_caption_component_reaches_the_gpu(made, gpu_step, tmp_path):
 
 @pytest.mark.parametrize("device", ["auto", "cuda"])
 def test_lverb_interpret_reaches_the_gpu(made, gpu_step, device):
-    reaches_the_gpu(gpu_step, lambda: lverb(["interpret", made["image"], "--model", "tiny-random", "--device", device]))
+    reaches_the_gpu(gpu_step, lambda: lverb(["interpret", made["image"], "--model", "tiny-random-coca", "--device", device]))
 
 
 def test_lverb_categorize_reaches_the_gpu(made, gpu_step, tmp_path):

@@ -27,7 +27,7 @@ def features_on_s3(s3_bucket, tmp_path):
     uri = s3_bucket + "/in/f-000000.tar"
     storage.write_bytes(uri, open(shard, "rb").read())
     out = s3_bucket + "/features"
-    run_extract([uri], out, ExtractSettings(model="tiny-random", pretrained="random", layers="0,3", batch_size=8,
+    run_extract([uri], out, ExtractSettings(model="tiny-random-coca", pretrained="random", layers="0,3", batch_size=8,
                                             device="cpu"))
     shard_dir = storage.join(out, "f-000000")
     (info,) = read_manifest(shard_dir).objects
@@ -101,7 +101,7 @@ def test_captions_of_replaced_features_are_not_taken_as_done(features_on_s3, s3_
     assert again == first
     for uri in storage.list_uris(shard_dir):
         storage.delete(uri)
-    run_extract([first["shard"]], features, ExtractSettings(model="tiny-random", pretrained="random", layers="0,3",
+    run_extract([first["shard"]], features, ExtractSettings(model="tiny-random-coca", pretrained="random", layers="0,3",
                                                             batch_size=8, device="cpu", dtype="float32"))
     with pytest.raises(ValueError, match="features_fingerprint"):
         _caption(features, s3_bucket)

@@ -40,7 +40,7 @@ def shard(tmp_path_factory) -> str:
     return jpeg_shard(str(tmp_path_factory.mktemp("gpu-entry") / "e-000000.tar"), 8, size=(320, 240))
 
 
-@pytest.mark.parametrize("model", ["tiny-random", "tiny-random-blip", "tiny-random-vit-gpt2", "tiny-random-llava"])
+@pytest.mark.parametrize("model", ["tiny-random-coca", "tiny-random-blip", "tiny-random-vit-gpt2", "tiny-random-llava"])
 def test_step_clis_with_device_auto(shard, tmp_path, model):
     """lverb extract, caption and interpret with --device auto: they pick the GPU and record it."""
     features, captions = tmp_path / "features", tmp_path / "captions"
@@ -60,15 +60,15 @@ def test_kfp_components_as_pipeline_gpu_steps(shard, tmp_path, monkeypatch):
     monkeypatch.setenv(REQUIRE_GPU_ENV, "1")
     prefix = str(tmp_path / "run")
     features = Artifact(name="features", uri=str(tmp_path / "features.json"), metadata={})
-    make_extract_op("unused").python_func(shard=shard, storage_prefix=prefix, model="tiny-random", pretrained="",
+    make_extract_op("unused").python_func(shard=shard, storage_prefix=prefix, model="tiny-random-coca", pretrained="",
                                           layers="all", dtype="float16", batch_size="auto", features=features)
     captions = Dataset(name="captions", uri=str(tmp_path / "captions.json"), metadata={})
     make_caption_op("unused").python_func(features=features, storage_prefix=prefix, layers="all", precision="float32",
                                           batch_size="auto", seq_len=30.0, min_seq_len=5.0, pretrained="",
                                           captions=captions)
     labels = Artifact(name="labels", uri=str(tmp_path / "labels.json"), metadata={})
-    # tiny-random: a random Llama with Llama-3's tokenizer (the GPU machine gets the tokenizer, not SmolLM2's GGUF)
-    make_categorize_op("unused").python_func(captions=[captions], storage_prefix=prefix, model="tiny-random", gpus="1",
+    # tiny-random-llama: a random Llama with Llama-3's tokenizer (the GPU machine gets the tokenizer, not SmolLM2's GGUF)
+    make_categorize_op("unused").python_func(captions=[captions], storage_prefix=prefix, model="tiny-random-llama", gpus="1",
                                              batch_size="auto", max_answer_parts=5, labels=labels)
     summary = json.loads(open(labels.path).read())["summary"]
     assert summary["unique_captions"] > 0 and summary["layout"]["groups"] == [[0]], summary  # labelled on GPU 0
@@ -78,7 +78,7 @@ def test_lverb_run_local_end_to_end_on_the_gpu(tmp_path, monkeypatch):
     """The whole pipeline through kfp.local on the GPU, tiny models: the report is written."""
     monkeypatch.chdir(tmp_path)
     seconds = lverb_ok("run", "--local", "--params",
-                       '{"extract_batch_size": "auto", "caption_batch_size": "auto", "categorize_model": "tiny-random"}')
+                       '{"extract_batch_size": "auto", "caption_batch_size": "auto", "categorize_model": "tiny-random-llama"}')
     reports = list(tmp_path.glob("runs/*/data/report/report.html"))
     assert reports, "lverb run --local wrote no report"
     report("lverb run --local on the GPU (tiny models)", [f"- whole pipeline: {seconds:.0f} s"])

@@ -40,7 +40,7 @@ def test_wheel_installs_one_top_level_name(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"latent_verbalizer"}, f"the wheel installs top-level names {sorted(tops)}"
-    # Package data travels: the tiny-random CoCa config and the study's label set.
+    # Package data travels: the tiny-random-coca config and the study's label set.
     assert "latent_verbalizer/components/common/model_configs/coca-tiny-random.json" in names
     for tiny in ("tiny-random-blip", "tiny-random-vit-gpt2", "tiny-random-llava"):  # the offline Hugging Face families
         folder = f"latent_verbalizer/components/common/model_configs/{tiny}/"

@@ -67,10 +67,10 @@ def test_a_local_run_on_random_weights_says_so():
 
     demo = {"params": dict(LOCAL_DEFAULTS)}
     assert random_weights_lines(demo) == [
-        "RANDOM WEIGHTS: tiny-random / random is an untrained model; its captions say nothing about what a trained "
+        "RANDOM WEIGHTS: tiny-random-coca / random is an untrained model; its captions say nothing about what a trained "
         "encoder sees (the study's model is coca_ViT-L-14 with its default weights)"]
     compared = {"params": dict(LOCAL_DEFAULTS, extract_model="tiny-random-blip"), "first": demo}
     assert [line.split(" is ")[0] for line in random_weights_lines(compared)] == [
-        "RANDOM WEIGHTS: tiny-random / random", "RANDOM WEIGHTS: tiny-random-blip / random"]
+        "RANDOM WEIGHTS: tiny-random-coca / random", "RANDOM WEIGHTS: tiny-random-blip / random"]
     real = {"params": dict(LOCAL_DEFAULTS, extract_model="coca_ViT-L-14", extract_pretrained="/w/ckpt.safetensors")}
     assert random_weights_lines(real) == []

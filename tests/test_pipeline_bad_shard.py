@@ -29,7 +29,7 @@ def test_a_garbage_shard_fails_alone_and_the_report_names_it(tmp_path):
     with open(bad, "wb") as f:
         f.write(os.urandom(20_000))  # random bytes with a shard's name
     params = {"shards": str(tmp_path / "shards" / "x-{000000..000002}.tar"), "extract_layers": "0,5",
-              "categorize_model": "tiny-random"}  # answers of at most 5 parts (the local default)
+              "categorize_model": "tiny-random-llama"}  # answers of at most 5 parts (the local default)
 
     run = run_local(params, workdir=str(tmp_path / "work"), cache=False)
 

@@ -27,7 +27,7 @@ def labels_summary(workdir):
 
 def test_local_run_on_s3_then_rerun_skips_finished_work(s3_bucket, tmp_path, capfd):
     prefix = s3_bucket + "/run"
-    params = {"extract_layers": ",".join(map(str, LAYERS)), "categorize_model": "tiny-random"}
+    params = {"extract_layers": ",".join(map(str, LAYERS)), "categorize_model": "tiny-random-llama"}
     print_before = builtins.print
     first = run_local(params, workdir=str(tmp_path / "w1"), storage_prefix=prefix, cache=False)
     assert builtins.print is print_before, "kfp.local's per-task print indentation is undone after the run"

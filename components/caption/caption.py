@@ -36,15 +36,16 @@ from ..common.contracts import (
 )
 from ..common.devices import resolve_device
 from ..common.features import iter_feature_chunks, read_manifest
+from ..common.memory_budget import rows_in_free_memory
 from ..common.model_families import VisionLanguageModel, load_model
 from ..common.model_families.hub_revision import same_hub_model
-from ..common.models import parse_layers
+from ..common.model_families.layer_selection import parse_layers
 from ..common.oom import OutOfMemoryBackoff, backoff_batches
 from ..common.precision import exact_float32_math, parse_dtype
 from ..common.progress import Progress
 from ..common.shard_failures import OutputRefusedError
-from ..common.write_lease import WriteLease
-from .decoders import make_decoder
+from ..common.storage.write_lease import WriteLease
+from .decoder_factory import make_decoder
 from .greedy import DecodedCaptions, GreedySettings
 from .grounding import Grounder, auto_grounding_batch
 
@@ -93,10 +94,7 @@ def chunk_embeddings(decoder, block_tokens: torch.Tensor, device: str, backoff: 
 def auto_decode_batch(decoder, n_image_tokens: int, device: str) -> int:
     """Rows per decode batch: what the caches of half the free GPU memory hold (``bytes_per_row``
     of the family's decoder: its KV cache, the image's keys/values and the logits)."""
-    if not device.startswith("cuda"):
-        return CPU_BATCH
-    free, _ = torch.cuda.mem_get_info(torch.device(device))
-    return int(max(1, min(MAX_BATCH, free * 0.5 // decoder.bytes_per_row(n_image_tokens))))
+    return rows_in_free_memory(device, decoder.bytes_per_row(n_image_tokens), MAX_BATCH, CPU_BATCH)
 
 
 class CaptionBatcher:

@@ -67,7 +67,7 @@ def _caption(args) -> int:
 
 
 def _interpret(args) -> int:
-    from .decoder import GreedySettings
+    from .coca_decoder import GreedySettings
     from .interpret import interpret_images, print_json, print_table, write_grounding_pngs
 
     rows = interpret_images(args.images, model=args.model, pretrained=args.pretrained, precision=args.precision,

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..common.models import EOS_TOKEN_ID, PAD_TOKEN_ID, SOT_TOKEN_ID
+from ..common.model_families.coca_loading import EOS_TOKEN_ID, PAD_TOKEN_ID, SOT_TOKEN_ID
 
 LN2 = math.log(2.0)
 

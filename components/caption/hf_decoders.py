@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..common.hf_cache_kwarg import cache_kwarg, cache_of
+from ..common.memory_budget import config_kv_bytes_per_token, itemsize, logits_bytes
 from ..common.model_families import LLAVA, VisionLanguageModel
+from ..common.model_families.hf_cache_kwarg import cache_kwarg, cache_of
 from ..common.precision import parse_dtype, torch_dtype
 from .generation_settings import logits_rules
 from .greedy import DecodedCaptions, GreedySettings, greedy_decode
@@ -80,13 +81,9 @@ class HFCachedDecoder:
         log-probs and probs in float32. For LLaVA the prefix holds the image tokens: hundreds
         per image, so this is what bounds the batch."""
         config = self.text_config()
-        item = torch.finfo(self.dtype).bits // 8
-        heads = config.num_attention_heads
-        kv_width = getattr(config, "num_key_value_heads", None) or heads
-        kv_width *= getattr(config, "head_dim", None) or config.hidden_size // heads
         cached = self.prefix_tokens(n_image_tokens) + self.settings.seq_len
-        per_row = item * (2 * config.num_hidden_layers * kv_width * cached + n_image_tokens * config.hidden_size)
-        return per_row + 4 * config.vocab_size * 3
+        image_states = itemsize(self.dtype) * n_image_tokens * config.hidden_size
+        return config_kv_bytes_per_token(config, self.dtype) * cached + image_states + logits_bytes(config.vocab_size)
 
     def generate(self, decoder_inputs: torch.Tensor, compact_below: float = 0.5) -> DecodedCaptions:
         return greedy_decode(self, decoder_inputs, compact_below)

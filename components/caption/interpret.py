@@ -13,9 +13,9 @@ import torch
 
 from ..common.devices import resolve_device
 from ..common.model_families import STUDY_MODEL, load_model
-from ..common.models import parse_layers
+from ..common.model_families.layer_selection import parse_layers
 from ..common.precision import exact_float32_math
-from .decoders import make_decoder
+from .decoder_factory import make_decoder
 from .greedy import GreedySettings
 from .grounding import Grounder
 

@@ -7,7 +7,7 @@ distinct caption) and ``aggregate.parquet`` (per layer and category) under ``out
 
 With a model, answers already in the answer store are reused, and the rest are labelled in
 one of three ways: in this process (one replica), in one process per replica
-(``replica_processes``), or, under ``accelerate launch``, this process being one replica.
+(``replicas.processes``), or, under ``accelerate launch``, this process being one replica.
 """
 
 from __future__ import annotations
@@ -39,17 +39,21 @@ from ..common.contracts import (
     provenance,
     write_table,
 )
-from ..common.write_lease import WriteLease
+from ..common.devices import available_host_bytes, usable_cpu_cores
+from ..common.memory_budget import config_kv_bytes_per_token, logits_bytes
+from ..common.storage.write_lease import WriteLease
 from .aggregate import aggregate, layer_status_counts
 from .answer_store import AnswerStore, run_key
 from .answers import ANSWER_TOKENS_RULE, BOUNDS_RULE, answer_bounds, answer_schema, answer_token_bound
 from .captions_io import CaptionRow, read_captions
 from .labelset import LabelSet, Part, load_labelset
-from .layout import Layout, detect_gpus, plan_layout
-from .llm_loader import DEFAULT_MODEL, kv_bytes_per_token, load_config, model_bytes, resolve_dtype
+from .llm.layout import Layout, cpu_replica_count, detect_gpus, plan_layout
+from .llm.loading import DEFAULT_MODEL, resolve_dtype
+from .llm.model_source import load_config
+from .llm.sizing import model_bytes
 from .merge_table import load_merge_table, merge_categories
-from .replica import label_captions, run_replica
-from .replica_processes import spawn_replica_processes
+from .replicas.processes import spawn_replica_processes
+from .replicas.replica import label_captions, run_replica
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +78,18 @@ class Answers:
     labels_meta: dict = field(default_factory=dict)
 
 
-def plan_for_model(model: str, n_gpus: int, gpu_bytes: int, dtype: torch.dtype, prompt_tokens: int, answer_tokens: int) -> Layout:
+def plan_for_model(model: str, n_gpus: int, gpu_bytes: int, dtype: torch.dtype, prompt_tokens: int, answer_tokens: int,
+                   n_captions: int = 0, cpu_replicas: int | str = 1) -> Layout:
+    """The layout for ``model``: GPUs as ``plan_layout`` plans them; without GPUs, ``cpu_replicas``
+    replica processes (``auto``: one per usable CPU core that ``n_captions`` keep busy, ``cpu_replica_count``)."""
     config = load_config(model)
-    seq_bytes = kv_bytes_per_token(config, dtype) * (prompt_tokens + answer_tokens) + config.vocab_size * 4 * 2
-    return plan_layout(model_bytes(config, dtype), n_gpus, gpu_bytes, seq_bytes)
+    seq_bytes = config_kv_bytes_per_token(config, dtype) * (prompt_tokens + answer_tokens) + logits_bytes(config.vocab_size, 2)
+    weights = model_bytes(config, dtype)
+    if n_gpus:
+        cpu_replicas = 1
+    elif str(cpu_replicas) == "auto":
+        cpu_replicas = cpu_replica_count(n_captions, weights, usable_cpu_cores(), available_host_bytes())
+    return plan_layout(weights, n_gpus, gpu_bytes, seq_bytes, cpu_replicas=max(1, min(int(cpu_replicas), n_captions or 1)))
 
 
 def answer_schemas(captions: list[str], label_set: LabelSet) -> dict:
@@ -158,7 +170,7 @@ def _label(todo: list[str], spec: dict, layout: Layout, label_set: LabelSet, dty
 
 def model_answers(rows: list[CaptionRow], uniques: list[str], out_uri: str, model: str, label_set: LabelSet,
                   gpus: int | None, batch_size: str | int, dtype: str, answers_per_file: int, made_by: dict,
-                  summary: dict) -> Answers | None:
+                  summary: dict, cpu_replicas: int | str = 1) -> Answers | None:
     """Answers of every distinct caption, reusing the stored ones; None on a non-main
     process of ``accelerate launch`` (the main one writes the tables)."""
     n_gpus, gpu_bytes = detect_gpus(gpus)
@@ -176,7 +188,8 @@ def model_answers(rows: list[CaptionRow], uniques: list[str], out_uri: str, mode
              len(rows), len(uniques), summary["dedup_saving_percent"], summary["resumed"], len(todo))
     if todo:
         answer_tokens = max(answer_token_bound(c, label_set) for c in todo)
-        layout = plan_for_model(model, n_gpus, gpu_bytes, tdtype, PLAN_PROMPT_TOKENS, answer_tokens)
+        layout = plan_for_model(model, n_gpus, gpu_bytes, tdtype, PLAN_PROMPT_TOKENS, answer_tokens, len(todo),
+                                cpu_replicas)
         log.info(layout.describe())
         summary.update(layout=layout.to_json(), plan_answer_tokens=answer_tokens, batch_size=_batch_size(batch_size, layout, n_gpus))
         spec = dict(captions=todo, model=model, labels_uri=label_set.source, dtype=dtype_name, out_uri=out_uri, run_key=key,
@@ -222,18 +235,21 @@ def write_outputs(out_uri: str, answers: Answers, category_of: dict[str, str], m
 def run_categorize(captions_uris: list[str], out_uri: str, model: str = DEFAULT_MODEL, labels_uri: str | None = None,
                    merge_uri: str | None = None, gpus: int | None = None, batch_size: str | int = "auto",
                    dtype: str = "auto", import_raw: str | None = None, answers_per_file: int = 256,
-                   max_parts: int | None = None, run_id: str = "") -> dict:
+                   max_parts: int | None = None, run_id: str = "", cpu_replicas: int | str = 1) -> dict:
     """Label every distinct caption and write ``labels.parquet`` and ``aggregate.parquet`` under ``out_uri``.
 
     ``captions_uris``: captions Parquet files (patterns allowed; or the study's
-    ``caps_batch0.json``). ``model``: hub id, local folder, ``s3://`` prefix, ``tiny-random``
+    ``caps_batch0.json``). ``model``: hub id, local folder, ``s3://`` prefix, ``tiny-random-llama``
     or ``smollm2-135m``. ``gpus``: how many of the visible GPUs to use (default all).
     ``import_raw``: a folder of the study's ``layer_N.json`` answers, instead of running a model.
     ``answers_per_file``: answers per file of the answer store (what a killed run keeps).
     ``max_parts``: cap the parts of an answer (a cheaper, recorded deviation from the study,
     e.g. for the demo; default: bounded by each caption only, as in the study).
+    ``cpu_replicas``: without GPUs, how many single-threaded replica processes label (``auto``: one per
+    usable core, at most one per 8 captions; worth it only where the cores are free: on a 2-core machine
+    shared with other work, two replicas were slower than one).
     ``run_id``: the pipeline run named in ``out_uri``'s write lease (empty: a CLI run); another
-    run labelling into the same ``out_uri`` at once is refused (common.write_lease).
+    run labelling into the same ``out_uri`` at once is refused (common.storage.write_lease).
     Returns a summary dict (also written as ``summary.json``).
     """
     t0 = time.perf_counter()
@@ -257,7 +273,7 @@ def run_categorize(captions_uris: list[str], out_uri: str, model: str = DEFAULT_
             summary.update(mode="import-raw", import_raw_recovery=answers.labels_meta[LABELS_META_IMPORT_RECOVERY])
         else:
             answers = model_answers(rows, uniques, out_uri, model, label_set, gpus, batch_size, dtype, answers_per_file,
-                                    made_by, summary)
+                                    made_by, summary, cpu_replicas)
             if answers is None:
                 return summary
         if lease is not None:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from .llm_loader import DEFAULT_MODEL
+from .llm.loading import DEFAULT_MODEL
+
+
+def _cpu_replicas(v: str) -> str | int:
+    return _batch_size(v)       # the same spelling: auto or a positive integer
 
 
 def _batch_size(v: str) -> str | int:
@@ -30,12 +34,14 @@ def register(subparsers) -> None:
                    help="captions Parquet files (local, s3:// or minio://; patterns allowed), or the study's caps JSON")
     p.add_argument("--out", required=True, metavar="URI", help="output folder (local or s3://)")
     p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"hub id, local folder, s3:// prefix, smollm2-135m or tiny-random (default {DEFAULT_MODEL})")
+                   help=f"hub id, local folder, s3:// prefix, smollm2-135m or tiny-random-llama (default {DEFAULT_MODEL})")
     p.add_argument("--labels", default=None, metavar="YAML", help="label list + prompt YAML (default: the study's 58 labels)")
     p.add_argument("--merge", default=None, metavar="YAML", help="label -> category merge table (default: the study's 35 categories)")
     p.add_argument("--gpus", type=int, default=None, help="number of GPUs to use (default: all visible)")
     p.add_argument("--batch-size", type=_batch_size, default="auto", help="auto (from the GPU memory) or N")
     p.add_argument("--dtype", default="auto", help="auto (bfloat16 on GPU, float32 on CPU), bfloat16, float16, float32")
+    p.add_argument("--cpu-replicas", type=_cpu_replicas, default=1, metavar="N|auto",
+                   help="without GPUs: replica processes of one thread each (auto: one per usable core; default 1)")
     p.add_argument("--answers-per-file", type=int, default=256,
                    help="answers per file of the answer store OUT/answers/ (what a killed run keeps; default 256)")
     p.add_argument("--max-parts", type=int, default=None, metavar="N",
@@ -52,7 +58,8 @@ def main(args) -> int:
 
     summary = run_categorize(args.captions, args.out, model=args.model, labels_uri=args.labels, merge_uri=args.merge,
                              gpus=args.gpus, batch_size=args.batch_size, dtype=args.dtype, import_raw=args.import_raw,
-                             answers_per_file=args.answers_per_file, max_parts=args.max_parts)
+                             answers_per_file=args.answers_per_file, max_parts=args.max_parts,
+                             cpu_replicas=args.cpu_replicas)
     brief = {k: summary.get(k) for k in ("captions", "unique_captions", "dedup_saving_percent", "resumed", "to_label",
                                          "status_counts", "labels_uri", "aggregate_uri", "seconds") if k in summary}
     print(json.dumps(brief, indent=1))

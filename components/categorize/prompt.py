@@ -14,7 +14,7 @@ from .answers import render_answer
 from .labelset import LabelSet
 
 # Llama-3 chat format, for tokenizers that ship without a chat template (the Llama-3
-# tokenizer.json used by the offline `tiny-random` model).
+# tokenizer.json used by the offline `tiny-random-llama` model).
 LLAMA3_CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}"
     "{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' + m['content'] | trim + '<|eot_id|>' }}"

@@ -83,3 +83,29 @@ def usable_gpus(requested: int) -> int:
     if gpu_required() and visible < requested:
         raise _not_visible(f"this step was given {requested} GPU(s) ({REQUIRE_GPU_ENV}={os.environ[REQUIRE_GPU_ENV]})")
     return min(int(requested), visible)
+
+
+def usable_cpu_cores() -> int:
+    """CPU cores this process may use: its affinity mask, bounded by a cgroup CPU quota where one
+    is set (a Kubernetes CPU limit shows there, not in the mask)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:          # cgroup v2: "<quota> <period>" or "max <period>"
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+def available_host_bytes() -> int | None:
+    """Host memory available to new work (``MemAvailable``), None where the system does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None

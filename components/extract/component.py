@@ -26,7 +26,7 @@ def extract_shard(
         storage_root: with an empty storage_prefix, bulk data goes under <storage_root>/<run_id>.
         run_id: the pipeline run's id (dsl.PIPELINE_JOB_ID_PLACEHOLDER): each run's own prefix, and the run named in
             the lease of each shard folder it writes (another run writing the same shard at once is refused).
-        model: open_clip CoCa architecture (coca_ViT-L-14, tiny-random offline), or a Hugging Face captioner (BLIP, VisionEncoderDecoder, LLaVA) as hf:ORG/NAME[@REVISION] (read at the commit preflight pinned for the run), a local/PVC folder or an s3:// prefix.
+        model: open_clip CoCa architecture (coca_ViT-L-14, tiny-random-coca offline), or a Hugging Face captioner (BLIP, VisionEncoderDecoder, LLaVA) as hf:ORG/NAME[@REVISION] (read at the commit preflight pinned for the run), a local/PVC folder or an s3:// prefix.
         pretrained: CoCa: pretrained tag, local/PVC checkpoint, s3:// object; Hugging Face: a folder or s3:// prefix holding the model; or 'random'. Empty: the study's weights (CoCa), the model itself (Hugging Face).
         layers: 'all' or 0-based block indices, e.g. 0,5,23.
         dtype: stored feature dtype: float16, bfloat16 or float32 (fp16, bf16, fp32 accepted).

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -39,24 +38,29 @@ from ..common.contracts import (
 from ..common.devices import resolve_device
 from ..common.features import (
     CorruptChunkError,
-    digest_feature_chunk,
-    read_chunk_header,
-    read_manifest,
     write_feature_chunk,
 )
+from ..common.memory_budget import rows_in_free_memory
 from ..common.model_families import STUDY_MODEL, VISION, VisionLanguageModel, load_model
-from ..common.models import parse_layers
+from ..common.model_families.layer_selection import parse_layers
 from ..common.oom import OutOfMemoryBackoff, backoff_batches
 from ..common.precision import exact_float32_math, parse_dtype, torch_dtype
 from ..common.progress import Progress
 from ..common.shard_failures import OutputRefusedError
+from ..common.storage.write_lease import WriteLease
 from ..common.tar_samples import DEFAULT_MAX_MEMBER_BYTES, ShardError, iter_samples
-from ..common.write_lease import WriteLease
-from .shards import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, decode_image
+from .chunks import (
+    CHUNK_PREFIX,
+    ChunkWriters,
+    existing_chunks,
+    finished_manifest,
+    next_chunk_index,
+    parameters_fingerprint,
+)
+from .image_decoding import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, decode_image
 
 log = logging.getLogger(__name__)
 
-CHUNK_PREFIX = "chunk-"
 CPU_BATCH = 16
 MAX_BATCH = 256
 
@@ -79,11 +83,6 @@ class ExtractSettings:
     run_id: str = ""                 # named in the shard folder's write lease (pipeline run id; empty: a CLI run)
 
 
-def parameters_fingerprint(model: str, pretrained: str, layers: list[int], dtype: str) -> dict:
-    """What makes two extractions of a shard the same: compared on re-runs, stored in every chunk."""
-    return {"model": model, "pretrained": pretrained, "layers": layers, "dtype": dtype}
-
-
 def bounded_map(pool: ThreadPoolExecutor, fn, items, window: int):
     """``pool.map`` in order, but at most ``window`` items in flight: ``Executor.map`` would
     read and decode the whole shard ahead, and host memory would grow with the shard."""
@@ -104,103 +103,11 @@ def decode_threads(settings: ExtractSettings) -> int:
 
 
 def auto_batch_size(device: str, per_image_bytes: int, max_chunk_bytes: int, width: int, tokens: int) -> int:
-    """Largest batch that fits half the free GPU memory and the host chunk bound."""
+    """Largest batch that fits the free GPU memory's share (``common.memory_budget``) and the host chunk bound."""
     host_bound = max(1, max_chunk_bytes // max(per_image_bytes, 1))
-    if not device.startswith("cuda"):
-        return min(CPU_BATCH, host_bound)
-    free, _ = torch.cuda.mem_get_info(torch.device(device))
     # Activations of one block (attention + 4x MLP) in half precision, plus the kept outputs.
     act = tokens * width * 2 * 12
-    gpu_bound = int(free * 0.5 // (act + per_image_bytes))
-    return max(1, min(MAX_BATCH, gpu_bound, host_bound))
-
-
-class ChunkWriters:
-    """Background writers: chunks go to storage while the next batch computes.
-
-    Holds ``n_writers + 1`` pinned host buffers (one filling, the rest writing), so host
-    memory is bounded whatever the shard size.
-    """
-
-    def __init__(self, n_writers: int):
-        self.pool = ThreadPoolExecutor(max_workers=n_writers)
-        self.free = queue.Queue()
-        self.futures = []
-        self.n_buffers = n_writers + 1
-
-    def buffers(self, shape_by_layer: dict[int, tuple], dtype: torch.dtype, pin: bool):
-        for _ in range(self.n_buffers):
-            self.free.put({layer: torch.empty(shape, dtype=dtype, pin_memory=pin) for layer, shape in shape_by_layer.items()})
-
-    def take(self) -> dict[int, torch.Tensor]:
-        return self.free.get()
-
-    def submit(self, fn, buffers, *args):
-        """Write in the background; a write that already failed is raised here, so a broken
-        destination stops the shard at the next batch, not after the whole shard computed."""
-        for f in self.futures:
-            if f.done() and f.exception() is not None:
-                raise f.exception()
-
-        future = self.pool.submit(fn, *args)
-        # released once the future holds its result or error, so whoever takes this buffer next sees it
-        future.add_done_callback(lambda _: self.free.put(buffers))
-        self.futures.append(future)
-
-    def drain(self) -> list:
-        results = [f.result() for f in self.futures]
-        self.futures = []
-        return results
-
-    def close(self):
-        self.pool.shutdown(wait=True)
-
-
-def _existing_chunks(shard_dir: str, shard_uri: str, fingerprint: dict) -> list[tuple[ChunkInfo, list[str]]]:
-    """Chunks a crashed run left: (info, image keys). Refuses chunks of other parameters or
-    another shard; removes the temporary files of writes that never completed. Call only with
-    the folder's write lease held: the partial files are then a dead writer's, never a live one's."""
-    out = []
-    if not storage.exists(shard_dir) and not storage.is_s3(shard_dir):
-        return out
-    for uri in storage.list_uris(shard_dir):
-        name = storage.basename(uri)
-        if name.startswith(storage.PARTIAL_PREFIX):
-            storage.delete(uri)  # a local write killed mid-way (S3 multipart uploads leave no object)
-            continue
-        if not (name.startswith(CHUNK_PREFIX) and name.endswith(".safetensors")):
-            continue
-        header = read_chunk_header(uri)
-        if header.metadata.get("shard", shard_uri) != shard_uri:
-            raise OutputRefusedError(f"{uri} holds images of {header.metadata['shard']}, not {shard_uri}: two shards "
-                                     "share a name; rename one or use another --out")
-        made = json.loads(header.metadata.get("parameters", "{}"))
-        if made != fingerprint:
-            raise OutputRefusedError(
-                f"{shard_dir} holds chunks made with {made}, not {fingerprint}; "
-                "use another --out for different parameters, or delete the folder"
-            )
-        nbytes, digests = digest_feature_chunk(uri)  # what is really there: the manifest must not vouch for a guess
-        out.append((ChunkInfo(key=name, images=len(header.image_keys), bytes=nbytes, sha256=digests), header.image_keys))
-    return out
-
-
-def finished_manifest(shard_dir: str, shard_uri: str, fingerprint: dict) -> FeatureManifest | None:
-    """The manifest of an earlier extraction of this shard with the same parameters, or None
-    when there is none; an error when the folder holds another shard's or other parameters' features."""
-    done = read_manifest(shard_dir)
-    if done is None:
-        return None
-    if done.shard != shard_uri:
-        raise OutputRefusedError(f"{shard_dir} holds the features of {done.shard}, not {shard_uri}: two shards share "
-                                 f"the name {storage.basename(shard_dir)!r}; rename one or use another --out")
-    existing = parameters_fingerprint(done.model, done.pretrained, done.layers, done.dtype)
-    if existing != fingerprint:
-        raise OutputRefusedError(
-            f"{shard_dir} already holds features made with {existing}, not {fingerprint}; "
-            "use another --out for different parameters"
-        )
-    return done
+    return min(rows_in_free_memory(device, act + per_image_bytes, MAX_BATCH, CPU_BATCH), host_bound)
 
 
 def choose_batch_size(settings: ExtractSettings, device: str, per_image_bytes: int, tokens: int, width: int,
@@ -217,12 +124,6 @@ def choose_batch_size(settings: ExtractSettings, device: str, per_image_bytes: i
                     batch * per_image_bytes / 1e9, host_bound)
         batch = host_bound
     return batch
-
-
-def next_chunk_index(chunks: list[ChunkInfo]) -> int:
-    """After the highest surviving chunk: writers finish out of order, so a killed run can
-    leave chunk 3 without chunk 2; reusing a number would overwrite finished images."""
-    return max((int(c.key[len(CHUNK_PREFIX):].split(".")[0]) for c in chunks), default=-1) + 1
 
 
 class ShardExtractor:
@@ -364,7 +265,7 @@ def _write_shard(shard_uri: str, shard_dir: str, loaded: VisionLanguageModel, se
                  layers: list[int], dtype: str, fingerprint: dict, lease: WriteLease) -> FeatureManifest:
     """The writing half of ``extract_shard``, run with the shard folder's lease held."""
     name = storage.basename(shard_dir)
-    previous = _existing_chunks(shard_dir, shard_uri, fingerprint)
+    previous = existing_chunks(shard_dir, shard_uri, fingerprint)
     chunks: list[ChunkInfo] = [info for info, _ in previous]
     done_keys = {key for _, keys in previous for key in keys}
     if previous:

@@ -16,7 +16,7 @@ from ..common import storage
 from ..common.contracts import check_unique_shard_names
 from ..common.model_families import is_hf_model, model_n_layers
 from ..common.model_families.hub_revision import resolve_hub_models, write_resolved_models
-from ..common.models import parse_layers
+from ..common.model_families.layer_selection import parse_layers
 
 
 def vision_layer_count(model: str, pretrained: str = "", pins: dict | None = None) -> int:

@@ -91,11 +91,11 @@ def test_the_offline_models_are_in_the_image(lverb_image):
 
 
 def cli_steps(prefix: str) -> list[list[str]]:
-    """shards, extract and caption on tiny-random, with the data under an S3 prefix."""
+    """shards, extract and caption on tiny-random-coca, with the data under an S3 prefix."""
     layers = ",".join(map(str, LAYERS))
     return [
         ["lverb", "shards", "/data/photos", prefix + "/shards", "--per-shard", "2"],
-        ["lverb", "extract", "--shards", prefix + "/shards/*.tar", "--out", prefix + "/features", "--model", "tiny-random",
+        ["lverb", "extract", "--shards", prefix + "/shards/*.tar", "--out", prefix + "/features", "--model", "tiny-random-coca",
          "--pretrained", "random", "--layers", layers, "--batch-size", "4", "--device", "cpu"],
         ["lverb", "caption", "--features", prefix + "/features", "--out", prefix + "/captions", "--pretrained", "random",
          "--device", "cpu"],
@@ -112,7 +112,7 @@ def test_every_component_cli_on_tiny_random_with_data_on_s3(lverb_image, s3_buck
 
     def labelled(prefix: str, caption_uris: list[str]) -> list[list[str]]:
         return [
-            ["lverb", "categorize", "--captions", *caption_uris, "--out", prefix + "/labels", "--model", "tiny-random",
+            ["lverb", "categorize", "--captions", *caption_uris, "--out", prefix + "/labels", "--model", "tiny-random-llama",
              "--max-parts", "5"],  # the demo's recorded cap: random weights write the longest answers allowed
             ["lverb", "report", "--captions", *caption_uris, "--labels", prefix + "/labels/labels.parquet",
              "--aggregate", prefix + "/labels/aggregate.parquet", "--out", prefix + "/report"],
@@ -126,7 +126,7 @@ def test_every_component_cli_on_tiny_random_with_data_on_s3(lverb_image, s3_buck
     for command in labelled(prefix, caption_uris):
         docker_run(lverb_image, command, env=env, volumes=volumes)
     check_complete_run(prefix, 4, prefix + "/report/report.html")
-    interpreted = docker_run(lverb_image, ["lverb", "interpret", "/data/photos/photo0.jpg", "--model", "tiny-random",
+    interpreted = docker_run(lverb_image, ["lverb", "interpret", "/data/photos/photo0.jpg", "--model", "tiny-random-coca",
                                            "--pretrained", "random", "--layers", "0,5", "--json"], volumes=volumes)
     rows = [json.loads(line) for line in interpreted.stdout.splitlines() if line.startswith("{")]
     assert [r["layer"] for r in rows] == [0, 5], interpreted.stdout
@@ -166,7 +166,7 @@ def test_whole_pipeline_through_docker_runner(lverb_image, s3_bucket, s3_server,
     pipeline_root = tmp_path / "kfp"
     pipeline_root.mkdir()
     pipeline_root.chmod(0o777)  # the steps run as uid 1000 and write their outputs here
-    params = dict(LOCAL_DEFAULTS, extract_layers=",".join(map(str, LAYERS)), categorize_model="tiny-random",
+    params = dict(LOCAL_DEFAULTS, extract_layers=",".join(map(str, LAYERS)), categorize_model="tiny-random-llama",
                   storage_prefix=prefix, shards=make_sample_shards(prefix + "/shards"))
     runner = local.DockerRunner(network_mode="host", environment=s3_server.env(), user="1000:1000", read_only=True,
                                 tmpfs=TMPFS)
@@ -237,7 +237,7 @@ def test_compiled_gpu_step_by_hand_as_kubeflow_runs_it(lverb_image, s3_bucket, s
     weights.chmod(0o777)
     executor_input = {
         "inputs": {
-            "parameterValues": {"storage_prefix": prefix, "model": "tiny-random", "gpus": "1", "batch_size": "auto",
+            "parameterValues": {"storage_prefix": prefix, "model": "tiny-random-llama", "gpus": "1", "batch_size": "auto",
                                 "max_answer_parts": 5},
             "artifacts": {"captions": {"artifacts": [{"name": "captions", "type": {"schemaTitle": "system.Dataset"},
                                                       "uri": "minio://mlpipeline/caption/captions", "metadata": {}}]}},

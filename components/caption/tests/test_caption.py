@@ -35,7 +35,7 @@ def test_captions_for_every_image_and_layer_on_s3(s3_bucket, tmp_path):
     for name in ("a-000000.tar", "a-000001.tar"):
         storage.write_bytes(f"{s3_bucket}/shards/{name}", (tmp_path / name).read_bytes())
     run_extract(storage.expand_pattern(s3_bucket + "/shards/a-{000000..000001}.tar"), s3_bucket + "/features",
-                ExtractSettings(model="tiny-random", batch_size=2, device="cpu", layers="0,2,5"))
+                ExtractSettings(model="tiny-random-coca", batch_size=2, device="cpu", layers="0,2,5"))
     manifests = run_caption(s3_bucket + "/features", s3_bucket + "/captions", CaptionSettings(batch_size=4, device="cpu"))
     assert [m["rows"] for m in manifests] == [15, 9]
 
@@ -46,7 +46,7 @@ def test_captions_for_every_image_and_layer_on_s3(s3_bucket, tmp_path):
         assert r["shard"] == "a-000000" and r["n_tokens"] == len(r["token_ids"]) and r["stop"] in ("eos", "pad", "length")
         assert 0 < r["entropy_bits"] < 16 and r["mean_logprob"] < 0
     meta = table_metadata(table)
-    assert meta["format"] == CAPTIONS_FORMAT and meta["parameters"]["model"] == "tiny-random"
+    assert meta["format"] == CAPTIONS_FORMAT and meta["parameters"]["model"] == "tiny-random-coca"
     assert meta["parameters"]["precision"] == "float32" and meta["parameters"]["tf32"] is False and meta["package_version"]
 
     # a re-run skips finished shards (the Parquet object is not rewritten)
@@ -61,7 +61,7 @@ def test_captions_for_every_image_and_layer_on_s3(s3_bucket, tmp_path):
 
 def test_caption_layer_subset_and_missing_layers(tmp_path):
     jpeg_shard(str(tmp_path / "b-000000.tar"), 2)
-    run_extract([str(tmp_path / "b-000000.tar")], str(tmp_path / "f"), ExtractSettings(model="tiny-random", device="cpu", layers="1,3"))
+    run_extract([str(tmp_path / "b-000000.tar")], str(tmp_path / "f"), ExtractSettings(model="tiny-random-coca", device="cpu", layers="1,3"))
     (m,) = run_caption(str(tmp_path / "f"), str(tmp_path / "c"), CaptionSettings(device="cpu", layers="3"))
     assert m["rows"] == 2 and m["layers"] == [3]
     with pytest.raises(ValueError, match="re-run extract"):
@@ -91,29 +91,29 @@ def test_reference_captions_round_trip_through_parquet(tmp_path):
 
 def test_interpret_prints_every_layer(tmp_path):
     image = skimage_photo_paths()[0]
-    out = subprocess.run([sys.executable, "-m", "latent_verbalizer.pipeline.cli", "interpret", image, "--model", "tiny-random", "--json",
+    out = subprocess.run([sys.executable, "-m", "latent_verbalizer.pipeline.cli", "interpret", image, "--model", "tiny-random-coca", "--json",
                           "--device", "cpu"],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     lines = [json.loads(l) for l in out.stdout.splitlines()]
     assert [l["layer"] for l in lines] == list(range(6))
     assert all(l["image"] == image and isinstance(l["caption"], str) and l["token_ids"] for l in lines)
-    table = subprocess.run([sys.executable, "-m", "latent_verbalizer.pipeline.cli", "interpret", image, "--model", "tiny-random", "--layers",
+    table = subprocess.run([sys.executable, "-m", "latent_verbalizer.pipeline.cli", "interpret", image, "--model", "tiny-random-coca", "--layers",
                             "0,5", "--device", "cpu"],
                            cwd=REPO, capture_output=True, text=True, timeout=300)
     assert table.returncode == 0 and "layer  entropy  caption" in table.stdout
     bad = subprocess.run([sys.executable, "-m", "latent_verbalizer.pipeline.cli", "interpret", str(tmp_path / "missing.jpg"),
-                          "--model", "tiny-random"],
+                          "--model", "tiny-random-coca"],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "missing.jpg does not exist" in bad.stderr
 
 
 def test_out_of_memory_halves_the_decode_batch(tmp_path, monkeypatch):
     """Inject a GPU out-of-memory for batches over 3 rows: every caption still comes, the same as without it."""
-    from latent_verbalizer.components.caption.decoder import CachedCocaDecoder
+    from latent_verbalizer.components.caption.coca_decoder import CachedCocaDecoder
 
     jpeg_shard(str(tmp_path / "o-000000.tar"), 3)
-    run_extract([str(tmp_path / "o-000000.tar")], str(tmp_path / "f"), ExtractSettings(model="tiny-random", device="cpu", layers="0,5"))
+    run_extract([str(tmp_path / "o-000000.tar")], str(tmp_path / "f"), ExtractSettings(model="tiny-random-coca", device="cpu", layers="0,5"))
     (plain,) = run_caption(str(tmp_path / "f"), str(tmp_path / "c1"), CaptionSettings(device="cpu", batch_size=8))
     real = CachedCocaDecoder.generate
     sizes = []
@@ -144,7 +144,7 @@ def test_embedding_pass_out_of_memory_halves_its_batch(tmp_path):
     Triton's allocation failure (a RuntimeError, not torch.OutOfMemoryError) for more than 2 images
     halves its batch, and the captions are those of an unconstrained run."""
     jpeg_shard(str(tmp_path / "e-000000.tar"), 5)
-    run_extract([str(tmp_path / "e-000000.tar")], str(tmp_path / "f"), ExtractSettings(model="tiny-random", device="cpu", layers="0,5"))
+    run_extract([str(tmp_path / "e-000000.tar")], str(tmp_path / "f"), ExtractSettings(model="tiny-random-coca", device="cpu", layers="0,5"))
     (plain,) = run_caption(str(tmp_path / "f"), str(tmp_path / "c1"), CaptionSettings(device="cpu", batch_size=8))
     pooled = []
 

@@ -21,7 +21,7 @@ from tests.images import jpeg_shard
 def features_pointer(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("caption-unit")
     shard = jpeg_shard(str(root / "u-000000.tar"), 2)
-    run_extract([shard], str(root / "run" / "features"), ExtractSettings(model="tiny-random", device="cpu", layers="1,4"))
+    run_extract([shard], str(root / "run" / "features"), ExtractSettings(model="tiny-random-coca", device="cpu", layers="1,4"))
     pointer = root / "features.json"
     pointer.write_text(json.dumps({"features": str(root / "run" / "features" / "u-000000"), "shard": shard}))
     return str(pointer)

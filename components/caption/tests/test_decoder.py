@@ -10,8 +10,13 @@ import sys
 import pytest
 import torch
 
-from latent_verbalizer.components.caption.decoder import CachedCocaDecoder, GreedySettings, caption_text
-from latent_verbalizer.components.common.models import EOS_TOKEN_ID, PAD_TOKEN_ID, load_coca, vision_block_outputs
+from latent_verbalizer.components.caption.coca_decoder import CachedCocaDecoder, GreedySettings, caption_text
+from latent_verbalizer.components.common.model_families.coca_loading import (
+    EOS_TOKEN_ID,
+    PAD_TOKEN_ID,
+    load_coca,
+    vision_block_outputs,
+)
 
 sys.path.insert(0, os.path.dirname(__file__))
 from reference_loop import reference_greedy  # noqa: E402
@@ -27,7 +32,7 @@ def photo_pixels(loaded, n):
 
 @pytest.fixture(scope="module")
 def tiny():
-    return load_coca("tiny-random")
+    return load_coca("tiny-random-coca")
 
 
 @pytest.fixture(scope="module")

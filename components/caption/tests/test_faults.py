@@ -17,7 +17,7 @@ from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA, MANIF
 from latent_verbalizer.components.extract.extract import ExtractSettings, run_extract
 from tests.images import jpeg_shard
 
-N_LAYERS = 6  # tiny-random
+N_LAYERS = 6  # tiny-random-coca
 
 
 def _features(tmp_path, bucket: str, shards: int, images: int) -> str:
@@ -29,7 +29,7 @@ def _features(tmp_path, bucket: str, shards: int, images: int) -> str:
         storage.write_bytes(uris[-1], open(path, "rb").read())
     out = bucket + "/features"
     # Small chunks, so that caption reads from the store all through its run.
-    run_extract(uris, out, ExtractSettings(model="tiny-random", pretrained="random", batch_size=2, device="cpu"))
+    run_extract(uris, out, ExtractSettings(model="tiny-random-coca", pretrained="random", batch_size=2, device="cpu"))
     return out
 
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from latent_verbalizer.components.caption.decoders import make_decoder
+from latent_verbalizer.components.caption.decoder_factory import make_decoder
 from latent_verbalizer.components.caption.grounding import Grounder
 from latent_verbalizer.components.common.model_families import BLIP, COCA, LLAVA, load_model
-from latent_verbalizer.components.common.models import SOT_TOKEN_ID
+from latent_verbalizer.components.common.model_families.coca_loading import SOT_TOKEN_ID
 from tests.images import skimage_photo_paths
 
-FAMILIES = ("tiny-random", "tiny-random-blip", "tiny-random-vit-gpt2", "tiny-random-llava")
+FAMILIES = ("tiny-random-coca", "tiny-random-blip", "tiny-random-vit-gpt2", "tiny-random-llava")
 N_PHOTOS = 2
 TOLERANCE = 1e-4
 
@@ -179,7 +179,7 @@ def test_interpret_json_and_pngs_carry_the_maps(tmp_path, capsys):
     from latent_verbalizer.pipeline.cli import main
 
     image = skimage_photo_paths()[0]
-    command = ["interpret", image, "--model", "tiny-random", "--layers", "0,5", "--device", "cpu", "--grounding"]
+    command = ["interpret", image, "--model", "tiny-random-coca", "--layers", "0,5", "--device", "cpu", "--grounding"]
     assert main(command + ["--json"]) == 0
     out = capsys.readouterr().out
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
@@ -191,7 +191,7 @@ def test_interpret_json_and_pngs_carry_the_maps(tmp_path, capsys):
     # the same maps as the reference's, from the same image's block outputs
     from PIL import Image
 
-    loaded = load_model("tiny-random")
+    loaded = load_model("tiny-random-coca")
     pixels = loaded.preprocess(Image.open(image).convert("RGB"))[None]
     for line, block in zip(lines, loaded.vision_block_outputs(pixels, [0, 5])):
         expected = reference_map(loaded, SOT_TOKEN_ID, block, line["token_ids"])

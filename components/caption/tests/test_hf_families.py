@@ -19,7 +19,7 @@ import sys
 import pytest
 import torch
 
-from latent_verbalizer.components.caption.decoders import make_decoder
+from latent_verbalizer.components.caption.decoder_factory import make_decoder
 from latent_verbalizer.components.caption.greedy import GreedySettings
 from latent_verbalizer.components.caption.hf_decoders import HFDecodeState
 from latent_verbalizer.components.common.model_families import LLAVA, load_model

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from latent_verbalizer.components.caption.caption import CaptionSettings, decoder_end_and_rules, run_caption
-from latent_verbalizer.components.caption.decoders import make_decoder
+from latent_verbalizer.components.caption.decoder_factory import make_decoder
 from latent_verbalizer.components.caption.greedy import GreedySettings
 from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA, read_table, table_metadata
 from latent_verbalizer.components.common.model_families import LLAVA, load_model

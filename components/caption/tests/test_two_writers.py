@@ -1,5 +1,5 @@
 """Two runs captioning the same shard into one storage prefix at once, with different settings
-(real S3 server, real tiny-random CoCa decoding).
+(real S3 server, real tiny-random-coca decoding).
 
 Without a lease, run A's captions table could be overwritten by run B's while A's manifest,
 written last, describes A's settings: a shard whose table and manifest disagree. With the lease
@@ -17,7 +17,7 @@ from latent_verbalizer.components.caption import caption as caption_module
 from latent_verbalizer.components.caption.caption import CaptionSettings, run_caption
 from latent_verbalizer.components.common import storage
 from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA, read_table, table_metadata
-from latent_verbalizer.components.common.write_lease import LEASE_NAME, LeaseHeldError
+from latent_verbalizer.components.common.storage.write_lease import LEASE_NAME, LeaseHeldError
 from latent_verbalizer.components.extract.extract import ExtractSettings, run_extract
 from tests.images import jpeg_shard
 
@@ -28,7 +28,7 @@ def test_a_second_run_captioning_the_same_shard_is_refused_and_the_shard_stays_c
         s3_bucket, tmp_path, monkeypatch):
     storage.write_bytes(s3_bucket + "/in/c-000000.tar", open(jpeg_shard(str(tmp_path / "c.tar"), 3), "rb").read())
     run_extract([s3_bucket + "/in/c-000000.tar"], s3_bucket + "/features",
-                ExtractSettings(model="tiny-random", batch_size=4, device="cpu", layers="0,2"))
+                ExtractSettings(model="tiny-random-coca", batch_size=4, device="cpu", layers="0,2"))
     out = s3_bucket + "/captions"
 
     real_write = caption_module.write_table

@@ -1,6 +1,6 @@
 """Fixtures of the categorize tests: the study's reference data, a small-limits label file
 (random models write answers up to the limits, so small limits keep CPU tests quick) and
-the offline tiny-random Llama with its compiled answer grammar."""
+the offline tiny-random-llama with its compiled answer grammar."""
 
 from __future__ import annotations
 
@@ -41,17 +41,17 @@ def small_labels(tmp_path_factory) -> str:
 
 
 class Tiny:
-    """tiny-random (fp32) with everything the generator needs; answers held to the small
+    """tiny-random-llama (fp32) with everything the generator needs; answers held to the small
     label file's caps (3 parts of up to 16 characters)."""
 
     def __init__(self, labels_uri: str):
         from latent_verbalizer.components.categorize.answers import AnswerBounds, max_new_tokens
         from latent_verbalizer.components.categorize.grammar import compile_answer_grammar, stop_token_ids
         from latent_verbalizer.components.categorize.labelset import load_labelset
-        from latent_verbalizer.components.categorize.llm_loader import load_model
+        from latent_verbalizer.components.categorize.llm.loading import load_llm
         from latent_verbalizer.components.categorize.prompt import split_prompt
 
-        self.model, self.tok, _ = load_model("tiny-random", torch.float32)
+        self.model, self.tok, _ = load_llm("tiny-random-llama", torch.float32)
         self.ls = load_labelset(labels_uri)
         self.bounds = AnswerBounds(self.ls.limits.max_parts, self.ls.limits.max_part_chars)
         self.prompt = split_prompt(self.tok, self.ls)
@@ -60,7 +60,7 @@ class Tiny:
         self.max_new = max_new_tokens(self.ls, self.bounds)
 
     def generator(self, **kw):
-        from latent_verbalizer.components.categorize.generate import Generator
+        from latent_verbalizer.components.categorize.llm.generate import Generator
 
         return Generator(self.model, self.prompt.prefix_ids, self.grammar, self.stops, self.tok.pad_token_id, self.max_new, **kw)
 

@@ -1,5 +1,5 @@
 """The categorize KFP wrapper through ``.python_func`` (as kubeflow/pipelines-components'
-tests do): caption manifests in, the labels manifest out, with tiny-random on CPU."""
+tests do): caption manifests in, the labels manifest out, with tiny-random-llama on CPU."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def test_wrapper_maps_manifests_to_labels(tmp_path):
     labels = dsl.Dataset(uri=str(tmp_path / "labels-manifest.json"))
 
     make_categorize_op("unused:tag").python_func(
-        captions=[dsl.Dataset(uri=str(manifest))], storage_prefix=str(tmp_path / "store"), model="tiny-random",
+        captions=[dsl.Dataset(uri=str(manifest))], storage_prefix=str(tmp_path / "store"), model="tiny-random-llama",
         gpus=1, batch_size="2", labels=labels)
 
     pointer = json.loads((tmp_path / "labels-manifest.json").read_text())
@@ -43,7 +43,7 @@ def test_failed_shards_are_left_out_and_all_failed_is_an_error(tmp_path):
     bad.write_text(json.dumps({"failed": "x-000001.tar is not a tar archive", "shard": "x-000001.tar", "step": "extract"}))
     labels = dsl.Dataset(uri=str(tmp_path / "labels-manifest.json"))
     run = make_categorize_op("unused:tag").python_func
-    params = dict(storage_prefix=str(tmp_path / "store"), model="tiny-random", gpus=1, batch_size="2", labels=labels)
+    params = dict(storage_prefix=str(tmp_path / "store"), model="tiny-random-llama", gpus=1, batch_size="2", labels=labels)
 
     run(captions=[dsl.Dataset(uri=str(bad)), dsl.Dataset(uri=str(good))], **params)
     pointer = json.loads((tmp_path / "labels-manifest.json").read_text())

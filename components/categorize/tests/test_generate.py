@@ -1,4 +1,4 @@
-"""Constrained, batched, prefix-cached generation with the offline tiny-random Llama (fp32)."""
+"""Constrained, batched, prefix-cached generation with the offline tiny-random-llama (fp32)."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def test_other_runtime_errors_are_not_taken_for_out_of_memory(tiny, sample):
 def test_cache_reaches_a_forward_that_names_it_past_key_values(tiny, sample):
     """The real model under transformers' older calling convention (the cache is ``past_key_values``,
     unknown keywords are swallowed): the prefix cache still reaches it, same tokens as usual."""
-    from latent_verbalizer.components.categorize.generate import Generator
+    from latent_verbalizer.components.categorize.llm.generate import Generator
 
     model = copy.deepcopy(tiny.model)
     real = type(model)

@@ -1,6 +1,6 @@
 """Categorize on a GPU (``pytest -m gpu``): xgrammar's GPU mask against its CPU mask, the
 batched prefix-cached path against one call per caption (fp32 on CUDA), two processes
-sharing one GPU against one process, and a real out-of-memory. tiny-random Llama (the
+sharing one GPU against one process, and a real out-of-memory. tiny-random-llama (the
 real Llama-3 tokenizer and answer grammar), captions written here (no reference data)."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 import torch
 import xgrammar as xgr
 
-from latent_verbalizer.components.categorize.generate import Generator
 from latent_verbalizer.components.categorize.grammar import GrammarLogitsProcessor
+from latent_verbalizer.components.categorize.llm.generate import Generator
 from latent_verbalizer.components.common.contracts import LABELS_SCHEMA, read_table
 from latent_verbalizer.components.common.precision import exact_float32_math
 from tests.gpu import GPU_ONLY, capped_gpu_memory, peak_extra_bytes, report
@@ -44,7 +44,7 @@ def run(gen: Generator, suffixes, batch_size: int) -> list:
 
 @pytest.fixture(scope="module")
 def on_cuda(tiny):
-    """The tiny-random Llama of the CPU tests, copied to the GPU in float32 (TF32 off)."""
+    """The tiny-random-llama of the CPU tests, copied to the GPU in float32 (TF32 off)."""
     exact_float32_math()
     return copy.deepcopy(tiny.model).to("cuda")
 
@@ -87,7 +87,7 @@ def test_batched_prefix_cached_path_equals_one_call_per_caption_fp32_on_cuda(tin
 
 def categorize_cli(captions: list[str], out: str, labels: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "latent_verbalizer.pipeline.cli", "categorize", "--captions", *captions,
-                             "--out", out, "--model", "tiny-random", "--labels", labels, "--gpus", "1",
+                             "--out", out, "--model", "tiny-random-llama", "--labels", labels, "--gpus", "1",
                              "--dtype", "float32", "--batch-size", "4"], cwd=REPO)
 
 

@@ -201,7 +201,7 @@ def test_answer_token_bound_covers_every_reference_answer(reference_dir, referen
     spare (the schema's own bound, thousands of tokens, is what a runaway row used to decode to)."""
     from latent_verbalizer.components.categorize.answers import answer_token_bound, max_new_tokens
     from latent_verbalizer.components.categorize.import_raw import read_raw_answers
-    from latent_verbalizer.components.categorize.llm_loader import llama3_tokenizer
+    from latent_verbalizer.components.categorize.llm.offline_llms import llama3_tokenizer
 
     try:
         tokenizer = llama3_tokenizer()

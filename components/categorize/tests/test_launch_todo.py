@@ -22,12 +22,12 @@ from .test_run import write_captions
 RANK = textwrap.dedent("""
     import sys
     from latent_verbalizer.components.categorize import categorize
-    from latent_verbalizer.components.categorize.layout import Layout
+    from latent_verbalizer.components.categorize.llm.layout import Layout
 
     categorize.plan_for_model = lambda *a, **k: Layout(mode="cpu", n_gpus=0, gpus_per_replica=0, replicas=2,
                                                        groups=[[], []], max_memory=[{}, {}])
     captions, out, labels = sys.argv[1:4]
-    categorize.run_categorize([captions], out, model="tiny-random", labels_uri=labels, batch_size=4)
+    categorize.run_categorize([captions], out, model="tiny-random-llama", labels_uri=labels, batch_size=4)
 """)
 
 

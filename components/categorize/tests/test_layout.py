@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 
 import pytest
 import torch
 
-from latent_verbalizer.components.categorize.layout import device_map_on_meta, plan_layout
-from latent_verbalizer.components.categorize.llm_loader import kv_bytes_per_token, llama31_config, model_bytes
+from latent_verbalizer.components.categorize.llm.layout import device_map_on_meta, plan_layout
+from latent_verbalizer.components.categorize.llm.offline_llms import llama31_config
+from latent_verbalizer.components.categorize.llm.sizing import model_bytes
+from latent_verbalizer.components.common.memory_budget import config_kv_bytes_per_token
 
 GB = 10**9
 
@@ -16,14 +19,14 @@ GB = 10**9
 @pytest.fixture(scope="module")
 def llama70b():
     config = llama31_config("70b")
-    seq = kv_bytes_per_token(config) * (768 + 256) + config.vocab_size * 8
+    seq = config_kv_bytes_per_token(config, torch.bfloat16) * (768 + 256) + config.vocab_size * 8
     return config, model_bytes(config, torch.bfloat16), seq
 
 
 def test_70b_size_from_meta(llama70b):
     config, size, _ = llama70b
     assert size == pytest.approx(141.1e9, rel=0.002)                # 70.55B parameters in bf16
-    assert kv_bytes_per_token(config) == 80 * 2 * 8 * 128 * 2       # 320 KiB per token
+    assert config_kv_bytes_per_token(config, torch.bfloat16) == 80 * 2 * 8 * 128 * 2       # 320 KiB per token
 
 
 @pytest.mark.parametrize("n_gpus, replicas, per_replica", [(2, 1, 2), (4, 1, 4), (8, 2, 4)])
@@ -57,16 +60,54 @@ def test_70b_does_not_fit_one_gpu(llama70b):
 
 def test_8b_replica_per_gpu():
     config = llama31_config("8b")
-    seq = kv_bytes_per_token(config) * 1024 + config.vocab_size * 8
+    seq = config_kv_bytes_per_token(config, torch.bfloat16) * 1024 + config.vocab_size * 8
     lay = plan_layout(model_bytes(config), 8, 80 * GB, seq)
     assert (lay.mode, lay.replicas, lay.gpus_per_replica, lay.batch_size) == ("replicas", 8, 1, 256)
     assert plan_layout(model_bytes(config), 0, 0, seq).mode == "cpu"
 
 
 def test_model_sources(tmp_path):
-    from latent_verbalizer.components.categorize.llm_loader import resolve_model_source
+    from latent_verbalizer.components.categorize.llm.model_source import resolve_model_source
 
     assert resolve_model_source("meta-llama/Llama-3.1-70B-Instruct") == "meta-llama/Llama-3.1-70B-Instruct"   # hub id
     assert resolve_model_source(str(tmp_path)) == str(tmp_path)
     with pytest.raises(FileNotFoundError, match="model directory"):
         resolve_model_source(str(tmp_path / "missing"))
+
+
+def test_cpu_replicas_one_per_core_that_the_captions_keep_busy():
+    from latent_verbalizer.components.categorize.llm.layout import MIN_CAPTIONS_PER_CPU_REPLICA, cpu_replica_count
+
+    enough = 4 * MIN_CAPTIONS_PER_CPU_REPLICA
+    assert cpu_replica_count(enough, model_bytes=GB, cores=2, available_bytes=None) == 2
+    assert cpu_replica_count(enough, model_bytes=GB, cores=8, available_bytes=None) == 4      # the captions bound it
+    assert cpu_replica_count(MIN_CAPTIONS_PER_CPU_REPLICA - 1, GB, cores=8, available_bytes=None) == 1
+    assert cpu_replica_count(enough, model_bytes=GB, cores=8, available_bytes=5 * GB) == 2    # half of 5 GB: 2 copies
+    assert cpu_replica_count(enough, model_bytes=100 * GB, cores=8, available_bytes=GB) == 1
+
+
+def test_a_cpu_layout_of_replicas_has_a_group_per_replica():
+    lay = plan_layout(GB, 0, 0, 1, cpu_replicas=2)
+    assert (lay.mode, lay.replicas, lay.groups, lay.max_memory) == ("cpu", 2, [[], []], [{}, {}])
+    assert "2 replica process(es)" in lay.describe()
+
+
+def test_the_plan_runs_a_replica_per_usable_core_on_the_cpu(monkeypatch):
+    """run_categorize's plan without GPUs: one replica unless asked; ``auto``, one per usable core."""
+    from latent_verbalizer.components.categorize import categorize
+
+    monkeypatch.setattr(categorize, "usable_cpu_cores", lambda: 2)
+    plan = functools.partial(categorize.plan_for_model, "tiny-random-llama", 0, 0, torch.float32, 768, 100)
+    lay = plan(n_captions=200, cpu_replicas="auto")
+    assert (lay.mode, lay.replicas, lay.groups) == ("cpu", 2, [[], []])
+    assert plan(n_captions=10, cpu_replicas="auto").replicas == 1
+    assert plan(n_captions=200).replicas == 1                        # the default: one
+    assert plan(n_captions=200, cpu_replicas=3).replicas == 3        # as asked
+    assert plan(n_captions=2, cpu_replicas=3).replicas == 2          # no idle replica
+
+
+def test_the_old_tiny_random_name_says_the_new_ones():
+    from latent_verbalizer.components.categorize.llm.model_source import load_config
+
+    with pytest.raises(ValueError, match="renamed: use tiny-random-coca .* or tiny-random-llama"):
+        load_config("tiny-random")

@@ -1,4 +1,4 @@
-"""``run_categorize`` / ``lverb categorize`` end to end with tiny-random: dedup, S3 output,
+"""``run_categorize`` / ``lverb categorize`` end to end with tiny-random-llama: dedup, S3 output,
 resume after a killed run, replica processes."""
 
 from __future__ import annotations
@@ -41,12 +41,12 @@ def test_dedup_and_s3_output(sample, small_labels, s3_bucket):
     by_layer = {2: caps[:4] + caps[:2], 21: caps[4:] + [caps[0], caps[5]]}     # 12 rows, 8 distinct
     write_captions(f"{s3_bucket}/captions/shard-000.parquet", by_layer)
     out = f"{s3_bucket}/labels-run"
-    s = run_categorize([f"{s3_bucket}/captions/*.parquet"], out, model="tiny-random", labels_uri=small_labels, batch_size=4)
+    s = run_categorize([f"{s3_bucket}/captions/*.parquet"], out, model="tiny-random-llama", labels_uri=small_labels, batch_size=4)
     assert (s["captions"], s["unique_captions"], s["to_label"]) == (12, 8, 8)
     assert s["replica_stats"][0]["labelled"] == 8                      # each distinct caption labelled once
     labels = read_table(f"{out}/labels.parquet", LABELS_SCHEMA)
     assert sorted(labels.column("caption").to_pylist()) == sorted(set(caps))
-    assert set(labels.column("model").to_pylist()) == {"tiny-random"}
+    assert set(labels.column("model").to_pylist()) == {"tiny-random-llama"}
     agg = read_table(f"{out}/aggregate.parquet", AGGREGATE_SCHEMA)
     assert set(agg.column("layer").to_pylist()) == {2, 21}
     assert set(agg.column("n_captions").to_pylist()) <= {6}
@@ -73,7 +73,7 @@ def test_dedup_and_s3_output(sample, small_labels, s3_bucket):
     limited = sum("answer_limit" in x for x in statuses)
     assert limited == sum(n for x, n in s["replica_stats"][0]["status_counts"].items() if "answer_limit" in x)
     # run again: everything is in the chunks, nothing is labelled
-    again = run_categorize([f"{s3_bucket}/captions/shard-000.parquet"], out, model="tiny-random", labels_uri=small_labels)
+    again = run_categorize([f"{s3_bucket}/captions/shard-000.parquet"], out, model="tiny-random-llama", labels_uri=small_labels)
     assert again["resumed"] == 8 and again["to_label"] == 0 and "replica_stats" not in again
 
 
@@ -84,7 +84,7 @@ def test_resume_after_killed_run(sample, small_labels, tmp_path, one_thread_env)
     n_unique = len(set(caps))
     out = str(tmp_path / "out")
     cmd = [sys.executable, "-m", "latent_verbalizer.pipeline.cli", "categorize", "--captions", captions, "--out", out,
-           "--model", "tiny-random", "--labels", small_labels, "--batch-size", "4", "--answers-per-file", "4"]
+           "--model", "tiny-random-llama", "--labels", small_labels, "--batch-size", "4", "--answers-per-file", "4"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     store_dir = tmp_path / "out" / "answers"
     deadline = time.time() + 120
@@ -101,12 +101,12 @@ def test_resume_after_killed_run(sample, small_labels, tmp_path, one_thread_env)
     assert not (tmp_path / "out" / "labels.parquet").exists()
     done_before = sum(read_table(str(p), STORED_ANSWER_SCHEMA).num_rows for p in store_dir.rglob("answers-*.parquet"))
     assert 0 < done_before < n_unique
-    s = run_categorize([captions], out, model="tiny-random", labels_uri=small_labels, batch_size=4)
+    s = run_categorize([captions], out, model="tiny-random-llama", labels_uri=small_labels, batch_size=4)
     assert s["resumed"] == done_before and s["to_label"] == n_unique - done_before
     labels = read_table(f"{out}/labels.parquet", LABELS_SCHEMA)
     assert labels.num_rows == n_unique and set(labels.column("caption").to_pylist()) == set(caps)
     # answers are deterministic: the resumed ones equal a fresh run's
-    fresh = run_categorize([captions], str(tmp_path / "fresh"), model="tiny-random", labels_uri=small_labels, batch_size=4)
+    fresh = run_categorize([captions], str(tmp_path / "fresh"), model="tiny-random-llama", labels_uri=small_labels, batch_size=4)
     assert fresh["resumed"] == 0
     a = {r["caption"]: r["parts"] for r in labels.to_pylist()}
     b = {r["caption"]: r["parts"] for r in read_table(str(tmp_path / "fresh" / "labels.parquet"), LABELS_SCHEMA).to_pylist()}
@@ -117,7 +117,7 @@ def test_replica_processes_split_the_captions(sample, small_labels, tmp_path, on
     """Two replica processes (CPU, gloo) started by run_categorize, each taking its share
     through accelerate's ``split_between_processes`` (a layout of two CPU replicas planned)."""
     from latent_verbalizer.components.categorize import categorize
-    from latent_verbalizer.components.categorize.layout import Layout
+    from latent_verbalizer.components.categorize.llm.layout import Layout
 
     def two_cpu_replicas(*args, **kwargs):
         return Layout(mode="cpu", n_gpus=0, gpus_per_replica=0, replicas=2, groups=[[], []], max_memory=[{}, {}])
@@ -126,7 +126,7 @@ def test_replica_processes_split_the_captions(sample, small_labels, tmp_path, on
     caps = list(dict.fromkeys(sample(12, layers=[10, 23])))
     captions = str(tmp_path / "caps.parquet")
     write_captions(captions, {10: caps})
-    s = run_categorize([captions], str(tmp_path / "out"), model="tiny-random", labels_uri=small_labels, batch_size=4)
+    s = run_categorize([captions], str(tmp_path / "out"), model="tiny-random-llama", labels_uri=small_labels, batch_size=4)
     assert [st["labelled"] for st in s["replica_stats"]] == [len(caps) - len(caps) // 2, len(caps) // 2]
     writers = {p.name.split("-")[1] for p in (tmp_path / "out" / "answers").rglob("answers-*.parquet")}
     assert writers == {"r0", "r1"}
@@ -137,19 +137,22 @@ def test_cli_errors_name_the_input(tmp_path, capsys):
     from latent_verbalizer.pipeline.cli import main
 
     assert main(["categorize", "--captions", str(tmp_path / "nope.parquet"), "--out", str(tmp_path / "o"),
-                 "--model", "tiny-random"]) == 2
+                 "--model", "tiny-random-llama"]) == 2
     assert "nope.parquet" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["categorize", "--captions", "x", "--out", "y", "--batch-size", "0"])
+    with pytest.raises(SystemExit):
+        main(["categorize", "--captions", "x", "--out", "y", "--cpu-replicas", "0"])
+    assert "--cpu-replicas: '0': use auto or a positive integer" in capsys.readouterr().err
 
 
 def test_model_from_s3_prefix(s3_bucket, tmp_path, monkeypatch):
     """A model folder (safetensors + config + tokenizer) under an s3:// prefix loads offline."""
     import torch
 
-    from latent_verbalizer.components.categorize.llm_loader import (
+    from latent_verbalizer.components.categorize.llm.loading import load_llm
+    from latent_verbalizer.components.categorize.llm.offline_llms import (
         llama3_tokenizer,
-        load_model,
         random_llama,
         tiny_llama_config,
     )
@@ -162,7 +165,7 @@ def test_model_from_s3_prefix(s3_bucket, tmp_path, monkeypatch):
     for f in local.iterdir():
         storage.write_bytes(f"{s3_bucket}/models/tiny/{f.name}", f.read_bytes())
     monkeypatch.setenv("LVERB_MODEL_CACHE", str(tmp_path / "cache"))
-    loaded, tok2, name = load_model(f"{s3_bucket}/models/tiny", torch.float32)
+    loaded, tok2, name = load_llm(f"{s3_bucket}/models/tiny", torch.float32)
     ids = torch.tensor([tok.encode("a dog on a red sofa")])
     with torch.inference_mode():
         assert torch.equal(loaded(ids).logits, model(ids).logits)

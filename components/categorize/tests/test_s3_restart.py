@@ -25,7 +25,7 @@ def test_s3_restart_mid_run(own_s3_server, sample, small_labels, tmp_path, one_t
     storage.ensure_bucket("s3://restart/x")
     out = "s3://restart/labels"
     cmd = [sys.executable, "-m", "latent_verbalizer.pipeline.cli", "categorize", "--captions", captions, "--out", out,
-           "--model", "tiny-random", "--labels", small_labels, "--batch-size", "4", "--answers-per-file", "4"]
+           "--model", "tiny-random-llama", "--labels", small_labels, "--batch-size", "4", "--answers-per-file", "4"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 180
@@ -42,7 +42,7 @@ def test_s3_restart_mid_run(own_s3_server, sample, small_labels, tmp_path, one_t
     stored_before = sum(read_table(u, STORED_ANSWER_SCHEMA).num_rows for u in stored)
     assert stored_before >= 4
     if first_rc != 0:              # the outage outlasted the client's retries: the re-run resumes
-        summary = run_categorize([captions], out, model="tiny-random", labels_uri=small_labels, batch_size=4,
+        summary = run_categorize([captions], out, model="tiny-random-llama", labels_uri=small_labels, batch_size=4,
                                  answers_per_file=4)
         assert summary["resumed"] == stored_before and summary["resumed"] + summary["to_label"] == n_unique
     labels = read_table(f"{out}/labels.parquet", LABELS_SCHEMA)

@@ -52,7 +52,7 @@ def test_converted_folder_equals_the_gguf_file(tmp_path, monkeypatch):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from latent_verbalizer.components.categorize.llm_loader import SMOLLM2, load_model
+    from latent_verbalizer.components.categorize.llm.loading import SMOLLM2, load_llm
     from latent_verbalizer.components.common.offline_models import offline_path
 
     try:
@@ -60,7 +60,7 @@ def test_converted_folder_equals_the_gguf_file(tmp_path, monkeypatch):
     except FileNotFoundError as e:
         pytest.skip(str(e))
     monkeypatch.setenv("LVERB_MODEL_CACHE", str(tmp_path / "cache"))
-    net, tok, _ = load_model(SMOLLM2, torch.float32)
+    net, tok, _ = load_llm(SMOLLM2, torch.float32)
     converted = [p for p in (tmp_path / "cache" / "converted").iterdir() if p.name.startswith(SMOLLM2)]
     assert len(converted) == 1 and (converted[0] / "model.safetensors").exists()
     d, f = os.path.split(gguf)
@@ -71,7 +71,7 @@ def test_converted_folder_equals_the_gguf_file(tmp_path, monkeypatch):
     ids = torch.tensor([ref_tok.encode(text)])
     with torch.inference_mode():
         assert torch.equal(net(ids).logits, ref(ids).logits)
-    load_model(SMOLLM2, torch.float32)                       # the second load reuses the folder
+    load_llm(SMOLLM2, torch.float32)                       # the second load reuses the folder
     assert [p.name for p in (tmp_path / "cache" / "converted").iterdir()] == [converted[0].name]
 
 
@@ -81,10 +81,10 @@ def smollm2(small_labels):
     import torch
 
     from latent_verbalizer.components.categorize.answers import AnswerBounds, max_new_tokens
-    from latent_verbalizer.components.categorize.generate import Generator
     from latent_verbalizer.components.categorize.grammar import compile_answer_grammar, stop_token_ids
     from latent_verbalizer.components.categorize.labelset import load_labelset
-    from latent_verbalizer.components.categorize.llm_loader import SMOLLM2, load_model
+    from latent_verbalizer.components.categorize.llm.generate import Generator
+    from latent_verbalizer.components.categorize.llm.loading import SMOLLM2, load_llm
     from latent_verbalizer.components.categorize.prompt import split_prompt
     from latent_verbalizer.components.common.offline_models import offline_path
 
@@ -92,7 +92,7 @@ def smollm2(small_labels):
         offline_path(SMOLLM2)
     except FileNotFoundError as e:
         pytest.skip(str(e))
-    net, tok, _ = load_model(SMOLLM2, torch.float32)
+    net, tok, _ = load_llm(SMOLLM2, torch.float32)
     ls = load_labelset(small_labels)
     bounds = AnswerBounds(ls.limits.max_parts, ls.limits.max_part_chars)
     prompt = split_prompt(tok, ls)

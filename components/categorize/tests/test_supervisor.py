@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from latent_verbalizer.components.categorize.supervisor import run_supervised
+from latent_verbalizer.components.categorize.replicas.supervisor import run_supervised
 
 from .conftest import REPO
 
@@ -20,7 +20,7 @@ from .conftest import REPO
 # pid file exists (the sibling is surely running), fails.
 CHILD = textwrap.dedent("""
     import os, sys, time
-    from latent_verbalizer.components.categorize.supervisor import supervised_child
+    from latent_verbalizer.components.categorize.replicas.supervisor import supervised_child
 
     def main():
         workdir, rank, role = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -71,10 +71,10 @@ def test_a_failed_rank_stops_its_siblings_and_names_its_error(tmp_path):
 def test_a_replica_worker_error_reaches_the_step(small_labels, tmp_path, one_thread_env):
     """The real worker: every rank fails at once on a label file that does not exist, and the
     step's error names the rank and the file (not just "see their log")."""
-    from latent_verbalizer.components.categorize.replica_processes import spawn_replica_processes
+    from latent_verbalizer.components.categorize.replicas.processes import spawn_replica_processes
 
     missing = str(tmp_path / "no-such-labels.yaml")
-    spec = dict(captions=["a dog", "a cat"], model="tiny-random", labels_uri=missing, dtype="float32",
+    spec = dict(captions=["a dog", "a cat"], model="tiny-random-llama", labels_uri=missing, dtype="float32",
                 out_uri=str(tmp_path / "out"), run_key="k", batch_size=2, groups=[[], []], max_memory=[{}, {}],
                 answers_per_file=4, made_by={}, max_parts=None)
     with pytest.raises(RuntimeError, match=r"rank \d of 2 failed \(exit code 1\)(.|\n)*no-such-labels\.yaml") as failed:
@@ -84,7 +84,7 @@ def test_a_replica_worker_error_reaches_the_step(small_labels, tmp_path, one_thr
 
 PARENT = textwrap.dedent("""
     import os, sys
-    from latent_verbalizer.components.categorize.supervisor import run_supervised
+    from latent_verbalizer.components.categorize.replicas.supervisor import run_supervised
     workdir, child = sys.argv[1], sys.argv[2]
     run_supervised([[sys.executable, "-c", child, workdir, str(r), "sleep"] for r in range(2)], [dict(os.environ)] * 2,
                    workdir, "test")

@@ -1,4 +1,4 @@
-"""Two runs labelling into one storage prefix's ``labels/`` (real S3 server, tiny-random LLM):
+"""Two runs labelling into one storage prefix's ``labels/`` (real S3 server, tiny-random-llama LLM):
 while one run holds the folder's write lease, a second is refused before it labels anything,
 naming the first; once the first is done, the second runs and reuses its stored answers."""
 
@@ -9,7 +9,7 @@ import pytest
 from latent_verbalizer.components.categorize.categorize import run_categorize
 from latent_verbalizer.components.common import storage
 from latent_verbalizer.components.common.contracts import LABELS_SCHEMA, read_table
-from latent_verbalizer.components.common.write_lease import LEASE_NAME, LeaseHeldError, WriteLease
+from latent_verbalizer.components.common.storage.write_lease import LEASE_NAME, LeaseHeldError, WriteLease
 
 from .test_run import write_captions
 
@@ -22,14 +22,14 @@ def test_a_second_run_labelling_the_same_prefix_is_refused_while_the_first_write
     first.acquire()
     try:
         with pytest.raises(LeaseHeldError, match="run run-a on host") as refused:
-            run_categorize([f"{s3_bucket}/captions/shard-000.parquet"], out, model="tiny-random",
+            run_categorize([f"{s3_bucket}/captions/shard-000.parquet"], out, model="tiny-random-llama",
                            labels_uri=small_labels, batch_size=4, run_id="run-b")
         assert "own storage_prefix" in str(refused.value)
         assert storage.list_uris(out) == [storage.join(out, LEASE_NAME)]   # B wrote nothing
     finally:
         first.release()
 
-    summary = run_categorize([f"{s3_bucket}/captions/shard-000.parquet"], out, model="tiny-random",
+    summary = run_categorize([f"{s3_bucket}/captions/shard-000.parquet"], out, model="tiny-random-llama",
                              labels_uri=small_labels, batch_size=4, run_id="run-b")
     assert summary["unique_captions"] == len(caps)
     assert read_table(storage.join(out, "labels.parquet"), LABELS_SCHEMA).num_rows == len(caps)

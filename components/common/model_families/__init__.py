@@ -1,6 +1,6 @@
 """Model families behind one interface (``base.VisionLanguageModel``): open_clip CoCa and the
 Hugging Face captioners BLIP, VisionEncoderDecoder and LLaVA. ``load_model`` picks the
-family from the name (CoCa architectures and ``tiny-random``) or from the checkpoint's
+family from the name (CoCa architectures and ``tiny-random-coca``) or from the checkpoint's
 ``config.json`` (everything else)."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from .hub_revision import pin_names
 
 STUDY_MODEL = "coca_ViT-L-14"  # the study's model: the default wherever a model is chosen
 MODEL_HELP = ("the model (default coca_ViT-L-14, the study's): an open_clip CoCa architecture (coca_ViT-B-32, ...; "
-              "tiny-random: random weights, offline), a Hugging Face captioner (BLIP, VisionEncoderDecoder, LLaVA) as hf:ORG/NAME[@REVISION], a local "
+              "tiny-random-coca: random weights, offline), a Hugging Face captioner (BLIP, VisionEncoderDecoder, LLaVA) as hf:ORG/NAME[@REVISION], a local "
               "model folder or an s3:// prefix of one, or tiny-random-blip / tiny-random-vit-gpt2 / tiny-random-llava (offline)")
 PRETRAINED_HELP = ("CoCa: an open_clip pretrained tag (default: the study's mscoco_finetuned_laion2B-s13B-b90k), a local "
                    "checkpoint file/folder or s3:// object; Hugging Face models: empty (the model itself) or a local "
@@ -43,7 +43,7 @@ def load_model(model: str, pretrained: str | None = None, device: str = "cpu", p
     tower alone is read from its safetensors (same float32 weights as the whole model's, the
     rest never loaded: ``vision_only``); only ``vision_tower()``, ``preprocess``,
     ``vision_block_outputs`` and what the config tells may then be used. CoCa likewise reads
-    only ``visual`` from a safetensors checkpoint (``models.load_coca``).
+    only ``visual`` from a safetensors checkpoint (``coca_loading.load_coca``).
 
     A hub model is read at one commit, and its name (``loaded.name`` or ``loaded.pretrained``) says
     which: ``hf:ORG/NAME@<sha>``, from ``pins`` (a preflight's ``resolved-models.json``) or the hub."""
@@ -107,7 +107,7 @@ def model_n_layers(model: str, pretrained: str | None = None, pins: dict | None 
     """Blocks of the model's vision encoder, from its config alone (no weights loaded; a hub model's at
     its pinned commit)."""
     if not is_hf_model(model):
-        from ..models import coca_n_layers
+        from .coca_loading import coca_n_layers
 
         return coca_n_layers(model)
     from . import hf_loading as hf

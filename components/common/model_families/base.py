@@ -86,7 +86,7 @@ class VisionLanguageModel:
 
     def __init__(self, model: torch.nn.Module, name: str, pretrained: str, tokenizer):
         self.model = model
-        self.name = name                 # the model as given (tiny-random, hf:ORG/NAME, a folder, s3://...)
+        self.name = name                 # the model as given (tiny-random-coca, hf:ORG/NAME, a folder, s3://...)
         self.pretrained = pretrained     # the weights as given ("random" for random init)
         self.tokenizer = tokenizer
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import torch
 
-from .base import BLIP, DecoderHandoff, LayerNumbering
-from .hf_vision import HFVisionLanguageModel
+from .base import BLIP, LayerNumbering
+from .cross_attention import CrossAttentionCaptioner
 
 
-class BlipModel(HFVisionLanguageModel):
+class BlipModel(CrossAttentionCaptioner):
     family = BLIP
 
     def vision_tower(self) -> torch.nn.Module:
@@ -25,15 +25,9 @@ class BlipModel(HFVisionLanguageModel):
     def vision_config(self):
         return self.model.config.vision_config
 
-    def decoder_inputs(self, block_tokens: torch.Tensor) -> torch.Tensor:
-        norm = self.model.vision_model.post_layernorm   # the vision tower's own: it keeps the tower's precision
-        return norm(block_tokens.to(norm.weight.dtype))
+    def tower_final_norm(self) -> torch.nn.Module:
+        return self.model.vision_model.post_layernorm
 
-    def decoder_handoff(self) -> DecoderHandoff:
-        """Split after ``post_layernorm``, the only step: the decoder reads its output."""
-        norm = self.model.vision_model.post_layernorm
-        return DecoderHandoff(lambda block_tokens: norm(block_tokens.to(norm.weight.dtype)), lambda x: x,
-                              self.patch_grid())
 
     @property
     def start_token_id(self) -> int:
@@ -49,11 +43,6 @@ class BlipModel(HFVisionLanguageModel):
 
     def text_decoder(self) -> torch.nn.Module:
         return self.model.text_decoder
-
-    def decoder_modules(self) -> list[torch.nn.Module]:
-        """What decoding runs (cast to the decoding precision); the vision tower is not among them, nor
-        its ``post_layernorm``, which the tower's own forward also runs."""
-        return [self.model.text_decoder]
 
     def layer_numbering(self) -> LayerNumbering:
         return self.numbering("vision_model.encoder.layers[k]", "layer {k}", self.n_layers - 1)

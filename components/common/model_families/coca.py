@@ -1,11 +1,11 @@
-"""open_clip CoCa as a model family (the study's model; loading lives in ``common.models``)."""
+"""open_clip CoCa as a model family (the study's model; loading lives in ``coca_loading``)."""
 
 from __future__ import annotations
 
 import torch
 
-from ..models import LoadedCoca, caption_text, load_coca, vision_block_outputs
 from .base import COCA, DecoderHandoff, LayerNumbering, VisionLanguageModel
+from .coca_loading import LoadedCoca, caption_text, load_coca, vision_block_outputs
 
 
 class CocaModel(VisionLanguageModel):

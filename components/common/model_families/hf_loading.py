@@ -5,7 +5,7 @@ A model is named as
   in the environment, never from an argument); read at one commit (``hub_revision``);
 - a local folder holding ``config.json`` (a PVC or a copy made elsewhere);
 - an ``s3://``/``minio://`` prefix holding such a folder (downloaded once into the cache
-  folder of ``common.download_cache``);
+  folder of ``common.storage.download_cache``);
 - ``tiny-random-blip``, ``tiny-random-vit-gpt2``, ``tiny-random-llava``: small models of the
   real classes whose configs and tokenizers ship with the package, random weights from a
   fixed seed (tests and offline demos).
@@ -26,14 +26,12 @@ from dataclasses import dataclass
 import torch
 
 from .. import storage
-from ..download_cache import download_prefix
+from ..random_weights import CONFIG_DIR, RANDOM, init_random_weights
+from ..storage.download_cache import download_prefix
 from .base import BLIP, LLAVA, VISION_ENCODER_DECODER
 from .hub_revision import HF_PREFIX, hub_repo
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "model_configs")
 TINY_RANDOM_HF = ("tiny-random-blip", "tiny-random-vit-gpt2", "tiny-random-llava")
-RANDOM = "random"
-RANDOM_SEED = 0
 ARCHITECTURES = {  # config "architectures" entry -> family
     "BlipForConditionalGeneration": BLIP,
     "VisionEncoderDecoderModel": VISION_ENCODER_DECODER,
@@ -49,7 +47,7 @@ class HFSource:
 
     location: str          # local folder, or ``ORG/NAME`` on the hub
     on_hub: bool
-    random_weights: bool   # tiny-random: config only, weights made from a seed
+    random_weights: bool   # tiny-random-coca: config only, weights made from a seed
     revision: str | None = None   # on the hub: the commit (or branch, tag) its files are read at
 
 
@@ -122,18 +120,6 @@ def family_of(config) -> str:
         f"model class {config.architectures or config.model_type} is not supported: latent captions need a text "
         f"decoder that reads the vision encoder ({', '.join(ARCHITECTURES)}, or an open_clip CoCa)"
     )
-
-
-def init_random_weights(model: torch.nn.Module, seed: int = RANDOM_SEED) -> None:
-    """Deterministic random weights with unit-scale activations (fan-in scaling), so a random
-    model's captions depend on the image the way a trained one's do; norms stay at identity."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, p in sorted(model.named_parameters()):
-            if p.ndim >= 2:
-                p.copy_(torch.randn(p.shape, generator=g) * p.shape[-1] ** -0.5)
-            elif p.ndim == 1 and not torch.all(p == 1):  # biases; LayerNorm weights stay 1
-                p.zero_()
 
 
 def load_hf_model(model_class, source: HFSource, config) -> torch.nn.Module:

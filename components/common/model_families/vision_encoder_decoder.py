@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import torch
 
-from .base import VISION_ENCODER_DECODER, DecoderHandoff, LayerNumbering
-from .hf_vision import HFVisionLanguageModel
+from .base import VISION_ENCODER_DECODER, LayerNumbering
+from .cross_attention import CrossAttentionCaptioner
 
 ENCODERS_WITH_FINAL_NORM = ("vit", "deit")  # hidden_states of one shape, final ``layernorm`` after the last block
 
 
-class VisionEncoderDecoderCaptioner(HFVisionLanguageModel):
+class VisionEncoderDecoderCaptioner(CrossAttentionCaptioner):
     family = VISION_ENCODER_DECODER
 
     def __init__(self, *args, **kwargs):
@@ -35,21 +35,12 @@ class VisionEncoderDecoderCaptioner(HFVisionLanguageModel):
     def vision_config(self):
         return self.model.config.encoder
 
-    def decoder_inputs(self, block_tokens: torch.Tensor) -> torch.Tensor:
-        norm = self.model.encoder.layernorm   # the encoder's own: it keeps the encoder's precision
-        states = norm(block_tokens.to(norm.weight.dtype))
-        projection = getattr(self.model, "enc_to_dec_proj", None)
-        return projection(states.to(projection.weight.dtype)) if projection is not None else states
+    def tower_final_norm(self) -> torch.nn.Module:
+        return self.model.encoder.layernorm
 
-    def decoder_handoff(self) -> DecoderHandoff:
-        """Split after the encoder's ``layernorm``, before ``enc_to_dec_proj`` (where there is one)."""
-        norm = self.model.encoder.layernorm
-        projection = getattr(self.model, "enc_to_dec_proj", None)
+    def decoder_projection(self) -> torch.nn.Module | None:
+        return getattr(self.model, "enc_to_dec_proj", None)   # where encoder and decoder widths differ
 
-        def rest(x: torch.Tensor) -> torch.Tensor:
-            return projection(x.to(projection.weight.dtype)) if projection is not None else x
-
-        return DecoderHandoff(lambda block_tokens: norm(block_tokens.to(norm.weight.dtype)), rest, self.patch_grid())
 
     @property
     def start_token_id(self) -> int:
@@ -69,12 +60,6 @@ class VisionEncoderDecoderCaptioner(HFVisionLanguageModel):
 
     def text_decoder(self) -> torch.nn.Module:
         return self.model.decoder
-
-    def decoder_modules(self) -> list[torch.nn.Module]:
-        """What decoding runs (cast to the decoding precision); the vision tower is not among them, nor
-        its final ``layernorm``, which the encoder's own forward also runs."""
-        projection = getattr(self.model, "enc_to_dec_proj", None)
-        return [self.model.decoder] + ([projection] if projection is not None else [])
 
     def layer_numbering(self) -> LayerNumbering:
         return self.numbering("encoder.encoder.layer[k]", "layer {k}", self.n_layers - 1)

@@ -11,7 +11,7 @@ Checkpoint keys are mapped to the model's names by transformers' own renamings (
 So the tower's weights, and the features, are exactly the full load's; every other part of
 the model stays on ``meta`` and must not be run.
 
-CoCa's open_clip checkpoints are read the same way (``models.load_coca`` with
+CoCa's open_clip checkpoints are read the same way (``coca_loading.load_coca`` with
 ``load_tower_from_safetensors``). When the checkpoint cannot be read this way (pickled
 ``.bin`` weights only, a tower weight that is not in the checkpoint or needs more than a
 renaming, a shape that differs), the caller loads the whole model instead: exact first,

@@ -12,8 +12,8 @@ import inspect
 import pytest
 import torch
 
-from latent_verbalizer.components.common.hf_cache_kwarg import cache_kwarg
 from latent_verbalizer.components.common.model_families import load_model
+from latent_verbalizer.components.common.model_families.hf_cache_kwarg import cache_kwarg
 
 
 @pytest.mark.parametrize("name", ["tiny-random-blip", "tiny-random-vit-gpt2", "tiny-random-llava"])

@@ -11,10 +11,9 @@ import shutil
 import pytest
 import torch
 
-from latent_verbalizer.components.caption.decoders import make_decoder
+from latent_verbalizer.components.caption.decoder_factory import make_decoder
 from latent_verbalizer.components.caption.interpret import interpret_images
 from latent_verbalizer.components.common import storage
-from latent_verbalizer.components.common.download_cache import STATE_DIR
 from latent_verbalizer.components.common.model_families import (
     BLIP,
     COCA,
@@ -25,6 +24,7 @@ from latent_verbalizer.components.common.model_families import (
     model_n_layers,
 )
 from latent_verbalizer.components.common.model_families.hf_loading import CONFIG_DIR
+from latent_verbalizer.components.common.storage.download_cache import STATE_DIR
 from tests.images import skimage_photo_paths
 from tests.model_folders import save_model_folder
 
@@ -214,7 +214,7 @@ def test_llava_reading_several_layers_is_refused(tmp_path):
 
 
 def test_n_layers_from_the_config_alone():
-    assert model_n_layers("tiny-random") == load_model("tiny-random").n_layers == 6
+    assert model_n_layers("tiny-random-coca") == load_model("tiny-random-coca").n_layers == 6
     for name in FAMILIES:
         assert model_n_layers(name) == 4
 
@@ -223,7 +223,7 @@ def test_n_layers_from_the_config_alone():
 
 def test_layer_numbering_of_each_family():
     expected = {  # model -> (family, normal layer, label of block 0, label of the normal layer)
-        "tiny-random": (COCA, 5, "block 0", "block 5"),
+        "tiny-random-coca": (COCA, 5, "block 0", "block 5"),
         "tiny-random-blip": (BLIP, 3, "layer 0", "layer 3"),
         "tiny-random-vit-gpt2": (VISION_ENCODER_DECODER, 3, "layer 0", "layer 3"),
         # vision_feature_layer -2: the second-to-last block, which the model names by its hidden_states index

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from latent_verbalizer.components.common import storage
-from latent_verbalizer.components.common.write_lease import (
+from latent_verbalizer.components.common.storage.write_lease import (
     LEASE_NAME,
     LeaseHeldError,
     LeaseLostError,
@@ -162,7 +162,7 @@ def test_the_same_pipeline_run_takes_its_earlier_attempts_lease_at_once(folder):
 
 
 def test_a_lease_of_a_killed_process_on_this_host_is_taken_over_at_once(folder, s3_server):
-    code = ("import sys, time; from latent_verbalizer.components.common.write_lease import WriteLease; "
+    code = ("import sys, time; from latent_verbalizer.components.common.storage.write_lease import WriteLease; "
             "WriteLease(sys.argv[1], 'run-killed', expiry_s=600).acquire(); print('held', flush=True); time.sleep(600)")
     env = dict(os.environ, **s3_server.env(), PYTHONPATH=os.pathsep.join(sys.path))
     proc = subprocess.Popen([sys.executable, "-c", code, folder], stdout=subprocess.PIPE, env=env, text=True)

@@ -22,7 +22,7 @@ from tests.images import jpeg_shard
 
 def extract(tmp_path, shard: str, **overrides) -> Artifact:
     features = Artifact(name="features", uri=str(tmp_path / "features.json"), metadata={})
-    params = dict(shard=shard, storage_prefix=str(tmp_path / "run"), model="tiny-random", pretrained="", layers="0,3",
+    params = dict(shard=shard, storage_prefix=str(tmp_path / "run"), model="tiny-random-coca", pretrained="", layers="0,3",
                   dtype="fp16", batch_size="2")
     make_extract_op("unused-image").python_func(**{**params, **overrides}, features=features)
     return features
@@ -34,7 +34,7 @@ def test_wrapper_maps_parameters_and_writes_the_pointer(tmp_path, monkeypatch):
     features = extract(tmp_path, shard)
     pointer = json.loads(open(features.path).read())
     assert pointer == {"features": str(tmp_path / "run" / "features" / "w-000000"), "shard": shard, "images": 3,
-                       "skipped": 0, "layers": [0, 3], "model": "tiny-random"}
+                       "skipped": 0, "layers": [0, 3], "model": "tiny-random-coca"}
     assert features.metadata["images"] == 3
     manifest = read_manifest(pointer["features"])
     assert manifest.dtype == "float16"  # fp16 given, stored in the one vocabulary

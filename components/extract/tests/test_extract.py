@@ -1,4 +1,4 @@
-"""Extract against real parts: tiny-random CoCa (real open_clip code), real tars, real S3."""
+"""Extract against real parts: tiny-random-coca (real open_clip code), real tars, real S3."""
 
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ from latent_verbalizer.components.common.features import (
     read_manifest,
 )
 from latent_verbalizer.components.common.model_families import load_model
-from latent_verbalizer.components.common.models import load_coca
+from latent_verbalizer.components.common.model_families.coca_loading import load_coca
 from latent_verbalizer.components.extract.extract import ExtractSettings, extract_shard, run_extract
-from latent_verbalizer.components.extract.shards import decode_image, write_shards
+from latent_verbalizer.components.extract.image_decoding import decode_image
+from latent_verbalizer.components.extract.shards import write_shards
 from latent_verbalizer.pipeline.cli import main as lverb
 from tests.images import encode, jpeg_shard, random_rgb, skimage_photo_paths, write_tar
 
@@ -33,7 +34,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
 
 @pytest.fixture(scope="module")
 def tiny():
-    return load_model("tiny-random")
+    return load_model("tiny-random-coca")
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def hooked_reference(loaded, pixels: torch.Tensor) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("dtype,atol", [("float32", 1e-5), ("float16", 2e-3)])
 def test_features_equal_hooked_full_forward(tiny, photo_shard, tmp_path, dtype, atol):
-    settings = ExtractSettings(model="tiny-random", dtype=dtype, batch_size=4, device="cpu")
+    settings = ExtractSettings(model="tiny-random-coca", dtype=dtype, batch_size=4, device="cpu")
     manifest = extract_shard(photo_shard, str(tmp_path), tiny, settings, "cpu")
     assert manifest.image_count == 6 and len(manifest.objects) == 2  # batches of 4 + 2
     chunks = list(iter_feature_chunks(str(tmp_path / "shard-000000")))
@@ -77,13 +78,13 @@ def test_features_equal_hooked_full_forward(tiny, photo_shard, tmp_path, dtype, 
 
 
 def test_chunks_are_standard_safetensors(tiny, photo_shard, tmp_path):
-    extract_shard(photo_shard, str(tmp_path), tiny, ExtractSettings(model="tiny-random", layers="1,3", batch_size=8, device="cpu"), "cpu")
+    extract_shard(photo_shard, str(tmp_path), tiny, ExtractSettings(model="tiny-random-coca", layers="1,3", batch_size=8, device="cpu"), "cpu")
     manifest = read_manifest(str(tmp_path / "shard-000000"))
     path = tmp_path / "shard-000000" / manifest.objects[0].key
     loaded = safetensors.torch.load(path.read_bytes())
     assert sorted(loaded) == ["layer_1", "layer_3"] and loaded["layer_1"].dtype == torch.float16
     header = read_chunk_header(str(path))
-    assert header.metadata["model"] == "tiny-random" and len(header.image_keys) == 6
+    assert header.metadata["model"] == "tiny-random-coca" and len(header.image_keys) == 6
     import hashlib
     data, digests = path.read_bytes(), manifest.objects[0].sha256
     assert hashlib.sha256(data[:header.data_start]).hexdigest() == digests["header"]
@@ -98,7 +99,7 @@ def test_chunks_are_standard_safetensors(tiny, photo_shard, tmp_path):
 def test_s3_in_and_out_with_ranged_layer_reads(tiny, photo_shard, s3_bucket, monkeypatch):
     storage.write_bytes(s3_bucket + "/shards/shard-000000.tar", open(photo_shard, "rb").read())
     shards = storage.expand_pattern(s3_bucket + "/shards/shard-{000000..000000}.tar")
-    result = run_extract(shards, s3_bucket + "/features", ExtractSettings(model="tiny-random", batch_size=8, device="cpu"))
+    result = run_extract(shards, s3_bucket + "/features", ExtractSettings(model="tiny-random-coca", batch_size=8, device="cpu"))
     assert not result.failed
     shard_dir = s3_bucket + "/features/shard-000000"
     manifest = read_manifest(shard_dir)
@@ -116,21 +117,21 @@ def test_s3_in_and_out_with_ranged_layer_reads(tiny, photo_shard, s3_bucket, mon
 
 
 def test_rerun_is_a_no_op_and_other_parameters_are_refused(tiny, photo_shard, tmp_path):
-    settings = ExtractSettings(model="tiny-random", batch_size=8, device="cpu")
+    settings = ExtractSettings(model="tiny-random-coca", batch_size=8, device="cpu")
     extract_shard(photo_shard, str(tmp_path), tiny, settings, "cpu")
     manifest_path = tmp_path / "shard-000000" / "manifest.json"
     before = manifest_path.stat().st_mtime_ns
     extract_shard(photo_shard, str(tmp_path), tiny, settings, "cpu")
     assert manifest_path.stat().st_mtime_ns == before
     with pytest.raises(ValueError, match="another --out"):
-        extract_shard(photo_shard, str(tmp_path), tiny, ExtractSettings(model="tiny-random", layers="0", device="cpu"), "cpu")
+        extract_shard(photo_shard, str(tmp_path), tiny, ExtractSettings(model="tiny-random-coca", layers="0", device="cpu"), "cpu")
 
 
 def test_resume_after_kill_redoes_nothing(tmp_path):
     shard = jpeg_shard(str(tmp_path / "big-000000.tar"), 300)
     out = tmp_path / "features"
     cmd = [sys.executable, "-m", "latent_verbalizer.pipeline.cli", "extract", "--shards", shard, "--out", str(out),
-           "--model", "tiny-random", "--batch-size", "1", "--device", "cpu", "--layers", "0,5"]
+           "--model", "tiny-random-coca", "--batch-size", "1", "--device", "cpu", "--layers", "0,5"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     shard_dir = out / "big-000000"
     deadline = time.time() + 120
@@ -145,7 +146,7 @@ def test_resume_after_kill_redoes_nothing(tmp_path):
     survivors = {p.name: p.stat().st_mtime_ns for p in shard_dir.glob("chunk-*.safetensors")}
     assert 5 <= len(survivors) < 300
 
-    assert lverb(["extract", "--shards", shard, "--out", str(out), "--model", "tiny-random", "--batch-size", "7", "--device", "cpu", "--layers", "0,5"]) == 0
+    assert lverb(["extract", "--shards", shard, "--out", str(out), "--model", "tiny-random-coca", "--batch-size", "7", "--device", "cpu", "--layers", "0,5"]) == 0
     manifest = read_manifest(str(shard_dir))
     assert manifest.image_count == 300
     keys = [k for c in iter_feature_chunks(str(shard_dir)) for k in c.image_keys]
@@ -179,7 +180,7 @@ def test_bad_samples_are_skipped_and_recorded(tiny, tmp_path):
         ("good.jpg", encode(good, "JPEG")),  # the same key again, later in the shard
     ]
     shard = write_tar(str(tmp_path / "bad-000000.tar"), members)
-    manifest = extract_shard(shard, str(tmp_path / "out"), tiny, ExtractSettings(model="tiny-random", batch_size=4, device="cpu"), "cpu")
+    manifest = extract_shard(shard, str(tmp_path / "out"), tiny, ExtractSettings(model="tiny-random-coca", batch_size=4, device="cpu"), "cpu")
     reasons = {s.key: s.reason for s in manifest.skipped}
     assert set(reasons) == {"truncated", "notanimage", "noimage", "good"}
     assert "truncated" in reasons["truncated"] and "not a readable image" in reasons["notanimage"]
@@ -256,9 +257,9 @@ def test_bad_shards_fail_alone_with_their_name(tiny, tmp_path, photo_shard):
     truncated_tar = tmp_path / "cut-000000.tar"
     truncated_tar.write_bytes(open(photo_shard, "rb").read()[:5000])
     refused = jpeg_shard(str(tmp_path / "other-000000.tar"), 2)  # its folder holds features of other layers
-    run_extract([refused], str(tmp_path / "out"), ExtractSettings(model="tiny-random", layers="0", device="cpu"))
+    run_extract([refused], str(tmp_path / "out"), ExtractSettings(model="tiny-random-coca", layers="0", device="cpu"))
     shards = [str(not_tar), str(empty), no_image, str(truncated_tar), refused, photo_shard]
-    result = run_extract(shards, str(tmp_path / "out"), ExtractSettings(model="tiny-random", batch_size=8, device="cpu"))
+    result = run_extract(shards, str(tmp_path / "out"), ExtractSettings(model="tiny-random-coca", batch_size=8, device="cpu"))
     assert set(result.failed) == set(shards) - {photo_shard} == set(result.errors)
     assert "nottar-000000.tar is not a tar archive" in result.failed[str(not_tar)]
     assert "empty-000000.tar holds no samples" in result.failed[str(empty)]
@@ -272,7 +273,7 @@ def test_bad_shards_fail_alone_with_their_name(tiny, tmp_path, photo_shard):
 def test_cli_errors_name_the_input(tmp_path, photo_shard, capsys):
     assert lverb(["extract", "--shards", str(tmp_path / "none-{000..003}.tar"), "--out", str(tmp_path)]) == 2
     assert "matches no shard" in capsys.readouterr().err
-    assert lverb(["extract", "--shards", photo_shard, "--out", str(tmp_path), "--model", "tiny-random", "--layers", "0,6",
+    assert lverb(["extract", "--shards", photo_shard, "--out", str(tmp_path), "--model", "tiny-random-coca", "--layers", "0,6",
                   "--device", "cpu"]) == 2
     assert "layer 6 is out of range: the model has 6 blocks" in capsys.readouterr().err
     assert lverb(["extract", "--shards", photo_shard, "--out", str(tmp_path), "--model", "coca_ViT-Q-99"]) == 2
@@ -295,7 +296,7 @@ def test_weights_from_local_file_and_s3(tiny, tmp_path, s3_bucket):
     state_dict_pt = tmp_path / "tiny.pt"  # a plain state dict, read with weights_only=True (no pickle code runs)
     torch.save(tiny.model.state_dict(), str(state_dict_pt))
     for source in (str(path), s3_bucket + "/weights/tiny.safetensors", str(state_dict_pt)):
-        again = load_coca("tiny-random", source)
+        again = load_coca("tiny-random-coca", source)
         for (k, a), b in zip(tiny.model.state_dict().items(), again.model.state_dict().values()):
             assert torch.equal(a, b), k
 
@@ -320,7 +321,7 @@ def test_shards_from_karpathy_split_keep_reference_captions(tmp_path):
 
 def test_resume_with_a_gap_in_chunk_numbers_loses_nothing(tiny, photo_shard, tmp_path):
     """Writers finish out of order: a killed run can leave chunk 3 but not chunk 2."""
-    settings = ExtractSettings(model="tiny-random", batch_size=1, device="cpu", layers="0")
+    settings = ExtractSettings(model="tiny-random-coca", batch_size=1, device="cpu", layers="0")
     extract_shard(photo_shard, str(tmp_path), tiny, settings, "cpu")
     shard_dir = tmp_path / "shard-000000"
     (shard_dir / "manifest.json").unlink()
@@ -346,7 +347,7 @@ def test_out_of_memory_halves_the_batch(tiny, photo_shard, tmp_path, monkeypatch
         return real(self, pixels)
 
     monkeypatch.setattr(extract_module.ShardExtractor, "forward", tight_memory)
-    manifest = extract_shard(photo_shard, str(tmp_path), tiny, ExtractSettings(model="tiny-random", batch_size=8, device="cpu"), "cpu")
+    manifest = extract_shard(photo_shard, str(tmp_path), tiny, ExtractSettings(model="tiny-random-coca", batch_size=8, device="cpu"), "cpu")
     assert manifest.image_count == 6
     assert seen[:3] == [6, 3, 1] and max(o.images for o in manifest.objects) <= 2  # 6 -> 3 -> 1
 
@@ -356,10 +357,10 @@ def test_a_shard_of_the_same_name_never_reuses_anothers_features(tiny, photo_sha
     other.parent.mkdir()
     jpeg_shard(str(other), 2)
     with pytest.raises(ValueError, match="same name"):
-        run_extract([photo_shard, str(other)], str(tmp_path / "out"), ExtractSettings(model="tiny-random", device="cpu"))
-    extract_shard(photo_shard, str(tmp_path / "out"), tiny, ExtractSettings(model="tiny-random", device="cpu"), "cpu")
+        run_extract([photo_shard, str(other)], str(tmp_path / "out"), ExtractSettings(model="tiny-random-coca", device="cpu"))
+    extract_shard(photo_shard, str(tmp_path / "out"), tiny, ExtractSettings(model="tiny-random-coca", device="cpu"), "cpu")
     with pytest.raises(ValueError, match="holds the features of"):
-        extract_shard(str(other), str(tmp_path / "out"), tiny, ExtractSettings(model="tiny-random", device="cpu"), "cpu")
+        extract_shard(str(other), str(tmp_path / "out"), tiny, ExtractSettings(model="tiny-random-coca", device="cpu"), "cpu")
 
 
 def test_a_failing_write_stops_the_shard_early(tiny, photo_shard, tmp_path, monkeypatch):
@@ -374,6 +375,6 @@ def test_a_failing_write_stops_the_shard_early(tiny, photo_shard, tmp_path, monk
 
     monkeypatch.setattr(extract_module, "write_feature_chunk", refuse)
     with pytest.raises(storage.StorageError, match="injected"):
-        extract_shard(photo_shard, str(tmp_path), tiny, ExtractSettings(model="tiny-random", batch_size=1, device="cpu", writers=1), "cpu")
+        extract_shard(photo_shard, str(tmp_path), tiny, ExtractSettings(model="tiny-random-coca", batch_size=1, device="cpu", writers=1), "cpu")
     assert len(written) <= 3, "the shard stops at the first batch after a failed write, not after all six"
     assert read_manifest(str(tmp_path / "shard-000000")) is None

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from latent_verbalizer.components.common.features import iter_feature_chunks
-from latent_verbalizer.components.common.models import vision_block_outputs
+from latent_verbalizer.components.common.model_families.coca_loading import vision_block_outputs
 from latent_verbalizer.components.common.tar_samples import iter_samples
 from latent_verbalizer.components.extract.extract import ExtractSettings, extract_shard
-from latent_verbalizer.components.extract.shards import DEFAULT_MAX_PIXELS, decode_image
+from latent_verbalizer.components.extract.image_decoding import DEFAULT_MAX_PIXELS, decode_image
 from tests.gpu import GPU_ONLY, capped_gpu_memory, full_size_coca_on_cuda, peak_extra_bytes, report
 from tests.images import jpeg_shard
 

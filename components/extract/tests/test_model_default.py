@@ -54,15 +54,15 @@ def test_without_model_offline_interpret_says_it_cannot_download(tmp_path):
 
 
 def test_random_weights_say_so_in_every_cli(shard, tmp_path):
-    extract = lverb(["extract", "--shards", shard, "--out", str(tmp_path / "f"), "--model", "tiny-random",
+    extract = lverb(["extract", "--shards", shard, "--out", str(tmp_path / "f"), "--model", "tiny-random-coca",
                      "--device", "cpu", "--layers", "0,5"], tmp_path)
     assert extract.returncode == 0, extract.stderr
-    assert "RANDOM WEIGHTS: tiny-random / random is an untrained model" in extract.stdout
+    assert "RANDOM WEIGHTS: tiny-random-coca / random is an untrained model" in extract.stdout
     caption = lverb(["caption", "--features", str(tmp_path / "f"), "--out", str(tmp_path / "c"), "--device", "cpu"],
                     tmp_path)
     assert caption.returncode == 0, caption.stderr
-    assert "RANDOM WEIGHTS: tiny-random / random" in caption.stdout
-    table = lverb(["interpret", skimage_photo_paths()[0], "--model", "tiny-random", "--layers", "0", "--device", "cpu"],
+    assert "RANDOM WEIGHTS: tiny-random-coca / random" in caption.stdout
+    table = lverb(["interpret", skimage_photo_paths()[0], "--model", "tiny-random-coca", "--layers", "0", "--device", "cpu"],
                   tmp_path)
     assert table.returncode == 0 and "RANDOM WEIGHTS" in table.stdout
     as_json = lverb(["interpret", skimage_photo_paths()[0], "--model", "tiny-random-vit-gpt2", "--layers", "0",

@@ -1,5 +1,5 @@
 """Two runs extracting the same shard into one storage prefix at once (real S3 server and a
-local folder, real tiny-random CoCa, real tars).
+local folder, real tiny-random-coca, real tars).
 
 Without a lease both start at chunk 0, the second overwrites the first's chunks, and the
 manifest written last lists digests of objects that are no longer there: the features fail
@@ -23,7 +23,7 @@ import pytest
 from latent_verbalizer.components.common import storage
 from latent_verbalizer.components.common.features import iter_feature_chunks, read_manifest
 from latent_verbalizer.components.common.model_families import load_model
-from latent_verbalizer.components.common.write_lease import LEASE_NAME, LeaseHeldError
+from latent_verbalizer.components.common.storage.write_lease import LEASE_NAME, LeaseHeldError
 from latent_verbalizer.components.extract import extract as extract_module
 from latent_verbalizer.components.extract.extract import ExtractSettings, extract_shard
 from tests.images import jpeg_shard
@@ -33,7 +33,7 @@ GUARD_S = 120   # only against a hang: every wait below ends on an event the oth
 
 @pytest.fixture(scope="module")
 def tiny():
-    return load_model("tiny-random")
+    return load_model("tiny-random-coca")
 
 
 @pytest.fixture(params=["s3", "local"])

@@ -15,7 +15,7 @@ from latent_verbalizer.components.common.model_families import COCA, LLAVA, VISI
 from latent_verbalizer.components.common.model_families.hf_loading import CONFIG_DIR
 from latent_verbalizer.components.common.tar_samples import iter_samples
 from latent_verbalizer.components.extract.extract import ExtractSettings, run_extract
-from latent_verbalizer.components.extract.shards import decode_image
+from latent_verbalizer.components.extract.image_decoding import decode_image
 from tests.images import skimage_photo_paths
 from tests.model_folders import load_peak_memory, write_random_model_folder
 
@@ -46,7 +46,7 @@ def saved(loaded, folder) -> tuple[str, str | None]:
     return str(folder), None
 
 
-@pytest.mark.parametrize("tiny", ["tiny-random", "tiny-random-blip", "tiny-random-vit-gpt2", "tiny-random-llava"])
+@pytest.mark.parametrize("tiny", ["tiny-random-coca", "tiny-random-blip", "tiny-random-vit-gpt2", "tiny-random-llava"])
 def test_extract_features_from_the_tower_alone_equal_the_whole_models(tiny, photo_shard, tmp_path):
     model, pretrained = saved(load_model(tiny), tmp_path / "model")
     whole = load_model(model, pretrained)

@@ -20,7 +20,7 @@ def two_shards(s3_bucket, tmp_path):
 
 
 def test_wrapper_lists_the_shards(two_shards, s3_bucket, capsys):
-    uris = list_shards.python_func(shards=two_shards, storage_prefix=s3_bucket + "/run", model="tiny-random",
+    uris = list_shards.python_func(shards=two_shards, storage_prefix=s3_bucket + "/run", model="tiny-random-coca",
                                    layers="0,2", llm_model="smollm2-135m", llm_gpus="2")
     assert uris == [f"{s3_bucket}/in/p-00000{i}.tar" for i in range(2)]
     assert "2 shards:" in capsys.readouterr().out
@@ -28,7 +28,7 @@ def test_wrapper_lists_the_shards(two_shards, s3_bucket, capsys):
 
 def test_each_run_gets_its_own_prefix_by_default(two_shards, s3_bucket, capsys):
     list_shards.python_func(shards=two_shards, storage_prefix="", storage_root=s3_bucket + "/runs", run_id="3f2a-run-a",
-                            model="tiny-random", layers="all", llm_model="smollm2-135m", llm_gpus="1")
+                            model="tiny-random-coca", layers="all", llm_model="smollm2-135m", llm_gpus="1")
     assert f"bulk data of this run under {s3_bucket}/runs/3f2a-run-a" in capsys.readouterr().out
     assert run_storage_prefix("", "s3://b/runs", "9c1d-run-b") == "s3://b/runs/9c1d-run-b"
 
@@ -43,7 +43,7 @@ def test_a_named_prefix_is_shared_as_given():
 def test_a_run_without_a_prefix_is_refused(two_shards, root, run_id, message):
     with pytest.raises(ValueError, match=message):
         list_shards.python_func(shards=two_shards, storage_prefix="", storage_root=root, run_id=run_id,
-                                model="tiny-random", layers="all", llm_model="smollm2-135m", llm_gpus="1")
+                                model="tiny-random-coca", layers="all", llm_model="smollm2-135m", llm_gpus="1")
 
 
 def test_wrapper_takes_the_gpu_count_as_a_string():
@@ -55,6 +55,6 @@ def test_wrapper_takes_the_gpu_count_as_a_string():
 @pytest.mark.parametrize("gpus", ["eight", "-1", "0"])
 def test_wrapper_refuses_a_gpu_count_that_is_not_one(two_shards, s3_bucket, gpus):
     with pytest.raises(ValueError, match=f"categorize_gpus='{gpus}' is not a GPU count"):
-        list_shards.python_func(shards=two_shards, storage_prefix=s3_bucket + "/run", model="tiny-random",
+        list_shards.python_func(shards=two_shards, storage_prefix=s3_bucket + "/run", model="tiny-random-coca",
                                 layers="all", llm_model="smollm2-135m", llm_gpus=gpus)
     assert storage.list_uris(s3_bucket + "/run") == [], "nothing is written before the parameters are checked"

@@ -10,7 +10,7 @@ from latent_verbalizer.components.common import storage
 from latent_verbalizer.components.preflight.preflight import check_run, parse_gpu_count
 from tests.images import jpeg_shard
 
-GOOD = dict(model="tiny-random", layers="all", llm_model="smollm2-135m", llm_gpus="1")
+GOOD = dict(model="tiny-random-coca", layers="all", llm_model="smollm2-135m", llm_gpus="1")
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Two runs in one report: layer naming (recorded and the CoCa fallback), the shares on relative
 depth and their difference on a hand-checked case, the CLI, the KFP step's parameter, and a run
-the real extract and caption steps made (tiny-random CoCa) compared with another model's."""
+the real extract and caption steps made (tiny-random-coca) compared with another model's."""
 
 from __future__ import annotations
 
@@ -234,7 +234,7 @@ def test_pipeline_parameter_feeds_the_report_step(tmp_path):
 # ------------------------------------------------------------------ a run of the real steps
 
 def test_a_run_the_caption_step_made_is_compared_by_its_recorded_naming(tmp_path):
-    """tiny-random CoCa through the real extract and caption steps (its captions record the family
+    """tiny-random-coca through the real extract and caption steps (its captions record the family
     and the layer numbering), labelled as categorize writes labels, against a 12-block BLIP run."""
     from latent_verbalizer.components.caption.caption import CaptionSettings, run_caption
     from latent_verbalizer.components.extract.extract import ExtractSettings, run_extract
@@ -242,7 +242,7 @@ def test_a_run_the_caption_step_made_is_compared_by_its_recorded_naming(tmp_path
 
     a = tmp_path / "coca-run"
     jpeg_shard(str(tmp_path / "s-000000.tar"), 3)
-    run_extract([str(tmp_path / "s-000000.tar")], str(a / "features"), ExtractSettings(model="tiny-random", device="cpu", batch_size=3))
+    run_extract([str(tmp_path / "s-000000.tar")], str(a / "features"), ExtractSettings(model="tiny-random-coca", device="cpu", batch_size=3))
     run_caption(str(a / "features"), str(a / "captions"), CaptionSettings(device="cpu"))
     captions = captions_of_run(str(a))
     kinds = ("color", "animal", "object")
@@ -262,7 +262,7 @@ def test_a_run_the_caption_step_made_is_compared_by_its_recorded_naming(tmp_path
     assert len(data["rows"]) == 12 and all(row[2] >= 0 for row in data["rows"])
     assert sum(row[1] >= 0 for row in data["rows"]) == 6
     assert r.metrics["compare_images_only_a"] == 1 and r.metrics["compare_images_only_b"] == 1
-    assert "tiny-random" in r.html and "open_clip-coca, 6 blocks" in r.html
+    assert "tiny-random-coca" in r.html and "open_clip-coca, 6 blocks" in r.html
     assert "recorded by the caption step" in r.html and "not recorded in these captions" not in r.html
 
 

@@ -23,7 +23,7 @@ def _header(html: str) -> str:
 
 
 def test_random_weights_are_named_in_the_header(tmp_path):
-    for name, made_by in (("tiny", {"model": "tiny-random", "pretrained": "random"}),
+    for name, made_by in (("tiny", {"model": "tiny-random-coca", "pretrained": "random"}),
                           ("arch", {"model": "coca_ViT-B-32", "pretrained": "random"}),
                           ("hf", {"model": "tiny-random-blip", "pretrained": "random"})):
         r = build_report([_captions(str(tmp_path / f"{name}.parquet"), **made_by)], None, None, str(tmp_path / name))

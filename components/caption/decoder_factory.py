@@ -6,7 +6,7 @@ has ``image_embeddings(block_tokens)`` (a block's output -> the decoder's input)
 from __future__ import annotations
 
 from ..common.model_families import COCA, VisionLanguageModel
-from .decoder import CachedCocaDecoder
+from .coca_decoder import CachedCocaDecoder
 from .greedy import GreedySettings
 from .hf_decoders import hf_decoder
 

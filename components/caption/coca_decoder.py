@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..common.memory_budget import itemsize, kv_bytes_per_token, logits_bytes
 from ..common.model_families.base import DecoderHandoff
 from ..common.model_families.coca import coca_handoff
-from ..common.models import caption_text  # noqa: F401 -- CoCa's caption text, where callers of this module look for it
+from ..common.model_families.coca_loading import caption_text  # noqa: F401 -- CoCa's caption text, where callers of this module look for it
 from ..common.precision import parse_dtype, torch_dtype
 from .greedy import DecodedCaptions, GreedySettings, greedy_decode
 
@@ -91,11 +92,12 @@ class CachedCocaDecoder(nn.Module):
     def bytes_per_row(self, n_image_tokens: int) -> int:
         """Device memory one decode row holds: self-attention caches, the image's cross-attention
         keys/values and embeddings, and the step's logits, log-probs and probs in float32."""
-        item = torch.finfo(self.dtype).bits // 8
         d = self.ln_final.normalized_shape[0]
-        per_row = item * d * (2 * len(self.cross_blocks) * n_image_tokens + n_image_tokens
-                              + 2 * (len(self.text_blocks) + len(self.decoder_blocks)) * self.settings.seq_len)
-        return per_row + 4 * self.text_projection.shape[1] * 3
+        self_attention = kv_bytes_per_token(len(self.text_blocks) + len(self.decoder_blocks), d, self.dtype)
+        cross_attention = kv_bytes_per_token(len(self.cross_blocks), d, self.dtype)
+        embeddings = itemsize(self.dtype) * d * n_image_tokens
+        return (self_attention * self.settings.seq_len + cross_attention * n_image_tokens + embeddings
+                + logits_bytes(self.text_projection.shape[1]))
 
     # ----------------------------------------------------------- image side
 

@@ -1,7 +1,7 @@
 """Loading CoCa models: real weights (hub tag, local file/folder, S3 object) or small
 random ones that run offline.
 
-``tiny-random`` is a small CoCa of the real architecture (config shipped in
+``tiny-random-coca`` is a small CoCa of the real architecture (config shipped in
 ``model_configs/``), random weights from a fixed seed. open_clip leaves CoCa's decoder
 output projection (``text_decoder.text_projection``) uninitialised; random models get
 it initialised, so their captions vary with the image like a real model's do.
@@ -16,18 +16,17 @@ from dataclasses import dataclass
 
 import torch
 
-from . import storage
-from .download_cache import download_object
+from .. import storage
+from ..random_weights import CONFIG_DIR, RANDOM, check_not_renamed, init_random_weights
+from ..storage.download_cache import download_object
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = os.path.join(os.path.dirname(__file__), "model_configs")
-TINY_RANDOM = "tiny-random"
-RANDOM = "random"  # pretrained value: random weights of the named architecture
-RANDOM_SEED = 0
+TINY_RANDOM = "tiny-random-coca"
 SOT_TOKEN_ID = 49406
 EOS_TOKEN_ID = 49407
 PAD_TOKEN_ID = 0
+COCA_EMBEDDINGS = ("class_embedding", "positional_embedding", "cls_emb", "query")  # drawn though 1-D
 
 
 @dataclass
@@ -62,9 +61,10 @@ def architecture_name(model: str) -> str:
     return "coca-tiny-random" if model == TINY_RANDOM else model
 
 
-def check_model_name(model: str) -> None:
+def check_coca_name(model: str) -> None:
     import open_clip
 
+    check_not_renamed(model)
     _register_configs()
     if architecture_name(model) not in open_clip.list_models() or not architecture_name(model).startswith("coca"):
         raise ValueError(
@@ -78,7 +78,7 @@ def coca_n_layers(model: str) -> int:
     """Blocks of a CoCa architecture's vision tower, from its config (no weights loaded)."""
     import open_clip
 
-    check_model_name(model)
+    check_coca_name(model)
     return open_clip.get_model_config(architecture_name(model))["vision_cfg"]["layers"]
 
 
@@ -96,15 +96,11 @@ def resolve_weights(pretrained: str) -> str:
     return download_object(pretrained)
 
 
-def init_random_weights(model: torch.nn.Module, seed: int = RANDOM_SEED) -> None:
-    """Deterministic random weights, including the decoder projection open_clip leaves empty."""
-    g = torch.Generator().manual_seed(seed)
+def init_random_coca_weights(model: torch.nn.Module) -> None:
+    """``random_weights.init_random_weights`` (CoCa's 1-D embeddings drawn too), then the decoder
+    projection open_clip leaves empty, scaled by its input width."""
+    g = init_random_weights(model, embeddings=COCA_EMBEDDINGS)
     with torch.no_grad():
-        for name, p in sorted(model.named_parameters()):
-            if p.ndim >= 2 or name.endswith(("class_embedding", "positional_embedding", "cls_emb", "query")):
-                p.copy_(torch.randn(p.shape, generator=g) * (p.shape[-1] ** -0.5 if p.ndim >= 2 else 0.02))
-            elif name.endswith("bias"):
-                p.zero_()
         proj = model.text_decoder.text_projection
         proj.copy_(torch.randn(proj.shape, generator=g) * proj.shape[0] ** -0.5)
 
@@ -120,7 +116,7 @@ def load_coca(model: str, pretrained: str | None = None, device: str = "cpu", to
     """
     import open_clip
 
-    check_model_name(model)
+    check_coca_name(model)
     pretrained = default_pretrained(model, pretrained)
     arch = architecture_name(model)
     if pretrained == RANDOM:
@@ -131,7 +127,7 @@ def load_coca(model: str, pretrained: str | None = None, device: str = "cpu", to
             net, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None, device="cpu")
         finally:
             root.setLevel(level)
-        init_random_weights(net)
+        init_random_coca_weights(net)
     else:
         weights = pretrained
         is_path = storage.is_s3(pretrained) or os.path.sep in pretrained or os.path.exists(pretrained)
@@ -169,7 +165,7 @@ def _coca_tower_only(arch: str, weights: str):
     import open_clip
     from accelerate import init_empty_weights
 
-    from .model_families.vision_only import load_tower_from_safetensors
+    from .vision_only import load_tower_from_safetensors
 
     with init_empty_weights(include_buffers=False):  # the tower has no buffers; the text side's stay unmade
         net, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=weights, load_weights=False,
@@ -181,23 +177,6 @@ def _coca_tower_only(arch: str, weights: str):
                  "model", weights)
         return None, None
     return net, preprocess
-
-
-def parse_layers(spec: str | list[int] | None, n_layers: int) -> list[int]:
-    """``all``, ``"0,5,23"``, ``"-1"`` or a list -> sorted distinct 0-based block indices."""
-    if spec is None or spec == "all" or spec == "":
-        return list(range(n_layers))
-    items = spec if isinstance(spec, (list, tuple)) else [s for s in str(spec).split(",") if s.strip()]
-    out = set()
-    for item in items:
-        try:
-            i = int(float(item))  # KFP hands list-of-int parameters over as floats
-        except ValueError as e:
-            raise ValueError(f"layer {item!r} is not an integer; give e.g. --layers all or --layers 0,5,23") from e
-        if not -n_layers <= i < n_layers:
-            raise ValueError(f"layer {i} is out of range: the model has {n_layers} blocks (0..{n_layers - 1})")
-        out.add(i % n_layers)
-    return sorted(out)
 
 
 @torch.no_grad()

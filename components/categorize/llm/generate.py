@@ -19,9 +19,9 @@ from typing import Iterator, Sequence
 
 import torch
 
-from ..common.hf_cache_kwarg import cache_kwarg, cache_of
-from ..common.oom import OutOfMemoryBackoff, backoff_batches
-from .grammar import GrammarLogitsProcessor
+from ...common.model_families.hf_cache_kwarg import cache_kwarg, cache_of
+from ...common.oom import OutOfMemoryBackoff, backoff_batches
+from ..grammar import GrammarLogitsProcessor
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +88,10 @@ class Generator:
         return sibling
 
     # -------------------------------------------------------------- one batch
-    @torch.inference_mode()
-    def generate_batch(self, suffixes: Sequence[Sequence[int]], limits: Sequence[int] | None = None) -> list[Answer]:
-        """Answers of one batch; row i stops after ``limits[i]`` new tokens (default
-        ``max_new_tokens``, and never more) with ``complete=False`` unless it ended first."""
+    def _left_padded(self, suffixes: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(ids, attention mask, position ids)`` of a batch: each row left-padded after the prefix
+        (``[prefix][pad..][suffix]``), the mask hiding the pads, positions counting real tokens only."""
         B = len(suffixes)
-        limits = [min(int(x), self.max_new_tokens) for x in limits] if limits is not None else [self.max_new_tokens] * B
         P = len(self.prefix_ids) if self.use_prefix_cache else 0
         rows = [list(s) if self.use_prefix_cache else self.prefix_ids + list(s) for s in suffixes]
         L = max(len(r) for r in rows)
@@ -106,7 +104,15 @@ class Generator:
             ids[i, L - n:] = torch.tensor(r)
             mask[i, P + L - n:] = 1
             pos[i, L - n:] = torch.arange(P, P + n)
-        ids, mask, pos = ids.to(self.device), mask.to(self.device), pos.to(self.device)
+        return ids.to(self.device), mask.to(self.device), pos.to(self.device)
+
+    @torch.inference_mode()
+    def generate_batch(self, suffixes: Sequence[Sequence[int]], limits: Sequence[int] | None = None) -> list[Answer]:
+        """Answers of one batch; row i stops after ``limits[i]`` new tokens (default
+        ``max_new_tokens``, and never more) with ``complete=False`` unless it ended first."""
+        B = len(suffixes)
+        limits = [min(int(x), self.max_new_tokens) for x in limits] if limits is not None else [self.max_new_tokens] * B
+        ids, mask, pos = self._left_padded(suffixes)
         next_pos = pos[:, -1] + 1
 
         kw = {}

@@ -1,4 +1,4 @@
-"""Starting one process per model replica (``python -m ...categorize.worker``) with the
+"""Starting one process per model replica (``python -m ...categorize.replicas.worker``) with the
 environment ``accelerate`` expects, supervised (``supervisor``): the first replica that fails
 stops the others and fails the step with its error. Returns their stats."""
 
@@ -12,7 +12,7 @@ import tempfile
 
 from .supervisor import run_supervised
 
-WORKER_MODULE = "latent_verbalizer.components.categorize.worker"
+WORKER_MODULE = "latent_verbalizer.components.categorize.replicas.worker"
 
 
 def _free_port() -> int:

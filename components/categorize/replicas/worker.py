@@ -1,10 +1,10 @@
-"""One replica process of the categorize step (started and supervised by ``replica_processes``):
-``python -m latent_verbalizer.components.categorize.worker SPEC.json [STATS.json]``."""
+"""One replica process of the categorize step (started and supervised by ``processes``):
+``python -m latent_verbalizer.components.categorize.replicas.worker SPEC.json [STATS.json]``."""
 
 import json
 import sys
 
-from ..common.logs import configure_logging
+from ...common.logs import configure_logging
 from .replica import run_replica
 from .supervisor import supervised_child
 

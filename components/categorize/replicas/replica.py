@@ -14,9 +14,10 @@ from contextlib import contextmanager
 
 import torch
 
-from ..common.progress import Progress
-from .answer_store import AnswerStore
-from .answers import (
+from ...common.precision import torch_dtype
+from ...common.progress import Progress
+from ..answer_store import AnswerStore
+from ..answers import (
     ANSWER_LIMIT,
     AnswerBounds,
     answer_bounds,
@@ -25,21 +26,21 @@ from .answers import (
     max_new_tokens,
     parse_answer,
 )
-from .generate import Generator
-from .grammar import AnswerGrammars, stop_token_ids
-from .labelset import LabelSet, load_labelset
-from .llm_loader import load_model, torch_dtype
-from .prompt import split_prompt
+from ..grammar import AnswerGrammars, stop_token_ids
+from ..labelset import LabelSet, load_labelset
+from ..llm.generate import Generator
+from ..llm.loading import load_llm
+from ..prompt import split_prompt
 
 log = logging.getLogger(__name__)
 
 
 def _load_replica_model(model: str, dtype: torch.dtype, gpus: list[int], max_memory: dict | None):
     if len(gpus) > 1:
-        net, tokenizer, name = load_model(model, dtype, device_map="auto", max_memory=max_memory)
+        net, tokenizer, name = load_llm(model, dtype, device_map="auto", max_memory=max_memory)
         log.info("model sharded: %s", sorted(set(str(v) for v in getattr(net, "hf_device_map", {}).values())))
     else:
-        net, tokenizer, name = load_model(model, dtype, device=f"cuda:{gpus[0]}" if gpus else "cpu")
+        net, tokenizer, name = load_llm(model, dtype, device=f"cuda:{gpus[0]}" if gpus else "cpu")
     return net, tokenizer, name
 
 

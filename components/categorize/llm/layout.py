@@ -1,11 +1,14 @@
 """Multi-GPU layout: replicas of the model (one per GPU or GPU group, data parallel, one
 process each) or one model sharded over a group (``device_map`` with ``max_memory``),
-worked out from the model's size and the GPUs given; computable on the meta device."""
+worked out from the model's size and the GPUs given; computable on the meta device.
+Without GPUs: one single-threaded replica process per CPU core (``cpu_replica_count``)."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
+
+from ...common.memory_budget import rows_that_fit
 
 log = logging.getLogger(__name__)
 
@@ -13,6 +16,12 @@ GiB = 1 << 30
 OVERHEAD_BYTES = 3 * GiB        # per GPU: CUDA context, allocator slack, temporary buffers
 MIN_BATCH = 8                   # a group must hold the weights and the KV cache of this many answers
 MAX_BATCH = 256
+# On the CPU, one replica process per core, each decoding with one thread (replicas.replica.CPU_DECODE_THREADS):
+# small batches are small matrix products, and threads of one process that wait for each other on a
+# busy machine made a SmolLM2 step 18x slower (2.40 s at batch 4 with 2 threads, 0.133 s with 1).
+# A replica costs a process start and a model load (seconds); a caption, seconds of decoding on the CPU.
+MIN_CAPTIONS_PER_CPU_REPLICA = 8
+HOST_MEMORY_SHARE = 0.5         # of the host's available memory, the CPU replicas' weights may take
 
 
 @dataclass
@@ -30,7 +39,8 @@ class Layout:
 
     def describe(self) -> str:
         if self.mode == "cpu":
-            return f"layout: CPU, 1 process, model {self.model_bytes / 1e9:.2f} GB"
+            return (f"layout: CPU, {self.replicas} replica process(es) of one thread each, "
+                    f"model {self.model_bytes / 1e9:.2f} GB")
         unused = self.n_gpus - self.replicas * self.gpus_per_replica
         how = ("one model per GPU" if self.gpus_per_replica == 1 else
                f"each replica sharded over {self.gpus_per_replica} GPUs with device_map/max_memory")
@@ -43,19 +53,29 @@ class Layout:
         return asdict(self)
 
 
+def cpu_replica_count(n_captions: int, model_bytes: int, cores: int, available_bytes: int | None) -> int:
+    """Replica processes on the CPU: one per core, no more than the captions keep busy
+    (``MIN_CAPTIONS_PER_CPU_REPLICA`` each) nor than ``HOST_MEMORY_SHARE`` of the available host
+    memory holds copies of the weights (unknown memory: no bound); at least one."""
+    by_memory = cores if available_bytes is None else int(available_bytes * HOST_MEMORY_SHARE // max(model_bytes, 1))
+    return max(1, min(cores, n_captions // MIN_CAPTIONS_PER_CPU_REPLICA, by_memory))
+
+
 def plan_layout(model_bytes: int, n_gpus: int, gpu_bytes: int, seq_bytes: int,
-                overhead_bytes: int = OVERHEAD_BYTES, min_batch: int = MIN_BATCH) -> Layout:
+                overhead_bytes: int = OVERHEAD_BYTES, min_batch: int = MIN_BATCH, cpu_replicas: int = 1) -> Layout:
     """Choose the GPU group size (weights sharded over the group with ``device_map``) and
     run as many replicas of it as the GPUs allow, maximising replicas x batch; a group
     must hold the weights plus ``min_batch`` sequences (``seq_bytes``: KV cache of one
     prompt + typical answer, plus its logits). The batch is what the rest holds (<= 256).
+    Without GPUs: ``cpu_replicas`` replicas on the CPU (``cpu_replica_count``).
     """
     if n_gpus <= 0:
-        return Layout("cpu", 0, 0, 1, [[]], [{}], model_bytes, 0, 0, 0)
+        return Layout("cpu", 0, 0, cpu_replicas, [[] for _ in range(cpu_replicas)], [{} for _ in range(cpu_replicas)],
+                      model_bytes, 0, 0, 0)
     usable = gpu_bytes - overhead_bytes
 
     def batch_for(group: int) -> int:
-        return max(0, min(MAX_BATCH, int((group * usable - model_bytes) * 0.9) // max(seq_bytes, 1)))
+        return rows_that_fit(int((group * usable - model_bytes) * 0.9), seq_bytes, MAX_BATCH, min_rows=0)
 
     fits = [size for size in range(1, n_gpus + 1) if batch_for(size) >= min_batch]
     if not fits:

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 from filelock import SoftFileLease, Timeout
 
-from . import storage
+from .. import storage
 
 log = logging.getLogger(__name__)
 

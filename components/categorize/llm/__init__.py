@@ -1,0 +1,1 @@
+"""The labelling LLM: loading it (``loading``), planning its GPUs (``layout``) and batched generation (``generate``)."""
