@@ -63,8 +63,8 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .compare_report import build_compare_report
-    from .report import build_report
+    from .compare.report import build_compare_report
+    from .single.report import build_report
 
     check_arguments(args)
     names = tuple(args.names) if args.names else None

@@ -69,7 +69,7 @@ def reference_shards(reference_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def reference_report(reference_tables, reference_shards, tmp_path_factory):
     """The report built from the reference tables, with thumbnails for the first 24 images."""
-    from latent_verbalizer.components.report.report import build_report
+    from latent_verbalizer.components.report.single.report import build_report
 
     out = str(tmp_path_factory.mktemp("report"))
     result = build_report([reference_tables["captions"]], reference_tables["labels"], reference_tables["aggregate"],

@@ -90,7 +90,7 @@ def test_reference_report_renders_searches_and_filters(browser, reference_report
 
 
 def test_hostile_captions_render_as_text(browser, tmp_path):
-    from latent_verbalizer.components.report.report import build_report
+    from latent_verbalizer.components.report.single.report import build_report
     from latent_verbalizer.components.report.tests.test_edge_cases import HOSTILE, hostile_inputs
 
     caps, labels, aggregate = hostile_inputs(tmp_path)
@@ -107,7 +107,7 @@ def test_hostile_captions_render_as_text(browser, tmp_path):
 
 @pytest.fixture(scope="module")
 def big_report(reference_dir, tmp_path_factory):
-    from latent_verbalizer.components.report.report import build_report
+    from latent_verbalizer.components.report.single.report import build_report
     from latent_verbalizer.components.report.tests.reference_tables import write_reference_tables
 
     root = tmp_path_factory.mktemp("big")

@@ -62,7 +62,7 @@ CELLS = """Array.from(document.querySelectorAll('#cmp-results .img-card')[0].que
 
 
 def test_compare_page_shows_both_runs_side_by_side(browser, runs, reference_shards, tmp_path):
-    from latent_verbalizer.components.report.compare_report import build_compare_report
+    from latent_verbalizer.components.report.compare.report import build_compare_report
 
     r = build_compare_report(runs["a"], runs["b"], str(tmp_path / "out"), reference_shards["pattern"])
     b = browser
@@ -110,7 +110,7 @@ def test_compare_page_shows_both_runs_side_by_side(browser, runs, reference_shar
 
 
 def test_a_runs_report_with_a_second_run_keeps_both_browsers_working(browser, runs, tmp_path):
-    from latent_verbalizer.components.report.report import build_report
+    from latent_verbalizer.components.report.single.report import build_report
 
     a = runs["a"]
     build_report(f"{a}/captions", f"{a}/labels/labels.parquet", f"{a}/labels/aggregate.parquet",

@@ -10,13 +10,13 @@ from html import escape
 
 import numpy as np
 
-from .browser_data import caption_spans
-from .depth_shares import INTERPOLATION_NOTE, DepthShares
-from .page import PageScript, svg_img, table
-from .page_assets import asset_text
-from .provenance_view import provenance_html
-from .run_view import RunView
-from .thumbnails import ShardImages
+from ..assets.loader import asset_text
+from ..inputs.shard_images import ShardImages
+from ..metrics.depth_shares import INTERPOLATION_NOTE, DepthShares
+from ..metrics.run_view import RunView
+from ..page.html import PageScript, svg_img, table
+from ..page.provenance_html import provenance_html
+from ..single.browser_data import caption_spans
 
 MAX_KEYS_LISTED = 50
 
@@ -218,7 +218,7 @@ def browser_data(c: Comparison) -> dict:
 
 
 def compare_script(c: Comparison) -> PageScript:
-    return PageScript("compare-data", browser_data(c), asset_text("compare.js"))
+    return PageScript("compare-data", browser_data(c), asset_text("compare_browser.js"))
 
 
 def compare_sections(c: Comparison) -> list[tuple[str, str, str]]:

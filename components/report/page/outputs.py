@@ -10,11 +10,11 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from ..common import storage
-from ..common.contracts import FailedShard
-from . import categories as cat
-from .layer_stats import CaptionGrid
-from .thumbnails import ShardImages
+from ...common import storage
+from ...common.contracts import FailedShard
+from ..inputs.shard_images import ShardImages
+from ..metrics import category_shares as cat
+from ..metrics.layer_stats import CaptionGrid
 
 
 @dataclass

@@ -18,11 +18,19 @@ import time
 
 import numpy as np
 
-from ..common import storage
-from ..common.version import __version__
-from . import categories as cat
-from . import compare_plots, plots
-from .compare_page import (
+from ...common import storage
+from ...common.version import __version__
+from ..inputs.shard_images import ShardImages, read_shard_images
+from ..metrics import category_shares as cat
+from ..metrics.depth_shares import INTERPOLATION_NOTE, compare_shares, grouped_for_charts
+from ..metrics.run_view import RunView, load_run
+from ..page.html import page
+from ..page.markdown_text import md_text
+from ..page.outputs import ReportResult, write_csv, write_page_files
+from ..single import plots
+from ..single.summary import metric_text
+from . import plots as compare_plots
+from .sections import (
     Comparison,
     compare_script,
     compare_sections,
@@ -30,13 +38,6 @@ from .compare_page import (
     method_notes,
     provenance_sections,
 )
-from .depth_shares import INTERPOLATION_NOTE, compare_shares, grouped_for_charts
-from .markdown_text import md_text
-from .page import page
-from .report_outputs import ReportResult, write_csv, write_page_files
-from .run_view import RunView, load_run
-from .summary import metric_text
-from .thumbnails import ShardImages, read_shard_images
 
 log = logging.getLogger("lverb.report")
 

@@ -10,9 +10,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .categories import ShareMatrix  # noqa: E402
-from .layer_naming import LayerNaming  # noqa: E402
-from .layer_stats import LayerStats  # noqa: E402
+from ..inputs.layer_naming import LayerNaming  # noqa: E402
+from ..metrics.category_shares import ShareMatrix  # noqa: E402
+from ..metrics.layer_stats import LayerStats  # noqa: E402
 
 plt.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "lverb-report", "font.size": 11})
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from ..common import storage
-from ..common.contracts import MANIFEST_NAME
+from ...common import storage
+from ...common.contracts import MANIFEST_NAME
 
 CAPTIONS_DIR, LABELS_DIR = "captions", "labels"
 CAPTIONS_FILE, LABELS_FILE, AGGREGATE_FILE = "captions.parquet", "labels.parquet", "aggregate.parquet"

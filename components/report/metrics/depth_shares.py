@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import categories as cat
+from . import category_shares as cat
 
 DEPTH_DIGITS = 9  # depths equal to this many digits are one grid point ((k+1)/N of two models)
 

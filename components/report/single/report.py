@@ -22,19 +22,19 @@ import time
 
 import numpy as np
 
-from ..common import storage
-from ..common.contracts import FailedShard
-from ..common.version import __version__
-from . import categories as cat
-from . import compare_report as compare
-from . import plots
-from .browser_data import LabelView, label_view
-from .inputs import ReportInputs, load_inputs
-from .layer_naming import LayerNaming, layer_naming
-from .layer_stats import CaptionGrid, LayerStats, compute_layer_stats
-from .page_sections import ReportContent, report_html
-from .precision import caption_precision
-from .report_outputs import (
+from ...common import storage
+from ...common.contracts import FailedShard
+from ...common.version import __version__
+from ..compare import report as compare
+from ..inputs.caption_precision import caption_precision
+from ..inputs.layer_naming import LayerNaming, layer_naming
+from ..inputs.random_weights_note import random_weights_note
+from ..inputs.shard_images import ShardImages, read_shard_images
+from ..inputs.tables import ReportInputs, load_inputs
+from ..metrics import category_shares as cat
+from ..metrics.layer_stats import CaptionGrid, LayerStats, compute_layer_stats
+from ..metrics.run_view import load_run, run_view_of
+from ..page.outputs import (
     ReportResult,
     failed_shard_warnings,
     failed_shards_markdown,
@@ -43,10 +43,10 @@ from .report_outputs import (
     write_csv,
     write_page_files,
 )
-from .run_view import load_run, run_view_of
+from . import plots
+from .browser_data import LabelView, label_view
+from .sections import ReportContent, report_html
 from .summary import headline_metrics, layer_rows, summary_markdown
-from .thumbnails import ShardImages, read_shard_images
-from .weights import random_weights_note
 
 log = logging.getLogger("lverb.report")
 

@@ -7,8 +7,8 @@ import numpy as np
 from matplotlib import pyplot as plt
 from matplotlib.colors import TwoSlopeNorm
 
-from .depth_shares import DepthShares
-from .run_view import RunView
+from ..metrics.depth_shares import DepthShares
+from ..metrics.run_view import RunView
 
 DEPTH_AXIS = "relative depth ((k + 1) / N; last block = 1.0)"
 RUN_COLOURS = ("#1f5fbf", "#d95f02")  # run A, run B

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import categories as cat
-from .browser_data import LabelView, label_view
-from .inputs import ReportInputs, load_inputs
-from .layer_naming import LayerNaming, layer_naming
+from ..inputs.caption_precision import CaptionPrecision, caption_precision
+from ..inputs.layer_naming import LayerNaming, layer_naming
+from ..inputs.run_tables import find_run_tables
+from ..inputs.tables import ReportInputs, load_inputs
+from ..page.outputs import input_warnings, share_warnings
+from ..single.browser_data import LabelView, label_view
+from . import category_shares as cat
 from .layer_stats import CaptionGrid, LayerStats, compute_layer_stats
-from .precision import CaptionPrecision, caption_precision
-from .report_outputs import input_warnings, share_warnings
-from .run_tables import find_run_tables
 
 
 @dataclass

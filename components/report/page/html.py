@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from html import escape
 
-from .page_assets import asset_text, page_css
+from ..assets.loader import asset_text, page_css
 
 # No network at all: a page opened from an S3 console or KFP's artifact viewer fetches nothing.
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
@@ -107,7 +107,7 @@ def page(*, title: str, subtitle: str, headline: list[tuple[str, str]], sections
     data = "".join(f'<script type="application/json" id="{escape(s.data_id)}">{json_for_script(s.data)}</script>'
                    for s in scripts)
     # the helpers both browsers share, as a classic script: it runs before the (deferred) module scripts
-    shared = f'<script>{asset_text("page_dom.js")}</script>' if scripts else ""
+    shared = f'<script>{asset_text("browser_common.js")}</script>' if scripts else ""
     code = shared + "".join(f'<script type="module">{s.js}</script>' for s in scripts)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..common.contracts import part_category
-from .inputs import CategorizeOutput
-from .layer_naming import LayerNaming
-from .layer_stats import CaptionGrid, LayerStats
-from .thumbnails import ShardImages
+from ...common.contracts import part_category
+from ..inputs.layer_naming import LayerNaming
+from ..inputs.shard_images import ShardImages
+from ..inputs.tables import CategorizeOutput
+from ..metrics.layer_stats import CaptionGrid, LayerStats
 
 
 @dataclass

@@ -10,15 +10,15 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from ..common import storage
-from ..common.contracts import (
+from ...common import storage
+from ...common.contracts import (
     AGGREGATE_SCHEMA,
     CAPTIONS_SCHEMA,
     LABELS_SCHEMA,
     read_table,
     table_metadata,
 )
-from .categories import category_map_of
+from ..metrics.category_shares import category_map_of
 
 log = logging.getLogger("lverb.report")
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ..common.random_weights import random_weights_warning
+from ...common.random_weights import random_weights_warning
 
 
 def _made_by(meta: dict) -> tuple[str | None, str | None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from html import escape
 
-from .page import definition_list, table
+from .html import definition_list, table
 
 MAX_SKIPPED_SHOWN = 200
 

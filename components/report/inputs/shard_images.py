@@ -8,9 +8,9 @@ import json
 import logging
 from dataclasses import dataclass, field
 
-from ..common import storage
-from ..common.contracts import SkippedSample
-from ..common.tar_samples import Sample, ShardError, iter_samples
+from ...common import storage
+from ...common.contracts import SkippedSample
+from ...common.tar_samples import Sample, ShardError, iter_samples
 
 log = logging.getLogger("lverb.report")
 

@@ -7,12 +7,12 @@ import math
 
 import numpy as np
 
-from . import categories as cat
+from ..inputs.caption_precision import CaptionPrecision
+from ..inputs.layer_naming import LayerNaming
+from ..metrics import category_shares as cat
+from ..metrics.layer_stats import CaptionGrid, LayerStats
+from ..page.markdown_text import md_text
 from .browser_data import LabelView
-from .layer_naming import LayerNaming
-from .layer_stats import CaptionGrid, LayerStats
-from .markdown_text import md_text
-from .precision import CaptionPrecision
 
 COLOUR_NAMES = ("color", "colour")
 

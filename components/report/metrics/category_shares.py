@@ -11,8 +11,8 @@ import pyarrow as pa
 
 # The categorize step owns the categories (its merge table, the aggregation); the report only
 # reads its aggregate table and the map stored in that table's metadata (the labels contract).
-from ..common.contracts import AGGREGATE_META_CATEGORY_MAP as CATEGORY_MAP_KEY
-from ..common.contracts import UNKNOWN
+from ...common.contracts import AGGREGATE_META_CATEGORY_MAP as CATEGORY_MAP_KEY
+from ...common.contracts import UNKNOWN
 
 OTHER = "other"
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..common.contracts import FAMILY_COCA as FALLBACK_FAMILY
-from ..common.contracts import LAYER_NUMBERING_KEY as NUMBERING_KEY
-from ..common.contracts import MODEL_FAMILY_KEY as FAMILY_KEY
+from ...common.contracts import FAMILY_COCA as FALLBACK_FAMILY
+from ...common.contracts import LAYER_NUMBERING_KEY as NUMBERING_KEY
+from ...common.contracts import MODEL_FAMILY_KEY as FAMILY_KEY
 
 FALLBACK_SCHEME = "0-based residual block of the vision encoder"
 

@@ -7,18 +7,18 @@ from collections import Counter
 from dataclasses import dataclass
 from html import escape
 
-from . import categories as cat
+from ..assets.loader import page_js
+from ..compare.sections import Comparison, compare_script, compare_sections
+from ..inputs.caption_precision import CaptionPrecision
+from ..inputs.layer_naming import LayerNaming
+from ..inputs.shard_images import ShardImages
+from ..inputs.tables import ReportInputs
+from ..metrics import category_shares as cat
+from ..metrics.layer_stats import CaptionGrid, LayerStats
+from ..page.html import SINGLE_BROWSER, PageScript, page, svg_img, table
+from ..page.provenance_html import find_skipped, provenance_html
 from .browser_data import LabelView, browser_data
-from .compare_page import Comparison, compare_script, compare_sections
-from .inputs import ReportInputs
-from .layer_naming import LayerNaming
-from .layer_stats import CaptionGrid, LayerStats
-from .page import SINGLE_BROWSER, PageScript, page, svg_img, table
-from .page_assets import page_js
-from .precision import CaptionPrecision
-from .provenance_view import find_skipped, provenance_html
 from .summary import layer_rows, metric_text, status_text
-from .thumbnails import ShardImages
 
 
 @dataclass

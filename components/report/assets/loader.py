@@ -23,4 +23,4 @@ def page_css() -> str:
 
 
 def page_js() -> str:
-    return asset_text("page.js")
+    return asset_text("run_browser.js")
