@@ -78,6 +78,10 @@ def build_compare_report(run_a: str, run_b: str, out_uri: str, images_pattern: s
 
 def compare_runs(a: RunView, b: RunView, min_share_percent: float = 5.0) -> Comparison:
     """What the comparison shows: shares on the common depth grid, chart categories, colours, shared images."""
+    for run in (a, b):
+        if run.shares is None:
+            raise ValueError(f"{run.role} {run.source}: no labels; a comparison needs both runs' categorize output")
+    warnings = [f"{run.name}: {w}" for run in (a, b) for w in run.warnings]
     if a.name == b.name:  # two runs of one model: tell them apart on the page
         a.name, b.name = f"{a.name} (A)", f"{b.name} (B)"
     depth = compare_shares(a.shares, a.depths, b.shares, b.depths)
@@ -87,7 +91,7 @@ def compare_runs(a: RunView, b: RunView, min_share_percent: float = 5.0) -> Comp
     shared = [k for k in a.grid.image_keys if k in keys_b]
     c = Comparison(a=a, b=b, depth=depth, chart_categories=chart_categories, colours=colours_of(a, b, depth.categories,
                    chart_categories), shared_keys=shared, only_a=[k for k in a.grid.image_keys if k not in keys_b],
-                   only_b=[k for k in b.grid.image_keys if k not in keys_a], warnings=a.warnings + b.warnings)
+                   only_b=[k for k in b.grid.image_keys if k not in keys_a], warnings=warnings)
     if not shared:
         c.warnings.append(f"the runs share no image (no image key in both): the image browser is empty; "
                           f"{image_counts_text(c)}")

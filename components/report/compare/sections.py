@@ -8,15 +8,13 @@ import math
 from dataclasses import dataclass, field
 from html import escape
 
-import numpy as np
-
 from ..assets.loader import asset_text
 from ..inputs.shard_images import ShardImages
 from ..metrics.depth_shares import INTERPOLATION_NOTE, DepthShares
 from ..metrics.run_view import RunView
+from ..page.browser_captions import intern_captions
 from ..page.html import PageScript, svg_img, table
 from ..page.provenance_html import provenance_html
-from ..single.browser_data import caption_spans
 
 MAX_KEYS_LISTED = 50
 
@@ -147,45 +145,22 @@ def browser_section(c: Comparison) -> tuple[str, str, str]:
     return "compare-browser", "Images, both runs", note + COMPARE_BROWSER
 
 
-def _centi(value: float) -> int:
-    return int(round(value * 100)) if math.isfinite(value) else -1
-
-
 def _run_data(run: RunView, keys: list[str], categories: dict[str, int], label_index: dict[str, int]) -> dict:
     """One run's part of the browser data: its layers (label, depth), its captions once each with their
     coloured parts, and per (shared image, layer) the caption's index and entropy."""
     grid = run.grid
     image_index = {k: i for i, k in enumerate(grid.image_keys)}
-    number_of: dict[str, int] = {}
-    captions: list[str] = []
-    spans: list[list[int]] = []
-    n_layers = len(grid.layers)
-    cap = np.full(len(keys) * n_layers, -1, dtype=np.int64)
-    ent = np.full(len(keys) * n_layers, -1, dtype=np.int64)
-    for s, key in enumerate(keys):
-        i = image_index[key]
-        for j in range(n_layers):
-            row = grid.rows[i, j]
-            if row < 0:
-                continue
-            caption = grid.captions[row]
-            number = number_of.get(caption)
-            if number is None:
-                number = number_of[caption] = len(captions)
-                captions.append(caption)
-                spans.append(caption_spans(caption, run.labels.parts.get(caption, []), categories, label_index))
-            cap[s * n_layers + j] = number
-            ent[s * n_layers + j] = _centi(grid.entropy[row])
+    cells = intern_captions(grid, [image_index[k] for k in keys], run.labels, categories, label_index)
     return {
         "name": run.name,
         "family": run.naming.family,
         "layers": grid.layers,
         "labels": [run.naming.label(layer) for layer in grid.layers],
         "depths": [round(d, 4) for d in run.depths],
-        "captions": captions,
-        "spans": spans,
-        "cap": cap.tolist(),
-        "ent": ent.tolist(),
+        "captions": cells.captions,
+        "spans": cells.spans,
+        "cap": cells.cap.tolist(),
+        "ent": cells.per_cell(grid.entropy),
     }
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from ...common import storage
+from ...common.contracts import AGGREGATE_META_CATEGORY_MAP as CATEGORY_MAP_KEY
 from ...common.contracts import (
     AGGREGATE_SCHEMA,
     CAPTIONS_SCHEMA,
@@ -18,7 +19,6 @@ from ...common.contracts import (
     read_table,
     table_metadata,
 )
-from ..metrics.category_shares import category_map_of
 
 log = logging.getLogger("lverb.report")
 
@@ -167,3 +167,18 @@ def check_aggregate_fits_captions(aggregate: pa.Table, captions: pa.Table, aggre
             raise ValueError(f"--aggregate {aggregate_uri}: layer {layer} counts {n_captions} captions, but the "
                              f"captions have {rows_per_layer.get(layer, 0)} at that layer: the aggregate was made "
                              "from other captions; pass the aggregate of these captions, or re-run categorize")
+
+
+def category_map_of(aggregate_meta: dict, uri: str) -> dict[str, str]:
+    """The label -> category map the categorize step stored in its aggregate table's metadata
+    (key ``category_map``). Missing or malformed: an error naming the file and the fix."""
+    mapping = aggregate_meta.get(CATEGORY_MAP_KEY)
+    if not isinstance(mapping, dict) or not mapping:
+        raise ValueError(f"--aggregate {uri}: its metadata has no label-to-category map ({CATEGORY_MAP_KEY!r}); "
+                         "it was not written by this version's categorize step: re-run categorize and pass its "
+                         "aggregate.parquet")
+    bad = [(k, v) for k, v in mapping.items() if not isinstance(k, str) or not isinstance(v, str)]
+    if bad:
+        raise ValueError(f"--aggregate {uri}: metadata {CATEGORY_MAP_KEY!r} must map each label to one category "
+                         f"name, but has {bad[:3]}; re-run categorize")
+    return mapping

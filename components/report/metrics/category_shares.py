@@ -10,26 +10,10 @@ import numpy as np
 import pyarrow as pa
 
 # The categorize step owns the categories (its merge table, the aggregation); the report only
-# reads its aggregate table and the map stored in that table's metadata (the labels contract).
-from ...common.contracts import AGGREGATE_META_CATEGORY_MAP as CATEGORY_MAP_KEY
+# reads its aggregate table and the map stored in that table's metadata (inputs/tables.py).
 from ...common.contracts import UNKNOWN
 
 OTHER = "other"
-
-
-def category_map_of(aggregate_meta: dict, uri: str) -> dict[str, str]:
-    """The label -> category map the categorize step stored in its aggregate table's metadata
-    (key ``category_map``). Missing or malformed: an error naming the file and the fix."""
-    mapping = aggregate_meta.get(CATEGORY_MAP_KEY)
-    if not isinstance(mapping, dict) or not mapping:
-        raise ValueError(f"--aggregate {uri}: its metadata has no label-to-category map ({CATEGORY_MAP_KEY!r}); "
-                         "it was not written by this version's categorize step: re-run categorize and pass its "
-                         "aggregate.parquet")
-    bad = [(k, v) for k, v in mapping.items() if not isinstance(k, str) or not isinstance(v, str)]
-    if bad:
-        raise ValueError(f"--aggregate {uri}: metadata {CATEGORY_MAP_KEY!r} must map each label to one category "
-                         f"name, but has {bad[:3]}; re-run categorize")
-    return mapping
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""One run as the comparison sees it: its tables read and checked (as the single report reads
-them), its caption grid, per-layer numbers, labels, category shares, precision and layer naming."""
+"""One run as a report shows it: its tables read and checked, its caption grid, per-layer numbers,
+labels, category shares, caption precision and layer naming, and the warnings its tables raise.
+The single run's page and each run of a comparison are built from this one view."""
 
 from __future__ import annotations
 
@@ -9,25 +10,25 @@ from ..inputs.caption_precision import CaptionPrecision, caption_precision
 from ..inputs.layer_naming import LayerNaming, layer_naming
 from ..inputs.run_tables import find_run_tables
 from ..inputs.tables import ReportInputs, load_inputs
-from ..page.outputs import input_warnings, share_warnings
-from ..single.browser_data import LabelView, label_view
 from . import category_shares as cat
+from .data_warnings import grid_warnings, share_warnings
+from .labels import LabelView, label_view
 from .layer_stats import CaptionGrid, LayerStats, compute_layer_stats
 
 
 @dataclass
 class RunView:
-    role: str                      # "RUN_A", "RUN_B" (or the parameter's name): named in errors and the page
+    role: str                      # "RUN_A", "RUN_B", "this run" (or the parameter's name): named in errors and the page
     name: str                      # display name (default: the model's name)
     source: str                    # the run's storage prefix, or "this run"
     inputs: ReportInputs
     grid: CaptionGrid
     stats: LayerStats
-    labels: LabelView
-    shares: cat.ShareMatrix
+    labels: LabelView              # empty without labels
+    shares: cat.ShareMatrix | None  # None: no labels given (a report of the captions alone)
     precision: CaptionPrecision
     naming: LayerNaming
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # on the tables themselves (shares, repeated rows, keys)
 
     @property
     def depths(self) -> list[float]:
@@ -49,20 +50,19 @@ class RunView:
         ]
 
 
-def run_view_of(inputs: ReportInputs, role: str, source: str, name: str | None = None,
-                stats: LayerStats | None = None, grid: CaptionGrid | None = None) -> RunView:
-    """A run's view from tables already read (``load_inputs``), with labels; ``stats``/``grid`` reused when given."""
-    if inputs.categorized is None:
-        raise ValueError(f"{role} {source}: no labels; a comparison needs both runs' categorize output")
+def run_view_of(inputs: ReportInputs, role: str, source: str, name: str | None = None, *,
+                stats: LayerStats | None = None, grid: CaptionGrid | None = None,
+                errors_name: str | None = None) -> RunView:
+    """A run's view from tables already read (``load_inputs``); ``stats``/``grid`` reused when given.
+    ``errors_name``: how errors name the captions (default: the role and the source)."""
     grid = grid or CaptionGrid.from_table(inputs.captions)
     stats = stats or compute_layer_stats(grid)
-    naming = layer_naming(inputs.provenance.get("captions") or [], grid.layers, f"{role} {source} captions")
-    shares = cat.share_matrix(inputs.categorized.aggregate, grid.layers)
-    view = RunView(role=role, name=name or naming.model or role, source=source, inputs=inputs, grid=grid, stats=stats,
-                   labels=label_view(inputs.categorized), shares=shares,
-                   precision=caption_precision(inputs.provenance["captions"]), naming=naming)
-    view.warnings = [f"{view.name}: {w}" for w in share_warnings(shares) + input_warnings(grid, None, None, None)]
-    return view
+    captions_meta = inputs.provenance.get("captions") or []
+    naming = layer_naming(captions_meta, grid.layers, errors_name or f"{role} {source} captions")
+    shares = cat.share_matrix(inputs.categorized.aggregate, grid.layers) if inputs.categorized else None
+    return RunView(role=role, name=name or naming.model or role, source=source, inputs=inputs, grid=grid, stats=stats,
+                   labels=label_view(inputs.categorized), shares=shares, precision=caption_precision(captions_meta),
+                   naming=naming, warnings=share_warnings(shares) + grid_warnings(grid))
 
 
 def load_run(run: str, role: str, name: str | None = None) -> RunView:
@@ -74,6 +74,6 @@ def load_run(run: str, role: str, name: str | None = None) -> RunView:
         raise type(e)(f"{role} {tables.prefix}: {e}") from e
     view = run_view_of(inputs, role, tables.prefix, name)
     if tables.unfinished_shards:
-        view.warnings.append(f"{view.name}: {len(tables.unfinished_shards)} shards have captions but no manifest "
+        view.warnings.append(f"{len(tables.unfinished_shards)} shards have captions but no manifest "
                              "(their caption step had not finished) and are left out")
     return view

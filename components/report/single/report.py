@@ -16,6 +16,7 @@ comparison's files are written too (``compare_report``: compare_shares.csv, plot
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import time
@@ -26,25 +27,23 @@ from ...common import storage
 from ...common.contracts import FailedShard
 from ...common.version import __version__
 from ..compare import report as compare
-from ..inputs.caption_precision import caption_precision
-from ..inputs.layer_naming import LayerNaming, layer_naming
+from ..inputs.layer_naming import LayerNaming
 from ..inputs.random_weights_note import random_weights_note
 from ..inputs.shard_images import ShardImages, read_shard_images
 from ..inputs.tables import ReportInputs, load_inputs
 from ..metrics import category_shares as cat
+from ..metrics.data_warnings import image_warnings
+from ..metrics.labels import LabelView
 from ..metrics.layer_stats import CaptionGrid, LayerStats, compute_layer_stats
-from ..metrics.run_view import load_run, run_view_of
+from ..metrics.run_view import RunView, load_run, run_view_of
 from ..page.outputs import (
     ReportResult,
     failed_shard_warnings,
     failed_shards_markdown,
-    input_warnings,
-    share_warnings,
     write_csv,
     write_page_files,
 )
 from . import plots
-from .browser_data import LabelView, label_view
 from .sections import ReportContent, report_html
 from .summary import headline_metrics, layer_rows, summary_markdown
 
@@ -78,26 +77,24 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
     failed = list(failed_shards or [])
     images = read_images(images_pattern, grid, inputs, thumbnail_px, max_thumbnails, {f.shard for f in failed})
     stats = compute_layer_stats(grid, images.references if images else None, close_f1)
-    labels = label_view(inputs.categorized)
-    shares = cat.share_matrix(inputs.categorized.aggregate, grid.layers) if inputs.categorized else None
-    chart = cat.group_small(shares, min_share_percent) if shares else None
-    colours = category_colours(shares, chart, labels)
-    precision = caption_precision(inputs.provenance["captions"])
+    run = run_view_of(inputs, "this run", "this run", (names or (None, None))[0], stats=stats, grid=grid,
+                      errors_name="captions")
+    labels = run.labels if inputs.categorized else None
+    chart = cat.group_small(run.shares, min_share_percent) if run.shares else None
+    colours = category_colours(run.shares, chart, run.labels)
     weights_note = random_weights_note(inputs.provenance["captions"])
-    warnings = share_warnings(shares) + input_warnings(grid, images, images_pattern, max_thumbnails)
-    metrics = headline_metrics(grid, stats, labels if inputs.categorized else None, shares)
+    warnings = run.warnings + image_warnings(grid, images, images_pattern, max_thumbnails)
+    metrics = headline_metrics(grid, stats, labels, run.shares)
     if failed_shards is not None:  # the pipeline: 0 says every shard made it
         metrics["failed_shards"] = float(len(failed))
-    naming = layer_naming(inputs.provenance["captions"], grid.layers)
     comparison = None
     if compare_with:
-        comparison = compare_this_run(inputs, grid, stats, images, compare_with, compare_role, names,
-                                      min_share_percent)
+        comparison = compare_this_run(run, images, compare_with, compare_role, names, min_share_percent)
         warnings += comparison.warnings
 
-    svgs, files = write_plots(out_uri, stats, chart, colours, naming)
-    files.update(write_tables(out_uri, stats, shares, naming))
-    markdown = summary_markdown(metrics, stats, shares, labels if inputs.categorized else None, precision, warnings,
+    svgs, files = write_plots(out_uri, stats, chart, colours, run.naming)
+    files.update(write_tables(out_uri, stats, run.shares, run.naming))
+    markdown = summary_markdown(metrics, stats, run.shares, labels, run.precision, warnings,
                                 failed_shards_markdown(failed), weights_note)
     warnings = failed_shard_warnings(failed) + warnings  # at the top of the page
     if comparison is not None:
@@ -105,9 +102,8 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
         metrics.update(compare.compare_metrics(comparison))
         markdown += "\n" + compare.compare_markdown(comparison, metrics, standalone=False)
     html = report_html(ReportContent(
-        title=title, inputs=inputs, grid=grid, stats=stats, labels=labels, shares=shares, chart=chart,
-        colours=colours, svgs=svgs, metrics=metrics, images=images, precision=precision, warnings=warnings,
-        report_params=report_parameters(close_f1, min_share_percent), naming=naming, comparison=comparison,
+        title=title, run=run, chart=chart, colours=colours, svgs=svgs, metrics=metrics, images=images,
+        warnings=warnings, report_params=report_parameters(close_f1, min_share_percent), comparison=comparison,
         weights_note=weights_note,
     ))
     files.update(write_page_files(out_uri, markdown, metrics, html))
@@ -118,15 +114,13 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
 
 # ------------------------------------------------------------------ steps
 
-def compare_this_run(inputs: ReportInputs, grid: CaptionGrid, stats: LayerStats, images: ShardImages | None,
-                     other: str, role: str, names: tuple[str | None, str | None] | None, min_share_percent: float):
+def compare_this_run(run: RunView, images: ShardImages | None, other: str, role: str,
+                     names: tuple[str | None, str | None] | None, min_share_percent: float):
     """This run (A, the tables just read) against a second finished run (B, from its storage prefix)."""
-    if inputs.categorized is None:
+    if run.shares is None:
         raise ValueError(f"{role} {other}: a comparison needs this run's labels too; pass --labels and --aggregate")
-    name_a, name_b = names or (None, None)
-    this = run_view_of(inputs, "this run", "this run", name_a, stats=stats, grid=grid)
-    this.warnings = []  # this run's own warnings are on its page already
-    comparison = compare.compare_runs(this, load_run(other, role, name_b), min_share_percent)
+    this = dataclasses.replace(run, warnings=[])  # this run's own warnings are on its page already
+    comparison = compare.compare_runs(this, load_run(other, role, (names or (None, None))[1]), min_share_percent)
     comparison.images = images  # this run's thumbnails: the shared images are among them
     return comparison
 

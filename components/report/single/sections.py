@@ -9,39 +9,30 @@ from html import escape
 
 from ..assets.loader import page_js
 from ..compare.sections import Comparison, compare_script, compare_sections
-from ..inputs.caption_precision import CaptionPrecision
-from ..inputs.layer_naming import LayerNaming
 from ..inputs.shard_images import ShardImages
-from ..inputs.tables import ReportInputs
 from ..metrics import category_shares as cat
-from ..metrics.layer_stats import CaptionGrid, LayerStats
+from ..metrics.run_view import RunView
 from ..page.html import SINGLE_BROWSER, PageScript, page, svg_img, table
 from ..page.provenance_html import find_skipped, provenance_html
-from .browser_data import LabelView, browser_data
+from .browser_data import browser_data
 from .summary import layer_rows, metric_text, status_text
 
 
 @dataclass
 class ReportContent:
-    """Everything the page shows, computed by ``report.build_report``."""
+    """Everything the page shows, computed by ``report.build_report``: the run's view and what the page adds."""
 
     title: str
-    inputs: ReportInputs
-    grid: CaptionGrid
-    stats: LayerStats
-    labels: LabelView
-    shares: cat.ShareMatrix | None      # every category (the table)
-    chart: cat.ShareMatrix | None       # small categories grouped (the figure)
+    run: RunView                        # the run's tables, grid, numbers, labels, shares, precision, naming
+    chart: cat.ShareMatrix | None       # small categories grouped (the figure); the run's shares: every category
     colours: dict[str, str]
     svgs: dict[str, bytes]              # figure name -> SVG
     metrics: dict[str, float]
     images: ShardImages | None
-    precision: CaptionPrecision
-    warnings: list[str]
+    warnings: list[str]                 # the page's: failed shards, the run's tables, images, the comparison
     report_params: list[tuple[str, str]]
-    naming: LayerNaming
     comparison: Comparison | None = None   # a second run to compare this one with (its sections follow the browser)
-    weights_note: str | None = None        # set when the captions come from random weights (weights.py)
+    weights_note: str | None = None        # set when the captions come from random weights (random_weights_note.py)
 
 
 def headline_cards(content: ReportContent) -> list[tuple[str, str]]:
@@ -64,7 +55,7 @@ def headline_cards(content: ReportContent) -> list[tuple[str, str]]:
 
 
 def categories_section(content: ReportContent) -> tuple[str, str, str]:
-    shares = content.shares
+    shares = content.run.shares
     heading = "Category share per layer"
     if shares is None:
         return ("categories", heading,
@@ -99,13 +90,13 @@ def entropy_section(content: ReportContent) -> tuple[str, str, str]:
 
 
 def distance_section(content: ReportContent) -> tuple[str, str, str]:
-    with_refs = content.stats.cider_to_refs is not None
+    with_refs = content.run.stats.cider_to_refs is not None
     note = ('<p class="note">How far each layer\'s caption is from the last layer\'s: token F1 (mean over '
             'images) and corpus BLEU-4' + (', and against the reference captions carried by the shards: '
                                             'corpus BLEU-4 and CIDEr-D' if with_refs else
                                             ' (no reference captions in the inputs: pass --images with shards carrying '
                                             'json captions for BLEU/CIDEr against them)') + '.</p>')
-    rows = layer_rows(content.stats, content.shares, content.naming)
+    rows = layer_rows(content.run.stats, content.run.shares, content.run.naming)
     return ("distance", "Distance to the final caption",
             note + svg_img(content.svgs["distance_to_final"], "distance to the final caption", "chart-distance")
             + svg_img(content.svgs["stays_close"], "first layer a caption stays close", "chart-settle")
@@ -114,17 +105,17 @@ def distance_section(content: ReportContent) -> tuple[str, str, str]:
 
 
 def run_section(content: ReportContent) -> tuple[str, str, str]:
-    grid, inputs, images = content.grid, content.inputs, content.images
+    grid, inputs, images = content.run.grid, content.run.inputs, content.images
     counts = [
         ("images", f"{len(grid.image_keys):,}"), ("layers", ", ".join(map(str, grid.layers))),
         ("caption rows", f"{int((grid.rows >= 0).sum()):,}"),
         ("stop reasons", ", ".join(f"{k}: {v:,}" for k, v in Counter(grid.stops).most_common())),
-        ("caption precision", content.precision.text),
-        ("layer naming", content.naming.source_text()),
+        ("caption precision", content.run.precision.text),
+        ("layer naming", content.run.naming.source_text()),
     ]
     if inputs.categorized is not None:
         counts.append(("labels rows (distinct captions)", f"{inputs.categorized.labels.num_rows:,}"))
-        counts.append(("label status flags (distinct captions)", status_text(content.labels)))
+        counts.append(("label status flags (distinct captions)", status_text(content.run.labels)))
     if images is not None:
         counts.append(("thumbnails", f"{len(images.thumbnails):,}"))
         counts.append(("images with reference captions", f"{len(images.references):,}"))
@@ -133,7 +124,7 @@ def run_section(content: ReportContent) -> tuple[str, str, str]:
 
 
 def subtitle(content: ReportContent) -> str:
-    grid, inputs = content.grid, content.inputs
+    grid, inputs = content.run.grid, content.run.inputs
     text = f"{len(grid.image_keys):,} images x {len(grid.layers)} layers"
     first_meta = (inputs.provenance.get("captions") or [{}])[0]
     params = first_meta.get("parameters") or {}
@@ -150,14 +141,14 @@ def subtitle(content: ReportContent) -> str:
 def report_html(content: ReportContent) -> str:
     sections = [categories_section(content), entropy_section(content), distance_section(content),
                 ("browser", "Images", SINGLE_BROWSER)]
-    chart, shares = content.chart, content.shares
+    chart, shares = content.chart, content.run.shares
     # the browser lists the table's categories, not the chart's "other" group
     browser_categories = [c for c in content.colours if chart is None or c not in chart.categories
                           or c in shares.categories]
-    data = browser_data(content.grid, content.stats, content.labels, browser_categories, content.colours,
-                        content.images, content.naming)
+    data = browser_data(content.run.grid, content.run.stats, content.run.labels, browser_categories, content.colours,
+                        content.images, content.run.naming)
     scripts = [PageScript("report-data", data, page_js())]
-    notes = [(content.precision.text, content.precision.deviation), (content.weights_note, True)]
+    notes = [(content.run.precision.text, content.run.precision.deviation), (content.weights_note, True)]
     comparison = content.comparison
     if comparison is not None:
         sections += compare_sections(comparison)

@@ -10,9 +10,9 @@ import numpy as np
 from ..inputs.caption_precision import CaptionPrecision
 from ..inputs.layer_naming import LayerNaming
 from ..metrics import category_shares as cat
+from ..metrics.labels import LabelView
 from ..metrics.layer_stats import CaptionGrid, LayerStats
 from ..page.markdown_text import md_text
-from .browser_data import LabelView
 
 COLOUR_NAMES = ("color", "colour")
 
