@@ -1,5 +1,6 @@
-// The report page's image browser: search, category filter and paging over the data that
-// report.py embeds as JSON (<script id="report-data">). Inlined into the page as a module
+// A run's image browser: every layer's caption of each image, with a layer filter, the view kept in
+// the address bar, over the data that single/browser_data.py embeds as JSON (<script id="report-data">).
+// Search, category filter, legend and paging are browser_common.js's. Inlined into the page as a module
 // script (strict mode), so the page stays one self-contained file.
 (() => {
   const D = JSON.parse(document.getElementById("report-data").textContent);
@@ -9,7 +10,7 @@
   const el = (id) => document.getElementById(id);
   const state = { q: "", cat: -1, layer: -1, only: false, page: 0, size: 20 };
 
-  const { text, captionNode: partsNode, categorySets } = window.__lverbDom;
+  const { text, captionNode: partsNode, categorySets, imageSide, imageBrowser } = window.__lverbDom;
   const capCats = categorySets(D.spans);  // caption index -> set of category indices it contains
 
   function captionNode(ci) { return partsNode(D.captions[ci], D.spans[ci], D); }
@@ -21,7 +22,6 @@
     return true;
   }
 
-  let matches = [];
   function filter() {
     const q = state.q.trim().toLowerCase(), out = [];
     const lo = Math.max(state.layer, 0), hi = state.layer >= 0 ? state.layer + 1 : L;
@@ -40,27 +40,16 @@
       }
       if (ok) { out.push(i); }
     }
-    matches = out;
+    return out;
   }
 
   function fmt(v, d) { return v < 0 ? "" : (v / 100).toFixed(d); }
 
   function card(i) {
     const q = state.q.trim().toLowerCase();
-    const thumbs = D.images.thumbs;
-    const box = text("div", null, `img-card${thumbs ? "" : " nothumb"}`);
+    const box = text("div", null, `img-card${D.images.thumbs ? "" : " nothumb"}`);
     box.setAttribute("data-key", D.images.keys[i]);
-    const side = text("div", null, "side");
-    if (thumbs) {
-      if (thumbs[i]) {
-        const im = document.createElement("img");
-        im.alt = D.images.keys[i];
-        im.loading = "lazy";
-        im.src = `data:image/jpeg;base64,${thumbs[i]}`;
-        side.appendChild(im);
-      } else { side.appendChild(text("div", "(no image)")); }
-    }
-    side.appendChild(text("div", D.images.keys[i], "key"));
+    const side = imageSide(D.images.thumbs, i, D.images.keys[i]);
     side.appendChild(text("div", `shard ${D.images.shards[D.images.shard[i]]}`));
     const settle = D.images.settle[i];
     side.appendChild(text("div", settle === null ? "caption never settles" : `settles at layer ${settle}`));
@@ -100,28 +89,6 @@
     return box;
   }
 
-  function render() {
-    const t0 = performance.now();
-    const res = el("results"), pages = Math.max(1, Math.ceil(matches.length / state.size));
-    state.page = Math.min(Math.max(0, state.page), pages - 1);
-    const frag = document.createDocumentFragment();
-    const start = state.page * state.size, end = Math.min(matches.length, start + state.size);
-    for (let k = start; k < end; k++) { frag.appendChild(card(matches[k])); }
-    if (!matches.length) { frag.appendChild(text("div", "No image matches.", "empty")); }
-    res.replaceChildren(frag);
-    el("count").textContent = `${matches.length} of ${N} images`;
-    const pl = `page ${state.page + 1} of ${pages}`;
-    document.querySelectorAll(".pageinfo").forEach((p) => { p.textContent = pl; });
-    document.querySelectorAll(".prev").forEach((b) => { b.disabled = state.page <= 0; });
-    document.querySelectorAll(".next").forEach((b) => { b.disabled = state.page >= pages - 1; });
-    el("legend").querySelectorAll(".chip").forEach((c) => {
-      c.classList.toggle("on", Number(c.getAttribute("data-cat")) === state.cat);
-    });
-    window.__lverb.lastRenderMs = performance.now() - t0;
-    window.__lverb.matches = matches.length;
-    window.__lverb.q = state.q;
-  }
-
   function saveHash() {
     const p = [];
     if (state.q) { p.push(`q=${encodeURIComponent(state.q)}`); }
@@ -146,46 +113,31 @@
     });
   }
 
-  function update(resetPage) {
-    if (resetPage) { state.page = 0; }
-    filter();
-    render();
+  function afterUpdate(n, ms) {
+    window.__lverb.lastRenderMs = ms;
+    window.__lverb.matches = n;
+    window.__lverb.q = state.q;
     try { saveHash(); } catch (_e) { /* file:// in some viewers forbids history changes */ }
   }
 
   function setup() {
     window.__lverb = { ready: false };
-    const cs = el("category"), ls = el("layer");
-    D.categories.forEach((c, i) => {
-      const o = text("option", c); o.value = String(i); cs.appendChild(o);
-      const chip = text("span", null, "chip");
-      chip.setAttribute("data-cat", String(i));
-      const sw = document.createElement("i"); sw.style.background = D.colours[i];
-      chip.appendChild(sw); chip.appendChild(document.createTextNode(c));
-      chip.addEventListener("click", () => {
-        state.cat = state.cat === i ? -1 : i; cs.value = String(state.cat); update(true);
-      });
-      el("legend").appendChild(chip);
+    const update = imageBrowser(D, {
+      ids: { search: "search", category: "category", size: "size", legend: "legend", results: "results", count: "count" },
+      pager: "", state, n: N, filter, card, empty: "No image matches.",
+      countText: (n) => `${n} of ${N} images`, after: afterUpdate,
     });
+    const ls = el("layer");
     D.layers.forEach((l, i) => {
       const o = text("option", D.layerLabels ? `layer ${l}: ${D.layerLabels[i]}` : `layer ${l}`);
       o.value = String(i);
       ls.appendChild(o);
     });
     readHash();
-    el("search").value = state.q; cs.value = String(state.cat); ls.value = String(state.layer);
+    el("search").value = state.q; el("category").value = String(state.cat); ls.value = String(state.layer);
     el("size").value = String(state.size);
-    let timer = null;
-    el("search").addEventListener("input", () => {
-      clearTimeout(timer);
-      timer = setTimeout(() => { state.q = el("search").value; update(true); }, N > 2000 ? 120 : 0);
-    });
-    cs.addEventListener("change", () => { state.cat = Number(cs.value); update(true); });
     ls.addEventListener("change", () => { state.layer = Number(ls.value); update(true); });
     el("only").addEventListener("change", () => { state.only = el("only").checked; update(false); });
-    el("size").addEventListener("change", () => { state.size = Number(el("size").value); update(true); });
-    document.querySelectorAll(".prev").forEach((b) => { b.addEventListener("click", () => { state.page--; update(false); }); });
-    document.querySelectorAll(".next").forEach((b) => { b.addEventListener("click", () => { state.page++; update(false); }); });
     update(false);
     window.__lverb.ready = true;
     window.__lverb.readyMs = performance.now();
