@@ -24,6 +24,7 @@ from ..inputs.shard_images import ShardImages, read_shard_images
 from ..metrics import category_shares as cat
 from ..metrics.depth_shares import INTERPOLATION_NOTE, compare_shares, grouped_for_charts
 from ..metrics.run_view import RunView, load_run
+from ..page.browser_sample import BROWSER_IMAGES, browser_sample
 from ..page.html import page
 from ..page.markdown_text import md_text
 from ..page.outputs import ReportResult, write_csv, write_page_files
@@ -48,20 +49,22 @@ COMPARE_SHARE_COLUMNS = ["relative_depth", "category", "layer_a", "share_a_perce
 def build_compare_report(run_a: str, run_b: str, out_uri: str, images_pattern: str | None = None, *,
                          names: tuple[str, str] | None = None, min_share_percent: float = 5.0,
                          thumbnail_px: int = 96, max_thumbnails: int | None = None,
-                         title: str = "Two runs compared: what each layer sees") -> ReportResult:
+                         title: str = "Two runs compared: what each layer sees",
+                         browser_images: int | None = BROWSER_IMAGES) -> ReportResult:
     """Compare two finished runs, given by their storage prefixes (folder or ``s3://``; a local run's
     ``runs/<timestamp>`` folder also works); write the page and its files under ``out_uri``.
 
     ``names``: display names of A and B (default: their models' names). ``images_pattern``: webdataset
     shards holding the images (thumbnails of the shared images). ``min_share_percent``: categories below
     it in every layer of both runs are one "other" area in the charts (the tables keep them all).
+    ``browser_images``: the most shared images the browser embeds (None: all); above it a fixed sample.
     """
     started = time.perf_counter()
     name_a, name_b = names or (None, None)
     a, b = load_run(run_a, "RUN_A", name_a), load_run(run_b, "RUN_B", name_b)
-    c = compare_runs(a, b, min_share_percent)
+    c = compare_runs(a, b, min_share_percent, browser_images)
     if images_pattern:
-        c.images = read_shard_images(images_pattern, set(c.shared_keys), thumbnail_px, max_thumbnails)
+        c.images = read_shard_images(images_pattern, set(c.browser_keys), thumbnail_px, max_thumbnails)
         c.warnings += thumbnail_warnings(c, images_pattern, max_thumbnails)
     files = write_compare_files(out_uri, c)
     metrics = compare_metrics(c)
@@ -76,8 +79,10 @@ def build_compare_report(run_a: str, run_b: str, out_uri: str, images_pattern: s
     return ReportResult(metrics, markdown, html, files)
 
 
-def compare_runs(a: RunView, b: RunView, min_share_percent: float = 5.0) -> Comparison:
-    """What the comparison shows: shares on the common depth grid, chart categories, colours, shared images."""
+def compare_runs(a: RunView, b: RunView, min_share_percent: float = 5.0,
+                 browser_images: int | None = BROWSER_IMAGES) -> Comparison:
+    """What the comparison shows: shares on the common depth grid, chart categories, colours, shared images
+    (the browser: at most ``browser_images`` of them, a fixed sample: ``page/browser_sample.py``)."""
     for run in (a, b):
         if run.shares is None:
             raise ValueError(f"{run.role} {run.source}: no labels; a comparison needs both runs' categorize output")
@@ -92,6 +97,7 @@ def compare_runs(a: RunView, b: RunView, min_share_percent: float = 5.0) -> Comp
     c = Comparison(a=a, b=b, depth=depth, chart_categories=chart_categories, colours=colours_of(a, b, depth.categories,
                    chart_categories), shared_keys=shared, only_a=[k for k in a.grid.image_keys if k not in keys_b],
                    only_b=[k for k in b.grid.image_keys if k not in keys_a], warnings=warnings)
+    c.browser_keys = [shared[i] for i in browser_sample(shared, browser_images)]
     if not shared:
         c.warnings.append(f"the runs share no image (no image key in both): the image browser is empty; "
                           f"{image_counts_text(c)}")
@@ -104,7 +110,7 @@ def compare_runs(a: RunView, b: RunView, min_share_percent: float = 5.0) -> Comp
 def colours_of(a: RunView, b: RunView, categories: list[str], chart_categories: list[str]) -> dict[str, str]:
     """One colour per category for both runs: the charts' categories (heaviest first), then any other
     category a caption part of either run is coloured with, then the charts' "other" group."""
-    parts = {p["category"] for run in (a, b) for ps in run.labels.parts.values() for p in ps}
+    parts = a.labels.categories | b.labels.categories
     weight = {}
     for run in (a, b):
         for j, category in enumerate(run.shares.categories):
@@ -139,7 +145,7 @@ def write_compare_files(out_uri: str, c: Comparison) -> dict[str, str]:
 
 def thumbnail_warnings(c: Comparison, images_pattern: str | None, max_thumbnails: int | None) -> list[str]:
     images: ShardImages = c.images
-    missing = [k for k in c.shared_keys if k not in images.thumbnails and k not in dict(images.unreadable)]
+    missing = [k for k in c.browser_keys if k not in images.thumbnails and k not in dict(images.unreadable)]
     out = []
     if images.unreadable:
         out.append(f"{len(images.unreadable)} images could not be read for thumbnails: "

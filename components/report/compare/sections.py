@@ -13,6 +13,7 @@ from ..inputs.shard_images import ShardImages
 from ..metrics.depth_shares import INTERPOLATION_NOTE, DepthShares
 from ..metrics.run_view import RunView
 from ..page.browser_captions import intern_captions
+from ..page.browser_sample import sample_note
 from ..page.html import PageScript, svg_img, table
 from ..page.provenance_html import provenance_html
 
@@ -35,6 +36,7 @@ class Comparison:
     svgs: dict[str, bytes] = field(default_factory=dict)   # figure name -> SVG
     pngs: dict[str, bytes] = field(default_factory=dict)   # figure name -> PNG
     warnings: list[str] = field(default_factory=list)
+    browser_keys: list[str] = field(default_factory=list)  # the shared images the browser embeds (a sample)
 
 
 def runs_table(c: Comparison) -> str:
@@ -142,6 +144,9 @@ after a caption is its entropy (bits per token). Search matches captions of eith
 
 def browser_section(c: Comparison) -> tuple[str, str, str]:
     note = f'<p class="note">{escape(image_counts_text(c))}: only the shared images are shown here.</p>'
+    sample = sample_note(len(c.browser_keys), len(c.shared_keys), "each run's own report (image_captions.parquet)")
+    if sample:
+        note += f'<p class="note" id="compare-browser-sample">{escape(sample)}</p>'
     return "compare-browser", "Images, both runs", note + COMPARE_BROWSER
 
 
@@ -178,8 +183,8 @@ def browser_data(c: Comparison) -> dict:
     categories = [name for name in c.colours if name in c.depth.categories or name not in c.chart_categories]
     category_index = {name: i for i, name in enumerate(categories)}
     label_index: dict[str, int] = {}
-    runs = [_run_data(c.a, c.shared_keys, category_index, label_index),
-            _run_data(c.b, c.shared_keys, category_index, label_index)]
+    runs = [_run_data(c.a, c.browser_keys, category_index, label_index),
+            _run_data(c.b, c.browser_keys, category_index, label_index)]
     images = c.images
     return {
         "categories": categories,
@@ -187,8 +192,8 @@ def browser_data(c: Comparison) -> dict:
         "labelSets": list(label_index),
         "runs": runs,
         "rows": browser_rows(c.a, c.b),
-        "keys": c.shared_keys,
-        "thumbs": [images.thumbnails.get(k, "") for k in c.shared_keys] if images else None,
+        "keys": c.browser_keys,
+        "thumbs": [images.thumbnails.get(k, "") for k in c.browser_keys] if images else None,
     }
 
 

@@ -58,8 +58,10 @@ def thumbnail(data: bytes, px: int, quality: int = 70) -> str:
 
 
 def read_shard_images(pattern: str, wanted_keys: set[str], thumbnail_px: int = 96,
-                      max_thumbnails: int | None = None, skip_shards: set[str] = frozenset()) -> ShardImages:
-    """Stream the shards once: thumbnails for ``wanted_keys`` and every reference caption.
+                      max_thumbnails: int | None = None, skip_shards: set[str] = frozenset(),
+                      thumbnail_keys: set[str] | None = None) -> ShardImages:
+    """Stream the shards once: the reference captions of ``wanted_keys``, and thumbnails of
+    ``thumbnail_keys`` (default: the wanted keys; e.g. only the images a page's browser embeds).
 
     A shard that cannot be read (not a tar, truncated, gone) is recorded in ``unreadable_shards``
     with what it gave until then: thumbnails are not worth a failed report. ``skip_shards``
@@ -70,7 +72,8 @@ def read_shard_images(pattern: str, wanted_keys: set[str], thumbnail_px: int = 9
         raise FileNotFoundError(f"--images {pattern}: no shards match; pass the webdataset shard pattern "
                                 "the pipeline read (e.g. data/{000000..000004}.tar or s3://bucket/shards/*.tar)")
     out = ShardImages(shards=shards)
-    limit = max_thumbnails if max_thumbnails is not None else len(wanted_keys)
+    thumbnail_keys = wanted_keys if thumbnail_keys is None else thumbnail_keys
+    limit = max_thumbnails if max_thumbnails is not None else len(thumbnail_keys)
     # Samples the reader skips (no image, repeated key) were never captioned: extract's
     # manifest already records them, and the report lists them from the captions' metadata.
     ignored: list[SkippedSample] = []
@@ -78,7 +81,7 @@ def read_shard_images(pattern: str, wanted_keys: set[str], thumbnail_px: int = 9
         if uri in skip_shards:
             continue
         try:
-            read_one_shard(uri, wanted_keys, out, ignored, thumbnail_px, limit)
+            read_one_shard(uri, wanted_keys, out, ignored, thumbnail_px, limit, thumbnail_keys)
         except (ShardError, storage.StorageError, OSError) as e:
             log.warning("images: %s could not be read for thumbnails: %s", uri, e)
             out.unreadable_shards.append((uri, str(e)))
@@ -88,7 +91,7 @@ def read_shard_images(pattern: str, wanted_keys: set[str], thumbnail_px: int = 9
 
 
 def read_one_shard(uri: str, wanted_keys: set[str], out: ShardImages, ignored: list[SkippedSample], thumbnail_px: int,
-                   limit: int) -> None:
+                   limit: int, thumbnail_keys: set[str] | None = None) -> None:
     """Thumbnails and reference captions of one shard's wanted samples, into ``out``."""
     for sample in iter_samples(uri, ignored):
         if sample.key not in wanted_keys:
@@ -96,7 +99,8 @@ def read_one_shard(uri: str, wanted_keys: set[str], out: ShardImages, ignored: l
         references = reference_captions(sample)
         if references:
             out.references.setdefault(sample.key, []).extend(references)
-        if sample.key in out.thumbnails or len(out.thumbnails) >= limit:
+        if sample.key in out.thumbnails or len(out.thumbnails) >= limit or (
+                thumbnail_keys is not None and sample.key not in thumbnail_keys):
             continue
         try:
             out.thumbnails[sample.key] = thumbnail(sample.image_bytes()[1], thumbnail_px)

@@ -9,6 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ...common import storage
 from ...common.contracts import AGGREGATE_META_CATEGORY_MAP as CATEGORY_MAP_KEY
@@ -149,12 +150,11 @@ def check_same_categorize_run(labels_meta: dict, labels_uri: str, aggregate_meta
 def check_labels_cover_captions(labels: pa.Table, captions: pa.Table, labels_uri: str) -> None:
     """Categorize labels every distinct caption once: a caption without a labels row means the
     labels were made from other captions."""
-    labelled = set(labels.column("caption").to_pylist())
-    distinct = list(dict.fromkeys(captions.column("caption").to_pylist()))
-    missing = [c for c in distinct if c not in labelled]
-    if missing:
+    distinct = pc.unique(captions.column("caption"))
+    missing = distinct.filter(pc.invert(pc.is_in(distinct, value_set=labels.column("caption"))))
+    if len(missing):
         raise ValueError(f"--labels {labels_uri}: {len(missing)} of the {len(distinct)} distinct captions have no "
-                         f"labels row (e.g. {missing[0]!r}): the labels were made from other captions; pass the "
+                         f"labels row (e.g. {missing[0].as_py()!r}): the labels were made from other captions; pass the "
                          "labels of these captions, or re-run categorize on them")
 
 

@@ -44,8 +44,9 @@ def grid_warnings(grid: CaptionGrid) -> list[str]:
 
 
 def image_warnings(grid: CaptionGrid, images: ShardImages | None, images_pattern: str | None,
-                   max_thumbnails: int | None) -> list[str]:
-    """Images and shards that could not be read for thumbnails, and captioned images the shards lack."""
+                   max_thumbnails: int | None, thumbnail_keys: list[str] | None = None) -> list[str]:
+    """Images and shards that could not be read for thumbnails, and images the shards lack among
+    ``thumbnail_keys`` (the images whose thumbnails were wanted; default: every captioned image)."""
     warnings = []
     if images and images.unreadable:
         n_bad = len(images.unreadable)
@@ -53,9 +54,10 @@ def image_warnings(grid: CaptionGrid, images: ShardImages | None, images_pattern
                         + ", ".join(key for key, _ in images.unreadable[:10]))
     for shard, reason in (images.unreadable_shards if images else []):
         warnings.append(f"shard {shard} could not be read for thumbnails and reference captions: {reason}")
-    if images and len(images.thumbnails) < len(grid.image_keys) and max_thumbnails is None:
-        collided = sum(len(shards) for shards in grid.collisions.values())
-        missing = len(grid.image_keys) - len(images.thumbnails) - len(images.unreadable) - collided
+    wanted = grid.image_keys if thumbnail_keys is None else thumbnail_keys
+    if images and len(images.thumbnails) < len(wanted) and max_thumbnails is None:
+        collided = {f"{key} ({shard})" for key, shards in grid.collisions.items() for shard in shards}
+        missing = len(wanted) - len(images.thumbnails) - len(images.unreadable) - len(collided.intersection(wanted))
         if missing:
             warnings.append(f"{missing} images of the captions were not found in the shards {images_pattern}")
     return warnings

@@ -86,26 +86,33 @@ class LayerStats:
     close_threshold: float = 0.5
 
 
+CACHE_LIMIT = 100_000  # distinct texts a cache holds before it starts afresh (~0.3 GB at the most)
 ENTROPY_PERCENTILES = (("p10", 10), ("p25", 25), ("median", 50), ("p75", 75), ("p90", 90))
 
 
 class TokenCache:
-    """Tokens and token bags of caption texts, each computed once (a caption repeats across
-    images and layers), and the token F1 between two texts."""
+    """Tokens and token bags of caption texts, each computed once while the cache holds it (a caption
+    repeats across images and layers), and the token F1 between two texts. The cache starts afresh
+    when it holds ``limit`` texts, so its memory stays flat however many captions a run has."""
 
-    def __init__(self):
+    def __init__(self, limit: int = CACHE_LIMIT):
+        self.limit = limit
         self._tokens: dict[str, list[str]] = {}
         self._bags: dict[str, Counter] = {}
 
     def tokens(self, text: str) -> list[str]:
         found = self._tokens.get(text)
         if found is None:
+            if len(self._tokens) >= self.limit:
+                self._tokens.clear()
             found = self._tokens[text] = tokenize(text)
         return found
 
     def bag(self, text: str) -> Counter:
         found = self._bags.get(text)
         if found is None:
+            if len(self._bags) >= self.limit:
+                self._bags.clear()
             found = self._bags[text] = Counter(self.tokens(text))
         return found
 
@@ -215,7 +222,7 @@ def agreement_with_references(grid: CaptionGrid, references: dict[str, list[str]
 
 def compute_layer_stats(grid: CaptionGrid, references: dict[str, list[str]] | None = None,
                         close_threshold: float = 0.5) -> LayerStats:
-    cache, grams = TokenCache(), NgramCache()
+    cache, grams = TokenCache(), NgramCache(limit=CACHE_LIMIT)
     entropy, n_captions, unique = entropy_by_layer(grid)
     distance = distance_to_final(grid, cache, grams)
     stats = LayerStats(

@@ -42,16 +42,20 @@ def token_f1(candidate: Sequence[str], reference: Sequence[str]) -> float:
 
 
 class NgramCache:
-    """n-gram counts (n = 1..4) per token sequence, computed once per distinct caption."""
+    """n-gram counts (n = 1..4) per token sequence, computed once per distinct caption while the
+    cache holds it; with a ``limit``, it starts afresh when it holds that many (flat memory)."""
 
-    def __init__(self, n: int = 4):
+    def __init__(self, n: int = 4, limit: int | None = None):
         self.n = n
+        self.limit = limit
         self._cache: dict[tuple, list[Counter]] = {}
 
     def __call__(self, tokens: Sequence[str]) -> list[Counter]:
         key = tuple(tokens)
         got = self._cache.get(key)
         if got is None:
+            if self.limit is not None and len(self._cache) >= self.limit:
+                self._cache.clear()
             got = self._cache[key] = [ngrams(key, k) for k in range(1, self.n + 1)]
         return got
 

@@ -65,15 +65,14 @@ def intern_captions(grid: CaptionGrid, images: list[int] | np.ndarray, labels: L
     can share one list."""
     rows = grid.rows[np.asarray(images, dtype=np.int64)].reshape(-1)
     number_of: dict[str, int] = {}
-    captions: list[str] = []
-    spans: list[list[int]] = []
     cap = np.full(rows.shape, -1, dtype=np.int64)
     for cell in np.flatnonzero(rows >= 0).tolist():
         caption = grid.captions[rows[cell]]
         number = number_of.get(caption)
         if number is None:
-            number = number_of[caption] = len(captions)
-            captions.append(caption)
-            spans.append(caption_spans(caption, labels.parts.get(caption, []), category_index, label_index))
+            number = number_of[caption] = len(number_of)
         cap[cell] = number
+    captions = list(number_of)
+    parts = labels.parts_of(captions)
+    spans = [caption_spans(caption, parts.get(caption, []), category_index, label_index) for caption in captions]
     return BrowserCaptions(captions, spans, cap, rows)

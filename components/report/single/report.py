@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from ...common import storage
-from ...common.contracts import FailedShard
+from ...common.contracts import FailedShard, provenance
 from ...common.version import __version__
 from ..compare import report as compare
 from ..inputs.layer_naming import LayerNaming
@@ -36,6 +36,7 @@ from ..metrics.data_warnings import image_warnings
 from ..metrics.labels import LabelView
 from ..metrics.layer_stats import CaptionGrid, LayerStats, compute_layer_stats
 from ..metrics.run_view import RunView, load_run, run_view_of
+from ..page.browser_sample import BROWSER_IMAGES, browser_sample
 from ..page.outputs import (
     ReportResult,
     failed_shard_warnings,
@@ -44,6 +45,7 @@ from ..page.outputs import (
     write_page_files,
 )
 from . import plots
+from .image_table import write_image_table
 from .sections import ReportContent, report_html
 from .summary import headline_metrics, layer_rows, summary_markdown
 
@@ -57,7 +59,8 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
                  min_share_percent: float = 5.0, thumbnail_px: int = 96, max_thumbnails: int | None = None,
                  title: str = "What each layer sees", compare_with: str | None = None,
                  compare_role: str = "--compare-with", names: tuple[str | None, str | None] | None = None,
-                 failed_shards: list[FailedShard] | None = None) -> ReportResult:
+                 failed_shards: list[FailedShard] | None = None,
+                 browser_images: int | None = BROWSER_IMAGES) -> ReportResult:
     """Read the tables, write the report under ``out_uri``, return metrics, Markdown and HTML.
 
     ``labels_uri`` and ``aggregate_uri``: the categorize step's two tables (both or neither);
@@ -70,12 +73,17 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
     ``names``: display names of this run and the other (default: their models' names).
     ``failed_shards``: the shards the pipeline left out (bad input), listed first on the page and in
     the summary, counted in the ``failed_shards`` metric; their shards are not read for thumbnails.
+    ``browser_images``: the most images the page's browser embeds (None: all); above it, a fixed sample
+    (``page/browser_sample.py``), said so on the page; every image is in image_captions.parquet.
     """
     started = time.perf_counter()
     inputs = load_inputs(captions_uris, labels_uri, aggregate_uri)
     grid = CaptionGrid.from_table(inputs.captions)
     failed = list(failed_shards or [])
-    images = read_images(images_pattern, grid, inputs, thumbnail_px, max_thumbnails, {f.shard for f in failed})
+    shown = browser_sample(grid.image_keys, browser_images)
+    shown_keys = [grid.image_keys[i] for i in shown]
+    images = read_images(images_pattern, grid, inputs, thumbnail_px, max_thumbnails, {f.shard for f in failed},
+                         set(shown_keys))
     stats = compute_layer_stats(grid, images.references if images else None, close_f1)
     run = run_view_of(inputs, "this run", "this run", (names or (None, None))[0], stats=stats, grid=grid,
                       errors_name="captions")
@@ -83,17 +91,21 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
     chart = cat.group_small(run.shares, min_share_percent) if run.shares else None
     colours = category_colours(run.shares, chart, run.labels)
     weights_note = random_weights_note(inputs.provenance["captions"])
-    warnings = run.warnings + image_warnings(grid, images, images_pattern, max_thumbnails)
+    warnings = run.warnings + image_warnings(grid, images, images_pattern, max_thumbnails, shown_keys)
     metrics = headline_metrics(grid, stats, labels, run.shares)
+    metrics["browser_images"] = float(len(shown))
     if failed_shards is not None:  # the pipeline: 0 says every shard made it
         metrics["failed_shards"] = float(len(failed))
     comparison = None
     if compare_with:
-        comparison = compare_this_run(run, images, compare_with, compare_role, names, min_share_percent)
+        comparison = compare_this_run(run, images, compare_with, compare_role, names, min_share_percent,
+                                      browser_images)
         warnings += comparison.warnings
 
     svgs, files = write_plots(out_uri, stats, chart, colours, run.naming)
     files.update(write_tables(out_uri, stats, run.shares, run.naming))
+    files.update(write_image_table(out_uri, grid, stats, run.naming, shown,
+                                   provenance(captions=inputs.sources["captions"], browser_images=browser_images)))
     markdown = summary_markdown(metrics, stats, run.shares, labels, run.precision, warnings,
                                 failed_shards_markdown(failed), weights_note)
     warnings = failed_shard_warnings(failed) + warnings  # at the top of the page
@@ -102,7 +114,7 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
         metrics.update(compare.compare_metrics(comparison))
         markdown += "\n" + compare.compare_markdown(comparison, metrics, standalone=False)
     html = report_html(ReportContent(
-        title=title, run=run, chart=chart, colours=colours, svgs=svgs, metrics=metrics, images=images,
+        title=title, run=run, chart=chart, colours=colours, svgs=svgs, metrics=metrics, images=images, browser=shown,
         warnings=warnings, report_params=report_parameters(close_f1, min_share_percent), comparison=comparison,
         weights_note=weights_note,
     ))
@@ -115,22 +127,27 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
 # ------------------------------------------------------------------ steps
 
 def compare_this_run(run: RunView, images: ShardImages | None, other: str, role: str,
-                     names: tuple[str | None, str | None] | None, min_share_percent: float):
+                     names: tuple[str | None, str | None] | None, min_share_percent: float,
+                     browser_images: int | None = BROWSER_IMAGES):
     """This run (A, the tables just read) against a second finished run (B, from its storage prefix)."""
     if run.shares is None:
         raise ValueError(f"{role} {other}: a comparison needs this run's labels too; pass --labels and --aggregate")
     this = dataclasses.replace(run, warnings=[])  # this run's own warnings are on its page already
-    comparison = compare.compare_runs(this, load_run(other, role, (names or (None, None))[1]), min_share_percent)
+    comparison = compare.compare_runs(this, load_run(other, role, (names or (None, None))[1]), min_share_percent,
+                                      browser_images)
     comparison.images = images  # this run's thumbnails: the shared images are among them
     return comparison
 
 
 def read_images(pattern: str | None, grid: CaptionGrid, inputs: ReportInputs, thumbnail_px: int,
-                max_thumbnails: int | None, skip_shards: set[str] = frozenset()) -> ShardImages | None:
-    """Thumbnails and reference captions of the captioned images (None: no shards given)."""
+                max_thumbnails: int | None, skip_shards: set[str] = frozenset(),
+                thumbnail_keys: set[str] | None = None) -> ShardImages | None:
+    """Reference captions of the captioned images and thumbnails of ``thumbnail_keys`` (default: all);
+    None: no shards given."""
     if not pattern:
         return None
-    images = read_shard_images(pattern, set(grid.image_keys), thumbnail_px, max_thumbnails, skip_shards)
+    images = read_shard_images(pattern, set(grid.image_keys), thumbnail_px, max_thumbnails, skip_shards,
+                               thumbnail_keys)
     inputs.sources["images"] = images.shards
     return images
 
@@ -140,7 +157,7 @@ def category_colours(shares: cat.ShareMatrix | None, chart: cat.ShareMatrix | No
     """Chart categories first (so the page and the figure agree), then any other category a
     caption part is coloured with, then the chart's "other" group."""
     chart_categories = list(shares.categories) if shares else []
-    part_categories = {part["category"] for parts in labels.parts.values() for part in parts}
+    part_categories = labels.categories
     weight = {c: float(np.nansum(shares.values[:, j])) for j, c in enumerate(chart_categories)} if shares else {}
     colours = cat.category_colours(chart_categories + sorted(part_categories - set(chart_categories)), weight)
     if chart is not None:

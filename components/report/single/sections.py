@@ -12,9 +12,11 @@ from ..compare.sections import Comparison, compare_script, compare_sections
 from ..inputs.shard_images import ShardImages
 from ..metrics import category_shares as cat
 from ..metrics.run_view import RunView
+from ..page.browser_sample import sample_note
 from ..page.html import SINGLE_BROWSER, PageScript, page, svg_img, table
 from ..page.provenance_html import find_skipped, provenance_html
 from .browser_data import browser_data
+from .image_table import IMAGE_TABLE
 from .summary import layer_rows, metric_text, status_text
 
 
@@ -29,6 +31,7 @@ class ReportContent:
     svgs: dict[str, bytes]              # figure name -> SVG
     metrics: dict[str, float]
     images: ShardImages | None
+    browser: list[int]                  # the images the browser embeds (indices into the run's grid)
     warnings: list[str]                 # the page's: failed shards, the run's tables, images, the comparison
     report_params: list[tuple[str, str]]
     comparison: Comparison | None = None   # a second run to compare this one with (its sections follow the browser)
@@ -138,15 +141,20 @@ def subtitle(content: ReportContent) -> str:
     return text
 
 
+def browser_section(content: ReportContent) -> tuple[str, str, str]:
+    note = sample_note(len(content.browser), len(content.run.grid.image_keys), f"{IMAGE_TABLE} beside this page")
+    return "browser", "Images", (f'<p class="note" id="browser-sample">{escape(note)}</p>' if note else "") + SINGLE_BROWSER
+
+
 def report_html(content: ReportContent) -> str:
     sections = [categories_section(content), entropy_section(content), distance_section(content),
-                ("browser", "Images", SINGLE_BROWSER)]
+                browser_section(content)]
     chart, shares = content.chart, content.run.shares
     # the browser lists the table's categories, not the chart's "other" group
     browser_categories = [c for c in content.colours if chart is None or c not in chart.categories
                           or c in shares.categories]
     data = browser_data(content.run.grid, content.run.stats, content.run.labels, browser_categories, content.colours,
-                        content.images, content.run.naming)
+                        content.images, content.run.naming, content.browser)
     scripts = [PageScript("report-data", data, page_js())]
     notes = [(content.run.precision.text, content.run.precision.deviation), (content.weights_note, True)]
     comparison = content.comparison
