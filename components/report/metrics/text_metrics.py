@@ -24,7 +24,8 @@ def tokenize(text: str) -> list[str]:
 
 
 def ngrams(tokens: Sequence[str], n: int) -> Counter:
-    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    """Counts of the ``n``-token runs of ``tokens`` (as tuples)."""
+    return Counter(zip(*(tokens[k:] for k in range(n))))
 
 
 def token_f1(candidate: Sequence[str], reference: Sequence[str]) -> float:
