@@ -14,7 +14,7 @@ from ..metrics.depth_shares import INTERPOLATION_NOTE, DepthShares
 from ..metrics.run_view import RunView
 from ..page.browser_captions import intern_captions
 from ..page.browser_sample import sample_note
-from ..page.html import PageScript, svg_img, table
+from ..page.html import PageScript, browser_controls, svg_img, table
 from ..page.provenance_html import provenance_html
 
 MAX_KEYS_LISTED = 50
@@ -130,16 +130,8 @@ COMPARE_BROWSER = """<p class="note">Images both runs captioned (same image key)
 by side, rows aligned by relative depth (a run without a layer at that depth leaves its cell empty). Each run's layers
 are labelled by its model's own numbering. Caption parts are coloured by category (hover for the labels); the number
 after a caption is its entropy (bits per token). Search matches captions of either run and image keys.</p>
-<div class="controls">
- <input id="cmp-search" type="search" placeholder="search captions or image keys" aria-label="search both runs">
- <label>category <select id="cmp-category"><option value="-1">any</option></select></label>
- <label>per page <select id="cmp-size"><option>5</option><option>10</option><option>20</option><option>50</option></select></label>
- <span id="cmp-count"></span>
-</div>
-<div class="legend" id="cmp-legend"></div>
-<div class="pager"><button class="cmp-prev" type="button">&larr; prev</button><span class="cmp-pageinfo"></span><button class="cmp-next" type="button">next &rarr;</button></div>
-<div id="cmp-results"></div>
-<div class="pager"><button class="cmp-prev" type="button">&larr; prev</button><span class="cmp-pageinfo"></span><button class="cmp-next" type="button">next &rarr;</button></div>"""
+"""
+COMPARE_BROWSER += browser_controls("cmp-", (5, 10, 20, 50), search_label="search both runs")
 
 
 def browser_section(c: Comparison) -> tuple[str, str, str]:

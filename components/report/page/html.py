@@ -62,21 +62,31 @@ def cards(items: list[tuple[str, str]]) -> str:
     ) + "</div>"
 
 
+def browser_controls(prefix: str, sizes: tuple[int, ...], extra: str = "", search_label: str = "search") -> str:
+    """The controls an image browser's script wires up (``browser_common.js``), every id and pager class
+    prefixed with ``prefix``: search box, category select, ``extra`` controls, page size, count, legend,
+    and a pager above and below the results."""
+    pager = (f'<div class="pager"><button class="{prefix}prev" type="button">&larr; prev</button><span '
+             f'class="{prefix}pageinfo"></span><button class="{prefix}next" type="button">next &rarr;</button></div>')
+    sizes_html = "".join(f"<option>{n}</option>" for n in sizes)
+    return f"""<div class="controls">
+ <input id="{prefix}search" type="search" placeholder="search captions or image keys" aria-label="{search_label}">
+ <label>category <select id="{prefix}category"><option value="-1">any</option></select></label>
+{extra} <label>per page <select id="{prefix}size">{sizes_html}</select></label>
+ <span id="{prefix}count"></span>
+</div>
+<div class="legend" id="{prefix}legend"></div>
+{pager}
+<div id="{prefix}results"></div>
+{pager}"""
+
+
 SINGLE_BROWSER = """<p class="note">Every layer's caption of each image; caption parts are coloured by category (hover for the labels).
 Right columns: caption entropy (bits per token) and token F1 against the last layer's caption.
 Search matches caption text and image keys; click a category to filter; the address bar keeps the view (#q=...).</p>
-<div class="controls">
- <input id="search" type="search" placeholder="search captions or image keys" aria-label="search">
- <label>category <select id="category"><option value="-1">any</option></select></label>
- <label>layer <select id="layer"><option value="-1">all</option></select></label>
+""" + browser_controls("", (10, 20, 50, 100), """ <label>layer <select id="layer"><option value="-1">all</option></select></label>
  <label><input id="only" type="checkbox"> only matching layers</label>
- <label>per page <select id="size"><option>10</option><option>20</option><option>50</option><option>100</option></select></label>
- <span id="count"></span>
-</div>
-<div class="legend" id="legend"></div>
-<div class="pager"><button class="prev" type="button">&larr; prev</button><span class="pageinfo"></span><button class="next" type="button">next &rarr;</button></div>
-<div id="results"></div>
-<div class="pager"><button class="prev" type="button">&larr; prev</button><span class="pageinfo"></span><button class="next" type="button">next &rarr;</button></div>"""
+""")
 
 
 @dataclass

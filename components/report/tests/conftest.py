@@ -27,6 +27,15 @@ def reference_tables(reference_dir, tmp_path_factory):
     return write_reference_tables(str(tmp_path_factory.mktemp("reference-tables")))
 
 
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium per test module (the browser tests are skipped where it is not installed)."""
+    from latent_verbalizer.components.report.tests.headless_chromium import Chromium
+
+    with Chromium() as b:
+        yield b
+
+
 def make_shard(path: str, keys: list[str], references: dict[str, list[str]], real_jpg: str | None) -> str:
     """A webdataset tar: key.jpg + key.json; the real COCO photo (a real JPEG to decode; it is not
     the photo these captions describe) for the last key, drawn pictures for the others."""

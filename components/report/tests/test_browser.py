@@ -19,16 +19,8 @@ pytestmark = pytest.mark.skipif(
 READY = "window.__lverb && window.__lverb.ready"
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with Chromium() as b:
-        yield b
-
-
 def _search(b: Chromium, text: str) -> int:
-    b.eval(f"var s = document.getElementById('search'); s.value = {text!r}; s.dispatchEvent(new Event('input')); 1")
-    b.wait_for(f"window.__lverb.q === {text!r}")  # rendered (the input handler debounces on big pages)
-    return b.eval("window.__lverb.matches")
+    return b.search("search", "__lverb", text)
 
 
 def _pixels_vary(path: str) -> float:

@@ -45,16 +45,8 @@ def runs(reference_dir, tmp_path_factory):
     return {"a": a, "b": b, "caps": caps}
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with Chromium() as b:
-        yield b
-
-
 def _search(b: Chromium, text: str) -> int:
-    b.eval(f"var s = document.getElementById('cmp-search'); s.value = {text!r}; s.dispatchEvent(new Event('input')); 1")
-    b.wait_for(f"window.__lverbCompare.q === {text!r}")
-    return b.eval("window.__lverbCompare.matches")
+    return b.search("cmp-search", "__lverbCompare", text)
 
 
 CELLS = """Array.from(document.querySelectorAll('#cmp-results .img-card')[0].querySelectorAll('tr[data-depth]'))
