@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-STUDY_PRECISIONS = ("fp32", "float32")  # the study's method, in either spelling
+from ...common.precision import parse_dtype
+
 PRECISION_KEY = "precision"             # captions metadata: parameters.precision (the caption step's)
 AGREEMENT_KEY = "fp32_agreement"        # optional: how closely this precision's captions matched fp32's
 
@@ -20,6 +21,14 @@ class CaptionPrecision:
 def _parameter(meta: dict, key: str):
     params = meta.get("parameters") if isinstance(meta.get("parameters"), dict) else {}
     return params.get(key, meta.get(key))
+
+
+def is_study_precision(name: str) -> bool:
+    """float32 in any spelling of the project's one dtype vocabulary (``common/precision.py``): the study's method."""
+    try:
+        return parse_dtype(name) == "float32"
+    except ValueError:
+        return False
 
 
 def _describe(agreement) -> str:
@@ -38,7 +47,7 @@ def caption_precision(captions_meta: list[dict]) -> CaptionPrecision:
         return CaptionPrecision(f"caption precision: mixed ({', '.join(precisions)}) across the captions files; "
                                 "the study decoded every caption in fp32", True)
     precision = precisions[0]
-    if precision.lower() in STUDY_PRECISIONS:
+    if is_study_precision(precision):
         return CaptionPrecision(f"captions decoded in {precision}, the study's method", False)
     agreements = [a for a in (_parameter(m, AGREEMENT_KEY) for m in captions_meta) if a is not None]
     measured = (f"; measured agreement with fp32: {_describe(agreements[0])}" if agreements else
