@@ -31,6 +31,7 @@ from .compare_page import (
     provenance_sections,
 )
 from .depth_shares import INTERPOLATION_NOTE, compare_shares, grouped_for_charts
+from .grounding_page import compare_grounding_scripts
 from .markdown_text import md_text
 from .page import page
 from .report_outputs import ReportResult, write_csv, write_page_files
@@ -68,7 +69,8 @@ def build_compare_report(run_a: str, run_b: str, out_uri: str, images_pattern: s
     report_params = compare_parameters(min_share_percent)
     html = page(title=title, subtitle=f"A: {a.name} · B: {b.name} · {image_counts_text(c)}",
                 headline=compare_cards(c, metrics), sections=compare_sections(c) + provenance_sections(c, report_params),
-                warnings=c.warnings, scripts=[compare_script(c)], method_notes=method_notes(c))
+                warnings=c.warnings, scripts=compare_grounding_scripts(c) + [compare_script(c)],
+                method_notes=method_notes(c))
     files.update(write_page_files(out_uri, markdown, metrics, html))
     log.info("compare report: %s vs %s, %d shared images -> %s in %.1fs", a.name, b.name, len(c.shared_keys),
              files["report.html"], time.perf_counter() - started)

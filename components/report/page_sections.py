@@ -10,6 +10,7 @@ from html import escape
 from . import categories as cat
 from .browser_data import LabelView, browser_data
 from .compare_page import Comparison, compare_script, compare_sections
+from .grounding_page import RunGrounding, page_parts
 from .inputs import ReportInputs
 from .layer_naming import LayerNaming
 from .layer_stats import CaptionGrid, LayerStats
@@ -42,6 +43,7 @@ class ReportContent:
     naming: LayerNaming
     comparison: Comparison | None = None   # a second run to compare this one with (its sections follow the browser)
     weights_note: str | None = None        # set when the captions come from random weights (weights.py)
+    grounding: RunGrounding | None = None  # the captions' per-patch maps (issue #21), when the run computed them
 
 
 def headline_cards(content: ReportContent) -> list[tuple[str, str]]:
@@ -157,6 +159,9 @@ def report_html(content: ReportContent) -> str:
     data = browser_data(content.grid, content.stats, content.labels, browser_categories, content.colours,
                         content.images, content.naming)
     scripts = [PageScript("report-data", data, page_js())]
+    grounding_sections, grounding_script = page_parts(content.grounding, content.grid, content.naming, content.comparison)
+    sections[3:3] = grounding_sections  # before the image browser
+    scripts[:0] = [grounding_script] if grounding_script else []  # defined before the browsers draw
     notes = [(content.precision.text, content.precision.deviation), (content.weights_note, True)]
     comparison = content.comparison
     if comparison is not None:

@@ -29,6 +29,7 @@ from . import categories as cat
 from . import compare_report as compare
 from . import plots
 from .browser_data import LabelView, label_view
+from .grounding_page import grounding_markdown, grounding_metrics, run_grounding, write_grounding_files
 from .inputs import ReportInputs, load_inputs
 from .layer_naming import LayerNaming, layer_naming
 from .layer_stats import CaptionGrid, LayerStats, compute_layer_stats
@@ -89,6 +90,8 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
     if failed_shards is not None:  # the pipeline: 0 says every shard made it
         metrics["failed_shards"] = float(len(failed))
     naming = layer_naming(inputs.provenance["captions"], grid.layers)
+    grounding = run_grounding(inputs, grid, naming)  # None: the captions carry no maps (issue #21)
+    metrics.update(grounding_metrics(grounding))
     comparison = None
     if compare_with:
         comparison = compare_this_run(inputs, grid, stats, images, compare_with, compare_role, names,
@@ -97,8 +100,9 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
 
     svgs, files = write_plots(out_uri, stats, chart, colours, naming)
     files.update(write_tables(out_uri, stats, shares, naming))
+    files.update(write_grounding_files(out_uri, grounding, naming))
     markdown = summary_markdown(metrics, stats, shares, labels if inputs.categorized else None, precision, warnings,
-                                failed_shards_markdown(failed), weights_note)
+                                failed_shards_markdown(failed), weights_note) + grounding_markdown(grounding)
     warnings = failed_shard_warnings(failed) + warnings  # at the top of the page
     if comparison is not None:
         files.update(compare.write_compare_files(out_uri, comparison))
@@ -108,7 +112,7 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
         title=title, inputs=inputs, grid=grid, stats=stats, labels=labels, shares=shares, chart=chart,
         colours=colours, svgs=svgs, metrics=metrics, images=images, precision=precision, warnings=warnings,
         report_params=report_parameters(close_f1, min_share_percent), naming=naming, comparison=comparison,
-        weights_note=weights_note,
+        weights_note=weights_note, grounding=grounding,
     ))
     files.update(write_page_files(out_uri, markdown, metrics, html))
     log.info("report: %d images x %d layers -> %s (%.1f MB HTML) in %.1fs", len(grid.image_keys), len(grid.layers),
