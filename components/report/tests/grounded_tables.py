@@ -52,3 +52,16 @@ def write_grounded_captions(uri: str, captions: pa.Table, grid: tuple[int, int],
     made_by = dict(provenance(**parameters), **{CAPTIONS_META_GROUNDING_GRID: list(grid)})
     write_table(uri, captions, CAPTIONS_GROUNDED_SCHEMA, CAPTIONS_FORMAT, CAPTIONS_VERSION, made_by)
     return uri
+
+
+def write_grounded_run(prefix: str, captions: pa.Table, grid: tuple[int, int], parameters: dict) -> list[str]:
+    """A finished run's captions under ``prefix`` as run_layouts.write_captions lays them out (a table and a
+    manifest per shard), each table with its maps (``captions`` has the grounding column)."""
+    import pyarrow.compute as pc
+
+    from latent_verbalizer.components.report.tests.run_layouts import write_captions
+
+    uris = write_captions(prefix, captions.drop_columns([GROUNDING_FIELD.name]), parameters)
+    for uri, shard in zip(uris, dict.fromkeys(captions.column("shard").to_pylist())):
+        write_grounded_captions(uri, captions.filter(pc.equal(captions.column("shard"), shard)), grid, parameters)
+    return uris
