@@ -4,6 +4,7 @@ maps left exactly as it was."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import math
@@ -27,6 +28,7 @@ from latent_verbalizer.components.report.tests.grounded_tables import (
     with_maps,
     write_grounded_captions,
 )
+from latent_verbalizer.components.report.tests.page_parsing import embedded_data
 from latent_verbalizer.components.report.tests.run_layouts import caption_rows
 
 GRID = (7, 7)
@@ -148,3 +150,54 @@ def test_a_run_without_maps_is_reported_as_before(tmp_path):
     body = r.html.split("</style>", 1)[1]  # the styles always carry the overlay's (unused) rules
     assert "grounding" not in body and "gmap" not in body and "Where the captions look" not in body
     assert "Where the captions look" not in r.markdown
+
+
+def test_a_run_compared_with_another_carries_both_runs_maps(tmp_path):
+    """build_report(compare_with=...): this run's maps for its own browser, and both runs' (B on its own grid,
+    drawn over the whole image: BLIP) for the comparison's, aligned by depth."""
+    from latent_verbalizer.components.report.tests.grounded_tables import write_grounded_run
+    from latent_verbalizer.components.report.tests.run_layouts import blip_parameters, write_labels
+
+    paths = {}
+    for name, n_layers, grid, params in (("a", 4, GRID, COCA), ("b", 2, (4, 4), blip_parameters(2))):
+        captions = _captions(3, n_layers)
+        prefix = str(tmp_path / f"run-{name}")
+        paths[name] = write_grounded_run(prefix, with_maps(captions, blob_maps(captions, grid, n_layers)), grid, params)
+        paths[name + "_labels"] = write_labels(prefix, captions, [(c, [], "no_parts") for c in
+                                                                 dict.fromkeys(captions.column("caption").to_pylist())],
+                                               {"object": "object"})
+        paths[name + "_prefix"] = prefix
+    r = build_report(paths["a"], *paths["a_labels"], str(tmp_path / "out"), compare_with=paths["b_prefix"])
+    data = embedded_data(r.html, "grounding-data")
+    assert r.html.index('id="grounding-data"') < r.html.index('id="report-data"')  # set before the browsers draw
+    single, compare = data["single"], data["compare"]
+    assert single["grid"] == [7, 7] and single["view"] == "square" and single["layers"] == [0, 1, 2, 3]
+    assert len(single["maps"]) == 3 and all(len(m) == 4 for m in single["maps"])
+    a, b = compare["runs"]
+    assert (a["grid"], a["view"], b["grid"], b["view"]) == ([7, 7], "square", [4, 4], "whole")
+    assert b["labels"] == ["encoder layer 1", "encoder layer 2"]
+    # rows by depth: A's blocks at 0.25 .. 1.0, B's layers at 0.5 and 1.0
+    assert compare["rows"] == [[0.25, 0, -1], [0.5, 1, 0], [0.75, 2, -1], [1.0, 3, 1]]
+    first = np.frombuffer(base64.b64decode(b["maps"][0][1]), dtype=np.uint8)
+    assert first.max() == 255 and np.argmax(first) == np.ravel_multi_index((3, 1), (4, 4))  # blob_centre of image 0, layer 1
+
+
+def test_maps_beyond_the_page_budget_are_left_to_the_figure(tmp_path):
+    from latent_verbalizer.components.report.grounding_page import run_grounding, single_maps
+    from latent_verbalizer.components.report.layer_naming import layer_naming
+    from latent_verbalizer.components.report.layer_stats import CaptionGrid
+
+    captions = _captions(4, 2)
+    maps = blob_maps(captions, GRID, 2)
+    maps[2] = maps[3] = None   # image 1 has no map
+    uri = write_grounded_captions(str(tmp_path / "c.parquet"), with_maps(captions, maps), GRID, COCA)
+    inputs = load_inputs([uri], None, None)
+    grid = CaptionGrid.from_table(inputs.captions)
+    naming = layer_naming(inputs.provenance["captions"], grid.layers)
+    g = run_grounding(inputs, grid, naming, figure=False)
+    one_image = 2 * len(base64.b64encode(bytes(P)))   # two layers of 49 bytes, in base64
+    data, embedded, with_maps_ = single_maps(g, grid, naming, budget=one_image + 1)
+    # image 0 fits, image 1 has none, image 2 fits (the budget was not yet spent), image 3 is left out
+    assert [None if m is None else ("" if m == "" else len(m)) for m in data["maps"]] == [2, None, 2, ""]
+    assert (embedded, with_maps_) == (2, 3)
+    assert sum(g.spread.n_maps) == 6   # the figure counts them all
