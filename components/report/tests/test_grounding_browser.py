@@ -208,6 +208,7 @@ def test_compare_page_shows_both_runs_maps_side_by_side(browser, shards, two_run
     assert canvas_a == pytest.approx([img_a[0] + (img_a[2] - img_a[3]) / 2, img_a[1], img_a[3], img_a[3]], abs=1.0)
     assert canvas_b == pytest.approx(img_b, abs=1.0)
     assert canvas_b[0] > canvas_a[0] + canvas_a[2]   # side by side
+    assert b.eval(f"getComputedStyle({card}.querySelector('.side > img')).display") == "none"  # the pair replaces it
     b.eval(f"{card}.scrollIntoView(); 1")
     assert _pixels_vary(b.screenshot(str(tmp_path / "grounding-compare.png"))) > 20
 
