@@ -89,6 +89,7 @@
     body.appendChild(t);
     box.appendChild(side);
     box.appendChild(body);
+    window.__lverbGrounding?.decorateCompare(box, side, i);  // both runs' caption maps, when a run has them
     return box;
   }
 

@@ -86,6 +86,7 @@
     body.appendChild(t);
     box.appendChild(side);
     box.appendChild(body);
+    window.__lverbGrounding?.decorate(box, side, i, state.layer);  // the caption maps, when the run has them
     return box;
   }
 

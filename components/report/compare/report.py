@@ -29,6 +29,7 @@ from ..page.html import page
 from ..page.markdown_text import md_text
 from ..page.outputs import ReportResult, write_csv, write_page_files
 from ..single import plots
+from ..single.grounding_page import compare_grounding_scripts
 from ..single.summary import metric_text
 from . import plots as compare_plots
 from .sections import (
@@ -72,7 +73,8 @@ def build_compare_report(run_a: str, run_b: str, out_uri: str, images_pattern: s
     report_params = compare_parameters(min_share_percent)
     html = page(title=title, subtitle=f"A: {a.name} · B: {b.name} · {image_counts_text(c)}",
                 headline=compare_cards(c, metrics), sections=compare_sections(c) + provenance_sections(c, report_params),
-                warnings=c.warnings, scripts=[compare_script(c)], method_notes=method_notes(c))
+                warnings=c.warnings, scripts=compare_grounding_scripts(c) + [compare_script(c)],
+                method_notes=method_notes(c))
     files.update(write_page_files(out_uri, markdown, metrics, html))
     log.info("compare report: %s vs %s, %d shared images -> %s in %.1fs", a.name, b.name, len(c.shared_keys),
              files["report.html"], time.perf_counter() - started)

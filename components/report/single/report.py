@@ -45,6 +45,7 @@ from ..page.outputs import (
     write_page_files,
 )
 from . import plots
+from .grounding_page import grounding_markdown, grounding_metrics, run_grounding, write_grounding_files
 from .image_table import write_image_table
 from .sections import ReportContent, report_html
 from .summary import headline_metrics, layer_rows, summary_markdown
@@ -96,6 +97,8 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
     metrics["browser_images"] = float(len(shown))
     if failed_shards is not None:  # the pipeline: 0 says every shard made it
         metrics["failed_shards"] = float(len(failed))
+    grounding = run_grounding(inputs, grid, run.naming)  # None: the captions carry no maps (issue #21)
+    metrics.update(grounding_metrics(grounding))
     comparison = None
     if compare_with:
         comparison = compare_this_run(run, images, compare_with, compare_role, names, min_share_percent,
@@ -104,10 +107,11 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
 
     svgs, files = write_plots(out_uri, stats, chart, colours, run.naming)
     files.update(write_tables(out_uri, stats, run.shares, run.naming))
+    files.update(write_grounding_files(out_uri, grounding, run.naming))
     files.update(write_image_table(out_uri, grid, stats, run.naming, shown,
                                    provenance(captions=inputs.sources["captions"], browser_images=browser_images)))
     markdown = summary_markdown(metrics, stats, run.shares, labels, run.precision, warnings,
-                                failed_shards_markdown(failed), weights_note)
+                                failed_shards_markdown(failed), weights_note) + grounding_markdown(grounding)
     warnings = failed_shard_warnings(failed) + warnings  # at the top of the page
     if comparison is not None:
         files.update(compare.write_compare_files(out_uri, comparison))
@@ -116,7 +120,7 @@ def build_report(captions_uris: list[str] | str, labels_uri: str | None, aggrega
     html = report_html(ReportContent(
         title=title, run=run, chart=chart, colours=colours, svgs=svgs, metrics=metrics, images=images, browser=shown,
         warnings=warnings, report_params=report_parameters(close_f1, min_share_percent), comparison=comparison,
-        weights_note=weights_note,
+        weights_note=weights_note, grounding=grounding,
     ))
     files.update(write_page_files(out_uri, markdown, metrics, html))
     log.info("report: %d images x %d layers -> %s (%.1f MB HTML) in %.1fs", len(grid.image_keys), len(grid.layers),

@@ -16,6 +16,7 @@ from ..page.browser_sample import sample_note
 from ..page.html import SINGLE_BROWSER, PageScript, page, svg_img, table
 from ..page.provenance_html import find_skipped, provenance_html
 from .browser_data import browser_data
+from .grounding_page import RunGrounding, page_parts
 from .image_table import IMAGE_TABLE
 from .summary import layer_rows, metric_text, status_text
 
@@ -36,6 +37,7 @@ class ReportContent:
     report_params: list[tuple[str, str]]
     comparison: Comparison | None = None   # a second run to compare this one with (its sections follow the browser)
     weights_note: str | None = None        # set when the captions come from random weights (random_weights_note.py)
+    grounding: RunGrounding | None = None  # the captions' per-patch maps (issue #21), when the run computed them
 
 
 def headline_cards(content: ReportContent) -> list[tuple[str, str]]:
@@ -156,6 +158,10 @@ def report_html(content: ReportContent) -> str:
     data = browser_data(content.run.grid, content.run.stats, content.run.labels, browser_categories, content.colours,
                         content.images, content.run.naming, content.browser)
     scripts = [PageScript("report-data", data, page_js())]
+    grounding_sections, grounding_script = page_parts(content.grounding, content.run.grid, content.run.naming,
+                                                      content.comparison, content.browser)
+    sections[3:3] = grounding_sections  # before the image browser
+    scripts[:0] = [grounding_script] if grounding_script else []  # defined before the browsers draw
     notes = [(content.run.precision.text, content.run.precision.deviation), (content.weights_note, True)]
     comparison = content.comparison
     if comparison is not None:
