@@ -48,6 +48,9 @@ def test_wheel_installs_one_top_level_name(wheel):
     assert "latent_verbalizer/components/common/model_configs/tiny-random-llava/chat_template.jinja" in names
     assert "latent_verbalizer/components/common/model_families/llava.py" in names
     assert "latent_verbalizer/components/categorize/data/labels.yaml" in names
+    # the report page's scripts and styles, inlined at build time from the assets sub-package
+    assets = ("run_browser.js", "compare_browser.js", "browser_common.js", "page.css")
+    assert {f"latent_verbalizer/components/report/assets/{name}" for name in assets} <= set(names)
     assert not [n for n in names if "/tests/" in n], "tests are not installed"
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .page.browser_sample import BROWSER_IMAGES
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -40,6 +42,9 @@ def register(subparsers) -> None:
                         help="chart: categories below this percent in every layer are drawn as one 'other' area")
     parser.add_argument("--thumbnail-px", type=int, default=96, help="thumbnail size (longest side, pixels)")
     parser.add_argument("--max-thumbnails", type=int, default=None, help="embed at most this many thumbnails")
+    parser.add_argument("--browser-images", type=int, default=BROWSER_IMAGES, metavar="N",
+                        help=f"the image browser embeds at most N images (default {BROWSER_IMAGES:,}); a larger run's "
+                             "page holds a fixed sample and says so, and image_captions.parquet beside it every image")
     parser.set_defaults(func=run)
 
 
@@ -58,13 +63,15 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise ValueError("--names names the two runs of a comparison: use it with --compare or --compare-with")
     if not 0 < args.close_f1 <= 1:
         raise ValueError(f"--close-f1 {args.close_f1}: must be in (0, 1]")
+    if args.browser_images < 1:
+        raise ValueError(f"--browser-images {args.browser_images}: use at least 1")
     if args.thumbnail_px < 16:
         raise ValueError(f"--thumbnail-px {args.thumbnail_px}: use at least 16")
 
 
 def run(args: argparse.Namespace) -> int:
-    from .compare_report import build_compare_report
-    from .report import build_report
+    from .compare.report import build_compare_report
+    from .single.report import build_report
 
     check_arguments(args)
     names = tuple(args.names) if args.names else None
@@ -72,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         result = build_compare_report(
             args.compare[0], args.compare[1], args.out, args.images, names=names,
             min_share_percent=args.min_share, thumbnail_px=args.thumbnail_px, max_thumbnails=args.max_thumbnails,
+            browser_images=args.browser_images,
         )
     else:
         if not args.labels or not args.aggregate:
@@ -80,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             args.captions, args.labels, args.aggregate, args.out, args.images,
             close_f1=args.close_f1, min_share_percent=args.min_share,
             thumbnail_px=args.thumbnail_px, max_thumbnails=args.max_thumbnails,
-            compare_with=args.compare_with, names=names,
+            compare_with=args.compare_with, names=names, browser_images=args.browser_images,
         )
     print(result.markdown)
     print(json.dumps({"files": result.files}, indent=1))

@@ -37,7 +37,7 @@ def build_report_page(
     from latent_verbalizer.components.common import storage
     from latent_verbalizer.components.common.contracts import read_caption_pointers, run_storage_prefix
     from latent_verbalizer.components.common.logs import configure_logging
-    from latent_verbalizer.components.report.report import build_report
+    from latent_verbalizer.components.report.single.report import build_report
 
     configure_logging()
     storage_prefix = run_storage_prefix(storage_prefix, storage_root, run_id)

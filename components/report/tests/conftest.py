@@ -27,6 +27,15 @@ def reference_tables(reference_dir, tmp_path_factory):
     return write_reference_tables(str(tmp_path_factory.mktemp("reference-tables")))
 
 
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium per test module (the browser tests are skipped where it is not installed)."""
+    from latent_verbalizer.components.report.tests.headless_chromium import Chromium
+
+    with Chromium() as b:
+        yield b
+
+
 def make_shard(path: str, keys: list[str], references: dict[str, list[str]], real_jpg: str | None) -> str:
     """A webdataset tar: key.jpg + key.json; the real COCO photo (a real JPEG to decode; it is not
     the photo these captions describe) for the last key, drawn pictures for the others."""
@@ -69,7 +78,7 @@ def reference_shards(reference_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def reference_report(reference_tables, reference_shards, tmp_path_factory):
     """The report built from the reference tables, with thumbnails for the first 24 images."""
-    from latent_verbalizer.components.report.report import build_report
+    from latent_verbalizer.components.report.single.report import build_report
 
     out = str(tmp_path_factory.mktemp("report"))
     result = build_report([reference_tables["captions"]], reference_tables["labels"], reference_tables["aggregate"],

@@ -123,6 +123,15 @@ class Chromium:
             raise RuntimeError(f"{expression!r}: {r['exceptionDetails']}")
         return r.get("result", {}).get("value")
 
+    def search(self, input_id: str, hook: str, text: str) -> int:
+        """Type ``text`` into an image browser's search box and wait until the page has filtered (the
+        browser's ``window[hook]`` records the query; the input handler debounces on big pages); the
+        number of matching images."""
+        self.eval(f"var s = document.getElementById({input_id!r}); s.value = {text!r}; "
+                  "s.dispatchEvent(new Event('input')); 1")
+        self.wait_for(f"window.{hook}.q === {text!r}")
+        return self.eval(f"window.{hook}.matches")
+
     def wait_for(self, expression: str, timeout: float = 30.0, poll: float = 0.05):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

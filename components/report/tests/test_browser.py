@@ -19,16 +19,8 @@ pytestmark = pytest.mark.skipif(
 READY = "window.__lverb && window.__lverb.ready"
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with Chromium() as b:
-        yield b
-
-
 def _search(b: Chromium, text: str) -> int:
-    b.eval(f"var s = document.getElementById('search'); s.value = {text!r}; s.dispatchEvent(new Event('input')); 1")
-    b.wait_for(f"window.__lverb.q === {text!r}")  # rendered (the input handler debounces on big pages)
-    return b.eval("window.__lverb.matches")
+    return b.search("search", "__lverb", text)
 
 
 def _pixels_vary(path: str) -> float:
@@ -90,7 +82,7 @@ def test_reference_report_renders_searches_and_filters(browser, reference_report
 
 
 def test_hostile_captions_render_as_text(browser, tmp_path):
-    from latent_verbalizer.components.report.report import build_report
+    from latent_verbalizer.components.report.single.report import build_report
     from latent_verbalizer.components.report.tests.test_edge_cases import HOSTILE, hostile_inputs
 
     caps, labels, aggregate = hostile_inputs(tmp_path)
@@ -107,7 +99,7 @@ def test_hostile_captions_render_as_text(browser, tmp_path):
 
 @pytest.fixture(scope="module")
 def big_report(reference_dir, tmp_path_factory):
-    from latent_verbalizer.components.report.report import build_report
+    from latent_verbalizer.components.report.single.report import build_report
     from latent_verbalizer.components.report.tests.reference_tables import write_reference_tables
 
     root = tmp_path_factory.mktemp("big")

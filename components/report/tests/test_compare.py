@@ -14,10 +14,10 @@ import pytest
 import yaml
 from kfp import dsl
 
-from latent_verbalizer.components.report.compare_report import build_compare_report
+from latent_verbalizer.components.report.compare.report import build_compare_report
 from latent_verbalizer.components.report.component import make_report_op
-from latent_verbalizer.components.report.layer_naming import layer_naming
-from latent_verbalizer.components.report.report import build_report
+from latent_verbalizer.components.report.inputs.layer_naming import layer_naming
+from latent_verbalizer.components.report.single.report import build_report
 from latent_verbalizer.components.report.tests.page_parsing import embedded_data
 from latent_verbalizer.components.report.tests.run_layouts import (
     blip_parameters,
@@ -271,7 +271,7 @@ def test_a_run_the_caption_step_made_is_compared_by_its_recorded_naming(tmp_path
 def test_interpolation_leaves_gaps_next_to_a_layer_without_labels():
     import numpy as np
 
-    from latent_verbalizer.components.report.depth_shares import at_depths
+    from latent_verbalizer.components.report.metrics.depth_shares import at_depths
 
     values = np.array([[np.nan], [100.0]])  # layer 0 has no labels
     got, exact = at_depths([0.5, 1.0], [0, 1], values, [0.25, 0.5, 0.75, 1.0])

@@ -45,16 +45,8 @@ def runs(reference_dir, tmp_path_factory):
     return {"a": a, "b": b, "caps": caps}
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with Chromium() as b:
-        yield b
-
-
 def _search(b: Chromium, text: str) -> int:
-    b.eval(f"var s = document.getElementById('cmp-search'); s.value = {text!r}; s.dispatchEvent(new Event('input')); 1")
-    b.wait_for(f"window.__lverbCompare.q === {text!r}")
-    return b.eval("window.__lverbCompare.matches")
+    return b.search("cmp-search", "__lverbCompare", text)
 
 
 CELLS = """Array.from(document.querySelectorAll('#cmp-results .img-card')[0].querySelectorAll('tr[data-depth]'))
@@ -62,7 +54,7 @@ CELLS = """Array.from(document.querySelectorAll('#cmp-results .img-card')[0].que
 
 
 def test_compare_page_shows_both_runs_side_by_side(browser, runs, reference_shards, tmp_path):
-    from latent_verbalizer.components.report.compare_report import build_compare_report
+    from latent_verbalizer.components.report.compare.report import build_compare_report
 
     r = build_compare_report(runs["a"], runs["b"], str(tmp_path / "out"), reference_shards["pattern"])
     b = browser
@@ -110,7 +102,7 @@ def test_compare_page_shows_both_runs_side_by_side(browser, runs, reference_shar
 
 
 def test_a_runs_report_with_a_second_run_keeps_both_browsers_working(browser, runs, tmp_path):
-    from latent_verbalizer.components.report.report import build_report
+    from latent_verbalizer.components.report.single.report import build_report
 
     a = runs["a"]
     build_report(f"{a}/captions", f"{a}/labels/labels.parquet", f"{a}/labels/aggregate.parquet",

@@ -17,7 +17,7 @@ from latent_verbalizer.components.common.contracts import (
     write_table,
 )
 from latent_verbalizer.components.report import cli
-from latent_verbalizer.components.report.report import build_report
+from latent_verbalizer.components.report.single.report import build_report
 from latent_verbalizer.components.report.tests.categorized_tables import (
     categorize_provenance,
     labels_table,

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from latent_verbalizer.components.report import page_assets
-from latent_verbalizer.components.report.page import PageScript, page
+from latent_verbalizer.components.report.assets import loader as page_assets
+from latent_verbalizer.components.report.page.html import PageScript, page
 
 REPO = Path(__file__).resolve().parents[3]
-ASSETS = [Path(page_assets.__file__).with_name(name) for name in ("page_dom.js", "page.js", "compare.js", "page.css")]
+ASSETS = [Path(page_assets.__file__).with_name(name)
+          for name in ("browser_common.js", "run_browser.js", "compare_browser.js", "grounding_overlay.js",
+                       "page.css")]
 
 
 def biome() -> str:
@@ -45,8 +47,9 @@ def test_biome_catches_a_defect(tmp_path):
 def test_assets_are_inlined_whole():
     html = page(title="t", subtitle="s", headline=[], sections=[], warnings=[],
                 scripts=[PageScript("report-data", {"x": 1}, page_assets.page_js()),
-                         PageScript("compare-data", {"y": 2}, page_assets.asset_text("compare.js"))])
+                         PageScript("compare-data", {"y": 2}, page_assets.asset_text("compare_browser.js")),
+                         PageScript("grounding-data", {"z": 3}, page_assets.asset_text("grounding_overlay.js"))])
     for path in ASSETS:
         text = path.read_text(encoding="utf-8")
         assert text.strip() and text in html, path.name
-    assert '<script type="module">' in html and "<link" not in html and "src=\"page.js" not in html
+    assert '<script type="module">' in html and "<link" not in html and "src=\"run_browser.js" not in html

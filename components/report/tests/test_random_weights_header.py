@@ -7,7 +7,7 @@ from html import unescape
 import pyarrow as pa
 
 from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA, provenance, write_table
-from latent_verbalizer.components.report.report import build_report
+from latent_verbalizer.components.report.single.report import build_report
 
 
 def _captions(path: str, **made_by) -> str:

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from latent_verbalizer.components.report.report import build_report
+from latent_verbalizer.components.report.single.report import build_report
 from latent_verbalizer.components.report.tests.page_parsing import category_cells, embedded_data
 
 

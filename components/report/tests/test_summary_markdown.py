@@ -8,8 +8,8 @@ from html import unescape
 import pytest
 from markdown_it import MarkdownIt
 
-from latent_verbalizer.components.report.markdown_text import md_text
-from latent_verbalizer.components.report.report import build_report
+from latent_verbalizer.components.report.page.markdown_text import md_text
+from latent_verbalizer.components.report.single.report import build_report
 from latent_verbalizer.components.report.tests.test_edge_cases import HOSTILE, _captions, _categorized
 
 MODEL = "**m** <img src=x onerror=alert(1)> [x](javascript:alert(2))"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from latent_verbalizer.components.report.text_metrics import (
+from latent_verbalizer.components.report.metrics.text_metrics import (
     cider_d,
     corpus_bleu,
     first_stable_index,

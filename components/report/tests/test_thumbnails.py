@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from latent_verbalizer.components.report.thumbnails import read_shard_images
+from latent_verbalizer.components.report.inputs.shard_images import read_shard_images
 from tests.images import encode, random_rgb, write_tar
 
 
