@@ -257,11 +257,14 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
         listed = _named(steps.list_shards(shards=shards, model=extract_model, pretrained=extract_pretrained,
                                           layers=extract_layers, llm_model=categorize_model, llm_gpus=categorize_gpus,
                                           compare_prefix=report_compare_prefix, extract_memory=extract_memory,
-                                          caption_memory=caption_memory, categorize_memory=categorize_memory, **where),
+                                          caption_memory=caption_memory, categorize_memory=categorize_memory,
+                                          dtype=extract_dtype, precision=caption_precision,
+                                          partitions=categorize_partitions, fan_out=parallelism,
+                                          gpu_node_selector=gpu_node_selector, **where),
                         "check parameters, list shards")
         pods.on_cpu(listed, "500m", "1", "2Gi", hf=True)  # HF token: hub configs
         captioned = _extract_and_caption(
-            steps, pods, where, listed.output, parallelism, model=extract_model, pretrained=extract_pretrained,
+            steps, pods, where, listed.outputs["Output"], parallelism, model=extract_model, pretrained=extract_pretrained,
             layers=extract_layers, dtype=extract_dtype, extract_batch_size=extract_batch_size,
             extract_memory=extract_memory, precision=caption_precision, caption_batch_size=caption_batch_size,
             seq_len=caption_seq_len, min_seq_len=caption_min_seq_len, caption_memory=caption_memory,

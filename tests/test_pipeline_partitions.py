@@ -2,6 +2,7 @@
 tiny random models, 2 images) gives exactly the labels table, the aggregate and the report's
 tables of the same run in 1 partition."""
 
+import glob
 import json
 import os
 
@@ -38,3 +39,8 @@ def test_three_partitions_give_the_tables_of_one(tmp_path):
         assert ours == theirs and len(ours.splitlines()) > 2, name
     summary = json.load(open(os.path.join(three, "summary.json")))
     assert summary["partitions"] == 3 and summary["unique_captions"] == labels.num_rows
+    # the first step's run-size page says what the run starts
+    (page,) = glob.glob(str(tmp_path / "w3" / "kfp" / "*" / "list-shards" / "run_size"))
+    text = open(page).read()
+    assert "| images | 2 |" in text and "| (image, layer) captions | 4 |" in text
+    assert "| categorize | 3 (one per partition) | 1 | 3 (3 GPUs) |" in text
