@@ -22,7 +22,6 @@ rate was measured for that GPU, model and setting, the page says so and gives no
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from dataclasses import dataclass, field
