@@ -8,7 +8,7 @@ from typing import Optional
 
 from .container_image import DEFAULT_REGISTRY, DEFAULT_TAG, component_image
 
-COMPILED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "latent_verbalizer.yaml")
+COMPILED = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "latent_verbalizer.yaml")
 
 
 def compile_pipeline(output: str = COMPILED, registry: Optional[str] = None, tag: Optional[str] = None,

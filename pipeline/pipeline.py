@@ -1,7 +1,8 @@
 """The pipeline, as DESIGN.md draws it:
 
     list_shards (CPU) -> ParallelFor(shard) [ extract (1 GPU) -> caption (1 GPU) ]
-        -> Collected -> categorize (N GPUs) -> report (CPU)
+        -> Collected -> split into partitions (CPU) -> ParallelFor(partition) [ categorize (N GPUs) ]
+        -> Collected -> merge labels (CPU) -> report (CPU)
 
 ``build_pipeline(image, parallelism)`` returns the ``@dsl.pipeline`` function; the
 image and the fan-out width are fixed at compile time, everything else is a run
@@ -9,13 +10,14 @@ parameter with a default (the Kubeflow UI shows the docstring's Args as help).
 Parameters carry their step's prefix so the UI's alphabetical list groups them.
 """
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 from kfp import dsl, kubernetes
 from kfp.dsl.pipeline_channel import PipelineChannel
 
 from ..components.caption.component import make_caption_op
-from ..components.categorize.component import make_categorize_op
+from ..components.categorize.component import make_categorize_op, make_merge_op, make_partition_op
 from ..components.common.devices import REQUIRE_GPU_ENV
 from ..components.extract.component import make_extract_op
 from ..components.preflight.component import make_list_shards_op
@@ -95,18 +97,99 @@ def _on_gpus(task, count, accelerator_type, node_selector, tolerations, cpu: str
     return _with_storage_secrets(task, hf=True)
 
 
+@dataclass(frozen=True)
+class _Steps:
+    """The pipeline's components, made for one container image."""
+
+    list_shards: Callable
+    extract: Callable
+    caption: Callable
+    partition: Callable
+    categorize: Callable
+    merge: Callable
+    report: Callable
+
+
+def _steps(image: str) -> _Steps:
+    return _Steps(make_list_shards_op(image), make_extract_op(image), make_caption_op(image), make_partition_op(image),
+                  make_categorize_op(image), make_merge_op(image), make_report_op(image))
+
+
+@dataclass
+class _Pods:
+    """The Kubernetes settings of the steps' pods; none (``enabled=False``) for kfp.local runs,
+    which have no cluster to apply them to."""
+
+    accelerator_type: Any
+    node_selector: Any
+    tolerations: Any
+    enabled: bool = True
+
+    def on_gpus(self, task, count, memory, cpu: str = "8", cpu_limit: str = "16", shm: str = SHM_SIZE):
+        if self.enabled:
+            _on_gpus(task, count, self.accelerator_type, self.node_selector, self.tolerations, cpu=cpu,
+                     cpu_limit=cpu_limit, memory=memory, shm=shm)
+        return task
+
+    def on_cpu(self, task, cpu: str, cpu_limit: str, memory: str, hf: bool = False):
+        """A CPU step: storage secrets (``hf``: the HF token too), requests and limits, the weights volume."""
+        if self.enabled:
+            _with_weights_volume(_resources(_with_storage_secrets(task, hf=hf), cpu, cpu_limit, memory))
+        return task
+
+
+def _named(task, name: str):
+    """The task's name in the UI, and KFP's cache off: its key covers parameters, not the bulk data the
+    steps' small manifests point at (a cached step could point at deleted or overwritten data). Reuse
+    comes from the manifests instead: a step whose committed manifest exists with the same parameters
+    and input fingerprint skips its work (README: runs, storage and caching)."""
+    return task.set_display_name(name).set_caching_options(False)
+
+
+def _extract_and_caption(steps: _Steps, pods: _Pods, where: dict, shard_list, parallelism: int, *, model, pretrained,
+                         layers, dtype, extract_batch_size, extract_memory, precision, caption_batch_size, seq_len,
+                         min_seq_len, caption_memory, fail_on_bad_shard):
+    """ParallelFor(shard, parallelism) [ extract (1 GPU) -> caption (1 GPU) ]; the caption task (for Collected)."""
+    with dsl.ParallelFor(shard_list, parallelism=parallelism) as shard:
+        extracted = _named(steps.extract(shard=shard, **where, model=model, pretrained=pretrained, layers=layers,
+                                         dtype=dtype, batch_size=extract_batch_size,
+                                         fail_on_bad_shard=fail_on_bad_shard), "extract")
+        captioned = _named(steps.caption(features=extracted.outputs["features"], **where, layers=layers,
+                                         precision=precision, batch_size=caption_batch_size, seq_len=seq_len,
+                                         min_seq_len=min_seq_len, pretrained=pretrained,
+                                         fail_on_bad_shard=fail_on_bad_shard), "caption")
+        pods.on_gpus(extracted, "1", extract_memory)
+        pods.on_gpus(captioned, "1", caption_memory)
+    return captioned
+
+
+def _label(steps: _Steps, pods: _Pods, where: dict, captioned, *, partitions, model, gpus, batch_size,
+           max_answer_parts, memory):
+    """partition (CPU) -> ParallelFor(partition) [ categorize (N GPUs) ] -> merge (CPU); the merge task.
+
+    The partition step collects the caption pointers into one artifact: KFP cannot hand a
+    ``dsl.Collected`` of one ParallelFor to the tasks of another. Every partition runs at once,
+    each on a node of its own."""
+    split = _named(steps.partition(captions=dsl.Collected(captioned.outputs["captions"]), partitions=partitions),
+                   "split captions into partitions")
+    pods.on_cpu(split, "500m", "1", "2Gi")
+    with dsl.ParallelFor(split.outputs["Output"]) as partition:
+        labelled = _named(steps.categorize(captions=split.outputs["collected"], partition=partition, **where,
+                                           model=model, gpus=gpus, batch_size=batch_size,
+                                           max_answer_parts=max_answer_parts), "categorize")
+        pods.on_gpus(labelled, gpus, memory, cpu="16", cpu_limit="32", shm="64Gi")
+    merged = _named(steps.merge(captions=split.outputs["collected"], partitions=dsl.Collected(labelled.outputs["labels"]),
+                                **where), "merge labels")
+    return pods.on_cpu(merged, "2", "4", "16Gi")
+
+
 def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes_settings: bool = True):
-    """The pipeline function for an image and a fan-out width.
+    """The pipeline function for an image and a fan-out width (shards extracted and captioned at once).
 
     ``kubernetes_settings=False`` leaves out the Kubernetes-only settings (GPUs,
     secrets, volumes) for ``kfp.local`` runs, which have no cluster to apply them to.
     """
-    image = image or component_image()
-    list_shards_op = make_list_shards_op(image)
-    extract_op = make_extract_op(image)
-    caption_op = make_caption_op(image)
-    categorize_op = make_categorize_op(image)
-    report_op = make_report_op(image)
+    steps = _steps(image or component_image())
 
     @dsl.pipeline(name=PIPELINE_NAME, description="What each layer of a vision encoder (CoCa, BLIP, ViT-GPT2, LLaVA) sees, in words: a caption "
                   "per image per layer, labelled by an LLM, shown per layer.")
@@ -130,6 +213,7 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
         categorize_batch_size: str = "auto",
         categorize_max_answer_parts: int = 0,
         categorize_memory: str = "200Gi",
+        categorize_partitions: int = 1,
         report_compare_prefix: str = "",
         fail_on_bad_shard: bool = False,
         gpu_accelerator_type: str = "nvidia.com/gpu",
@@ -142,7 +226,7 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
             shards: webdataset shard pattern (s3://, minio:// or a mounted path), braces and globs allowed.
             storage_root: where each run's bulk data goes by default: <storage_root>/<run id> (features, captions, labels, report files).
             storage_prefix: empty (default): a prefix of this run's own under storage_root. Give one (s3://bucket/prefix) to share bulk data between runs: a run then skips the shards and captions already finished there.
-            extract_model: the model whose layers are captioned: an open_clip CoCa architecture (coca_ViT-L-14 as in the study; coca_ViT-B-32; tiny-random offline), or a Hugging Face captioner (BLIP, VisionEncoderDecoder such as ViT + GPT-2, LLaVA) as hf:ORG/NAME, a /models/... folder on the weights volume, or an s3:// prefix holding the model folder.
+            extract_model: the model whose layers are captioned: an open_clip CoCa architecture (coca_ViT-L-14 as in the study; coca_ViT-B-32; tiny-random-coca offline), or a Hugging Face captioner (BLIP, VisionEncoderDecoder such as ViT + GPT-2, LLaVA) as hf:ORG/NAME, a /models/... folder on the weights volume, or an s3:// prefix holding the model folder.
             extract_pretrained: empty: the study's weights (mscoco_finetuned_laion2B-s13B-b90k) for CoCa, the model itself for Hugging Face models. CoCa: an open_clip tag, /models/... checkpoint or s3:// object; Hugging Face: a /models/... folder or s3:// prefix holding the same model (air-gapped clusters); or 'random'.
             extract_layers: 'all' or 0-based block indices, e.g. 0,5,23.
             extract_dtype: stored feature dtype: float16 (default), bfloat16 or float32 (fp16, bf16, fp32 accepted).
@@ -158,6 +242,7 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
             categorize_batch_size: captions per generation batch, or 'auto'.
             categorize_max_answer_parts: 0 (the study's method): each caption alone bounds its answer; N: at most N parts per answer (cheaper; recorded in the labels' metadata).
             categorize_memory: host memory of the labelling pod, its Kubernetes request and limit (e.g. 200Gi for a 70B model over 8 GPUs).
+            categorize_partitions: how many labelling tasks share the distinct captions, each on a node of its own with categorize_gpus GPUs (default 1). Captions are split by a hash of their text, so identical captions are labelled once, and the result is the same for any number. Labelling time falls about in proportion; give about one per node you can spare, and keep the number when you re-run on a shared storage_prefix (answers are kept per partition).
             report_compare_prefix: empty (default), or the storage prefix of a finished run to compare this one with (s3://bucket/runs/<run id>): the report then also shows both runs' category shares on relative depth, their difference, entropy, and both captions of the images both share.
             fail_on_bad_shard: False (default): a shard that is bad for a reason a retry cannot change (not a tar, no usable image, features of other parameters in its folder, a checksum mismatch) is left out and the run goes on; the report lists it with its reason at the top, and its failed_shards metric counts it. True: such a shard fails the run.
             gpu_accelerator_type: Kubernetes GPU resource name, e.g. nvidia.com/gpu.
@@ -168,45 +253,28 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
         # works it out from the same three values (a task output fed into the ParallelFor would be
         # one pod fewer, but kfp.local 2.17 hands the loop's steps the loop item in its place).
         where = dict(storage_prefix=storage_prefix, storage_root=storage_root, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
-        listed = list_shards_op(shards=shards, model=extract_model, pretrained=extract_pretrained, layers=extract_layers,
-                                llm_model=categorize_model, llm_gpus=categorize_gpus, compare_prefix=report_compare_prefix,
-                                extract_memory=extract_memory, caption_memory=caption_memory,
-                                categorize_memory=categorize_memory, **where)
-        listed.set_display_name("check parameters, list shards").set_caching_options(False)
-        if kubernetes_settings:  # HF token: hub configs
-            _with_weights_volume(_resources(_with_storage_secrets(listed, hf=True), "500m", "1", "2Gi"))
-
-        with dsl.ParallelFor(listed.output, parallelism=parallelism) as shard:
-            extracted = extract_op(shard=shard, **where, model=extract_model,
-                                   pretrained=extract_pretrained, layers=extract_layers, dtype=extract_dtype,
-                                   batch_size=extract_batch_size,
-                                   fail_on_bad_shard=fail_on_bad_shard).set_display_name("extract")
-            captioned = caption_op(features=extracted.outputs["features"], **where,
-                                   layers=extract_layers, precision=caption_precision, batch_size=caption_batch_size,
-                                   seq_len=caption_seq_len, min_seq_len=caption_min_seq_len,
-                                   pretrained=extract_pretrained,
-                                   fail_on_bad_shard=fail_on_bad_shard).set_display_name("caption")
-            if kubernetes_settings:
-                _on_gpus(extracted, "1", gpu_accelerator_type, gpu_node_selector, gpu_tolerations, cpu="8", cpu_limit="16",
-                         memory=extract_memory)
-                _on_gpus(captioned, "1", gpu_accelerator_type, gpu_node_selector, gpu_tolerations, cpu="8", cpu_limit="16",
-                         memory=caption_memory)
-
-        labelled = categorize_op(captions=dsl.Collected(captioned.outputs["captions"]), **where,
-                                 model=categorize_model, gpus=categorize_gpus,
-                                 batch_size=categorize_batch_size,
-                                 max_answer_parts=categorize_max_answer_parts).set_display_name("categorize")
-        reported = report_op(captions=dsl.Collected(captioned.outputs["captions"]), labels=labelled.outputs["labels"],
-                             shards=shards, compare_prefix=report_compare_prefix, **where).set_display_name("report")
-        # KFP's cache is off for every step: its key covers parameters, not the bulk data the steps'
-        # small manifests point at (a cached step could point at deleted or overwritten data). Reuse
-        # comes from the manifests instead: a step whose committed manifest exists with the same
-        # parameters and input fingerprint skips its work (README: runs, storage and caching).
-        for task in (extracted, captioned, labelled, reported):
-            task.set_caching_options(False)
-        if kubernetes_settings:
-            _on_gpus(labelled, categorize_gpus, gpu_accelerator_type, gpu_node_selector, gpu_tolerations,
-                     cpu="16", cpu_limit="32", memory=categorize_memory, shm="64Gi")
-            _with_weights_volume(_resources(_with_storage_secrets(reported), "2", "4", "16Gi"))
+        pods = _Pods(gpu_accelerator_type, gpu_node_selector, gpu_tolerations, enabled=kubernetes_settings)
+        listed = _named(steps.list_shards(shards=shards, model=extract_model, pretrained=extract_pretrained,
+                                          layers=extract_layers, llm_model=categorize_model, llm_gpus=categorize_gpus,
+                                          compare_prefix=report_compare_prefix, extract_memory=extract_memory,
+                                          caption_memory=caption_memory, categorize_memory=categorize_memory,
+                                          dtype=extract_dtype, precision=caption_precision,
+                                          partitions=categorize_partitions, fan_out=parallelism,
+                                          gpu_node_selector=gpu_node_selector, **where),
+                        "check parameters, list shards")
+        pods.on_cpu(listed, "500m", "1", "2Gi", hf=True)  # HF token: hub configs
+        captioned = _extract_and_caption(
+            steps, pods, where, listed.outputs["Output"], parallelism, model=extract_model, pretrained=extract_pretrained,
+            layers=extract_layers, dtype=extract_dtype, extract_batch_size=extract_batch_size,
+            extract_memory=extract_memory, precision=caption_precision, caption_batch_size=caption_batch_size,
+            seq_len=caption_seq_len, min_seq_len=caption_min_seq_len, caption_memory=caption_memory,
+            fail_on_bad_shard=fail_on_bad_shard)
+        merged = _label(steps, pods, where, captioned, partitions=categorize_partitions, model=categorize_model,
+                        gpus=categorize_gpus, batch_size=categorize_batch_size,
+                        max_answer_parts=categorize_max_answer_parts, memory=categorize_memory)
+        reported = _named(steps.report(captions=dsl.Collected(captioned.outputs["captions"]),
+                                       labels=merged.outputs["labels"], shards=shards,
+                                       compare_prefix=report_compare_prefix, **where), "report")
+        pods.on_cpu(reported, "2", "4", "16Gi")
 
     return latent_verbalizer

@@ -282,3 +282,31 @@ def test_kfp_cache_is_off_for_every_step(docs):
     for name, task in all_tasks(pipeline_spec).items():
         if "componentRef" in task and not name.startswith("for-loop"):
             assert task.get("cachingOptions", {}).get("enableCache") is not True, name
+
+
+def test_labelling_is_a_loop_over_partitions_merged_for_the_report(docs):
+    """Issue 20: each partition is a categorize task of its own (its own node, categorize_gpus GPUs) inside a
+    ParallelFor over the partition step's list; the merge step's labels are what the report reads."""
+    pipeline_spec, platform_spec = docs
+    params = pipeline_spec["root"]["inputDefinitions"]["parameters"]
+    assert params["categorize_partitions"]["defaultValue"] == 1
+    assert "identical captions are labelled once" in params["categorize_partitions"]["description"]
+    root = pipeline_spec["root"]["dag"]["tasks"]
+    loop_name, loop = next((name, task) for name, task in root.items()
+                           if task.get("parameterIterator", {}).get("items", {}).get("inputParameter")
+                           == "pipelinechannel--partition-captions-Output")
+    loop_dag = pipeline_spec["components"][loop["componentRef"]["name"]]["dag"]
+    assert set(loop_dag["tasks"]) == {"categorize-captions"}
+    assert "iteratorPolicy" not in loop, "every partition at once (no parallelism limit)"
+    categorize = loop_dag["tasks"]["categorize-captions"]
+    assert categorize["inputs"]["parameters"]["partition"] == {
+        "componentInputParameter": "pipelinechannel--partition-captions-Output-loop-item"}
+    assert categorize["inputs"]["artifacts"]["captions"] == {"componentInputArtifact": "pipelinechannel--partition-captions-collected"}
+    merge = root["merge-label-partitions"]
+    assert merge["inputs"]["artifacts"]["partitions"]["taskOutputArtifact"]["producerTask"] == loop_name
+    assert root["build-report-page"]["inputs"]["artifacts"]["labels"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "labels", "producerTask": "merge-label-partitions"}
+    executors = platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for cpu_step in ("exec-partition-captions", "exec-merge-label-partitions"):
+        assert "accelerator" not in pipeline_spec["deploymentSpec"]["executors"][cpu_step]["container"]["resources"]
+        assert "secretAsEnv" in executors[cpu_step], cpu_step

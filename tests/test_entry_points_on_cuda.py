@@ -17,6 +17,7 @@ from kfp.dsl import Artifact, Dataset
 from latent_verbalizer.components.caption.caption import CaptionSettings, run_caption
 from latent_verbalizer.components.caption.component import make_caption_op
 from latent_verbalizer.components.categorize.component import make_categorize_op
+from latent_verbalizer.components.categorize.partitions import write_collected_captions
 from latent_verbalizer.components.common.devices import REQUIRE_GPU_ENV
 from latent_verbalizer.components.extract.component import make_extract_op
 from latent_verbalizer.components.extract.extract import ExtractSettings, run_extract
@@ -95,10 +96,11 @@ def test_lverb_categorize_reaches_the_gpu(made, gpu_step, tmp_path):
 
 def test_categorize_component_reaches_the_gpu(made, gpu_step, tmp_path):
     labels = Artifact(name="labels", uri=str(tmp_path / "labels.json"), metadata={})
-    captions = [Dataset(name="captions", uri=made["captions"], metadata={})]
+    write_collected_captions(str(tmp_path / "collected.json"), [json.loads(open(made["captions"]).read())["captions"]], [])
+    captions = Dataset(name="collected", uri=str(tmp_path / "collected.json"), metadata={})
     reaches_the_gpu(gpu_step, lambda: make_categorize_op("unused").python_func(
-        captions=captions, storage_prefix=str(tmp_path / "run"), model="smollm2-135m", gpus="1", batch_size="auto",
-        max_answer_parts=0, labels=labels))
+        captions=captions, partition="partition-001-of-001", storage_prefix=str(tmp_path / "run"), model="smollm2-135m",
+        gpus="1", batch_size="auto", max_answer_parts=0, labels=labels))
 
 
 def test_the_stand_in_enforces_torchs_argument_rules(monkeypatch):

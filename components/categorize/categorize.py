@@ -52,6 +52,7 @@ from .llm.loading import DEFAULT_MODEL, resolve_dtype
 from .llm.model_source import load_config
 from .llm.sizing import model_bytes
 from .merge_table import load_merge_table, merge_categories
+from .partitions import Partition
 from .replicas.processes import spawn_replica_processes
 from .replicas.replica import label_captions, run_replica
 
@@ -235,7 +236,8 @@ def write_outputs(out_uri: str, answers: Answers, category_of: dict[str, str], m
 def run_categorize(captions_uris: list[str], out_uri: str, model: str = DEFAULT_MODEL, labels_uri: str | None = None,
                    merge_uri: str | None = None, gpus: int | None = None, batch_size: str | int = "auto",
                    dtype: str = "auto", import_raw: str | None = None, answers_per_file: int = 256,
-                   max_parts: int | None = None, run_id: str = "", cpu_replicas: int | str = 1) -> dict:
+                   max_parts: int | None = None, run_id: str = "", cpu_replicas: int | str = 1,
+                   partition: Partition | None = None) -> dict:
     """Label every distinct caption and write ``labels.parquet`` and ``aggregate.parquet`` under ``out_uri``.
 
     ``captions_uris``: captions Parquet files (patterns allowed; or the study's
@@ -250,16 +252,19 @@ def run_categorize(captions_uris: list[str], out_uri: str, model: str = DEFAULT_
     shared with other work, two replicas were slower than one).
     ``run_id``: the pipeline run named in ``out_uri``'s write lease (empty: a CLI run); another
     run labelling into the same ``out_uri`` at once is refused (common.storage.write_lease).
+    ``partition``: label only the captions of this partition (``partitions``; merged by ``merge_partitions``).
     Returns a summary dict (also written as ``summary.json``).
     """
     t0 = time.perf_counter()
     rows = read_captions(list(captions_uris))
+    if partition is not None:
+        rows = partition.select(rows)
     label_set = load_labelset(labels_uri, max_parts=max_parts)
     category_of = load_merge_table(merge_uri)
     uniques = list(dict.fromkeys(r.caption for r in rows))
     made_by = provenance(captions=list(captions_uris), model=model, labels=label_set.source, merge=merge_uri, gpus=gpus,
                          batch_size=str(batch_size), dtype=dtype, import_raw=import_raw,
-                         max_parts=max_parts)
+                         max_parts=max_parts, **({"partition": partition.name} if partition else {}))
     summary: dict = {"captions": len(rows), "unique_captions": len(uniques),
                      "dedup_saving_percent": round(100 * (1 - len(uniques) / max(len(rows), 1)), 2)}
     # One run labels into out_uri at a time: two runs of other settings sharing a storage prefix

@@ -82,12 +82,22 @@ def check_paths_are_mounted(read: dict[str, str], written: dict[str, str] | None
                              "check the path (copy the files there first)")
 
 
+def parse_partition_count(value) -> int:
+    """``categorize_partitions``: a whole number >= 1 (kfp.local hands int parameters on as floats)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
+        raise ValueError(f"categorize_partitions={value!r} is not a partition count: give a whole number, at least 1 "
+                         "(1: one labelling task; N: N tasks, each on a node of its own with categorize_gpus GPUs)")
+    return int(value)
+
+
 def check_run(shards: str, storage_prefix: str, model: str, layers: str, llm_model: str, llm_gpus: str,
-              pretrained: str = "", compare_prefix: str = "", memory: dict[str, str] | None = None) -> list[str]:
+              pretrained: str = "", compare_prefix: str = "", memory: dict[str, str] | None = None,
+              partitions: int = 1) -> list[str]:
     """Validate a run's parameters; returns the shard URIs. Raises ValueError/StorageError naming the fix.
     ``memory``: the steps' memory parameters (name -> quantity)."""
     for parameter, value in (memory or {}).items():
         parse_memory(value, parameter)
+    parse_partition_count(partitions)
     check_paths_are_mounted({"shards": shards, "extract_model": model, "extract_pretrained": pretrained,
                              "categorize_model": llm_model, "report_compare_prefix": compare_prefix},
                             written={"storage_prefix": storage_prefix})

@@ -227,9 +227,9 @@ def test_compiled_gpu_step_by_hand_as_kubeflow_runs_it(lverb_image, s3_bucket, s
 
     # the launcher's part: input artifacts downloaded under /minio/..., an executor input naming them
     scratch = tmp_path / "minio"
-    manifest = scratch / "mlpipeline" / "caption" / "captions"
+    manifest = scratch / "mlpipeline" / "partition" / "collected"
     manifest.parent.mkdir(parents=True)
-    manifest.write_text(json.dumps({"captions": caption_uri}))
+    manifest.write_text(json.dumps({"captions": [caption_uri], "failed": []}))
     for d in [scratch, *scratch.rglob("*")]:
         d.chmod(0o777 if d.is_dir() else 0o666)
     weights = tmp_path / "weights"
@@ -238,9 +238,9 @@ def test_compiled_gpu_step_by_hand_as_kubeflow_runs_it(lverb_image, s3_bucket, s
     executor_input = {
         "inputs": {
             "parameterValues": {"storage_prefix": prefix, "model": "tiny-random-llama", "gpus": "1", "batch_size": "auto",
-                                "max_answer_parts": 5},
-            "artifacts": {"captions": {"artifacts": [{"name": "captions", "type": {"schemaTitle": "system.Dataset"},
-                                                      "uri": "minio://mlpipeline/caption/captions", "metadata": {}}]}},
+                                "max_answer_parts": 5, "partition": "partition-001-of-001"},
+            "artifacts": {"captions": {"artifacts": [{"name": "collected", "type": {"schemaTitle": "system.Dataset"},
+                                                      "uri": "minio://mlpipeline/partition/collected", "metadata": {}}]}},
         },
         "outputs": {
             "artifacts": {"labels": {"artifacts": [{"name": "labels", "type": {"schemaTitle": "system.Dataset"},
@@ -257,7 +257,7 @@ def test_compiled_gpu_step_by_hand_as_kubeflow_runs_it(lverb_image, s3_bucket, s
                volumes=(f"{scratch}:/minio", f"{weights}:{pvc['mountPath']}"))
     assert shm["medium"] == "Memory" and env["HF_HOME"].startswith(pvc["mountPath"])
     labels_manifest = json.loads((scratch / "mlpipeline" / "categorize" / "labels").read_text())
-    assert labels_manifest["labels"] == prefix + "/labels/labels.parquet"
+    assert labels_manifest["labels"] == prefix + "/labels/partition-001-of-001/labels.parquet"
     labels = read_table(labels_manifest["labels"], LABELS_SCHEMA).to_pylist()
     captions = read_table(caption_uri, CAPTIONS_SCHEMA).to_pylist()
     assert {r["caption"] for r in labels} == {r["caption"] for r in captions}

@@ -34,6 +34,8 @@ def test_good_parameters_list_the_shards(shard_on_s3, s3_bucket):
     ({"llm_gpus": "1.5"}, r"categorize_gpus='1.5' is not a GPU count"),
     ({"llm_gpus": ""}, r"categorize_gpus='' is not a GPU count"),
     ({"llm_model": " "}, "categorize_model is empty"),
+    ({"partitions": 0}, "categorize_partitions=0 is not a partition count: give a whole number, at least 1"),
+    ({"partitions": 2.5}, "categorize_partitions=2.5 is not a partition count"),
 ])
 def test_bad_parameters(shard_on_s3, s3_bucket, change, message):
     with pytest.raises(ValueError, match=message):
