@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +34,7 @@ PAD_TOKEN_ID = 0
 @dataclass
 class LoadedCoca:
     model: torch.nn.Module           # open_clip CoCa, eval mode
-    preprocess: object               # the model's own eval transform (PIL -> tensor)
+    preprocess: Callable               # the model's own eval transform (PIL -> tensor)
     tokenizer: object                # open_clip tokenizer (for decoding captions)
     name: str                        # architecture name as given
     pretrained: str                  # weights as given ("random" for random init)

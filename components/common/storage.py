@@ -32,7 +32,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 S3_SCHEMES = ("s3://", "minio://")
 DEFAULT_PART_SIZE = 16 * 1024 * 1024  # S3 minimum is 5 MiB; 16 MiB keeps part counts low
@@ -306,7 +306,7 @@ class _ResumingS3Reader(io.RawIOBase):
         self.pos = 0
         self.etag: str | None = etag
         self.length: int | None = None
-        self.body = None
+        self.body: Any = None   # the GET's streaming body once opened
         self._open()
 
     def _open(self):
@@ -543,7 +543,7 @@ def open_write(uri: str, part_size: int = DEFAULT_PART_SIZE):
     upload aborted), so nothing half-written is ever visible.
     """
     if is_s3(uri):
-        writer = MultipartWriter(uri, part_size=part_size)
+        writer: MultipartWriter | _LocalAtomicWriter = MultipartWriter(uri, part_size=part_size)
     else:
         writer = _LocalAtomicWriter(local_path(uri))
     try:

@@ -93,7 +93,7 @@ class TokenCache:
     """Tokens and token bags of caption texts, each computed once (a caption repeats across
     images and layers), and the token F1 between two texts."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._tokens: dict[str, list[str]] = {}
         self._bags: dict[str, Counter] = {}
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import logging
 import time
+from collections.abc import Collection
 
 import numpy as np
 
@@ -132,7 +133,7 @@ def compare_this_run(inputs: ReportInputs, grid: CaptionGrid, stats: LayerStats,
 
 
 def read_images(pattern: str | None, grid: CaptionGrid, inputs: ReportInputs, thumbnail_px: int,
-                max_thumbnails: int | None, skip_shards: set[str] = frozenset()) -> ShardImages | None:
+                max_thumbnails: int | None, skip_shards: Collection[str] = frozenset()) -> ShardImages | None:
     """Thumbnails and reference captions of the captioned images (None: no shards given)."""
     if not pattern:
         return None

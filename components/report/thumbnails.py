@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from ..common import storage
@@ -50,15 +51,15 @@ def thumbnail(data: bytes, px: int, quality: int = 70) -> str:
 
     with Image.open(io.BytesIO(data)) as im:
         im.draft("RGB", (px * 2, px * 2))  # fast JPEG downscale while decoding
-        im = im.convert("RGB")
-        im.thumbnail((px, px))
+        rgb = im.convert("RGB")
+        rgb.thumbnail((px, px))
         buf = io.BytesIO()
-        im.save(buf, "JPEG", quality=quality, optimize=True)
+        rgb.save(buf, "JPEG", quality=quality, optimize=True)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def read_shard_images(pattern: str, wanted_keys: set[str], thumbnail_px: int = 96,
-                      max_thumbnails: int | None = None, skip_shards: set[str] = frozenset()) -> ShardImages:
+                      max_thumbnails: int | None = None, skip_shards: Collection[str] = frozenset()) -> ShardImages:
     """Stream the shards once: thumbnails for ``wanted_keys`` and every reference caption.
 
     A shard that cannot be read (not a tar, truncated, gone) is recorded in ``unreadable_shards``
