@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from latent_verbalizer.components.report.tests.reference_tables import REFERENCE, reference_available
+from tests.reference_tables import REFERENCE, reference_available
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +22,7 @@ def reference_dir():
 @pytest.fixture(scope="session")
 def reference_tables(reference_dir, tmp_path_factory):
     """captions / labels / aggregate Parquet of the 500 reference images x 24 layers."""
-    from latent_verbalizer.components.report.tests.reference_tables import write_reference_tables
+    from tests.reference_tables import write_reference_tables
 
     return write_reference_tables(str(tmp_path_factory.mktemp("reference-tables")))
 

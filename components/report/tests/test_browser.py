@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from latent_verbalizer.components.report.tests.headless_chromium import CHROMIUM, Chromium
+from tests.headless_chromium import CHROMIUM, Chromium
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists(CHROMIUM),
@@ -108,7 +108,7 @@ def test_hostile_captions_render_as_text(browser, tmp_path):
 @pytest.fixture(scope="module")
 def big_report(reference_dir, tmp_path_factory):
     from latent_verbalizer.components.report.report import build_report
-    from latent_verbalizer.components.report.tests.reference_tables import write_reference_tables
+    from tests.reference_tables import write_reference_tables
 
     root = tmp_path_factory.mktemp("big")
     tables = write_reference_tables(str(root / "in"), repeat=20)  # 10,000 images x 24 layers

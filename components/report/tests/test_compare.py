@@ -18,8 +18,8 @@ from latent_verbalizer.components.report.compare_report import build_compare_rep
 from latent_verbalizer.components.report.component import make_report_op
 from latent_verbalizer.components.report.layer_naming import layer_naming
 from latent_verbalizer.components.report.report import build_report
-from latent_verbalizer.components.report.tests.page_parsing import embedded_data
-from latent_verbalizer.components.report.tests.run_layouts import (
+from tests.page_parsing import embedded_data
+from tests.run_layouts import (
     blip_parameters,
     caption_rows,
     captions_of_run,

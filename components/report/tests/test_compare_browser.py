@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from latent_verbalizer.components.report.tests.headless_chromium import CHROMIUM, Chromium
-from latent_verbalizer.components.report.tests.run_layouts import blip_parameters, write_captions, write_labels
+from tests.headless_chromium import CHROMIUM, Chromium
+from tests.run_layouts import blip_parameters, write_captions, write_labels
 from latent_verbalizer.components.report.tests.test_browser import _external, _pixels_vary
 
 pytestmark = pytest.mark.skipif(
@@ -25,7 +25,7 @@ A_IMAGES, B_IMAGES = range(0, 30), range(15, 45)   # 15 shared: 000015 .. 000029
 
 @pytest.fixture(scope="module")
 def runs(reference_dir, tmp_path_factory):
-    from latent_verbalizer.components.report.tests import reference_tables as ref
+    from tests import reference_tables as ref
 
     caps, ents, answers = ref.load_reference()
     mapping = ref.merge_map()

@@ -7,7 +7,7 @@ import json
 from kfp import dsl
 
 from latent_verbalizer.components.report.component import make_report_op
-from latent_verbalizer.components.report.tests.page_parsing import category_cells, embedded_data
+from tests.page_parsing import category_cells, embedded_data
 from latent_verbalizer.components.report.tests.test_edge_cases import _captions, _categorized
 from tests.images import encode, random_rgb, write_tar
 

@@ -18,12 +18,12 @@ from latent_verbalizer.components.common.contracts import (
 )
 from latent_verbalizer.components.report import cli
 from latent_verbalizer.components.report.report import build_report
-from latent_verbalizer.components.report.tests.categorized_tables import (
+from tests.categorized_tables import (
     categorize_provenance,
     labels_table,
     write_categorized,
 )
-from latent_verbalizer.components.report.tests.page_parsing import category_cells, embedded_data
+from tests.page_parsing import category_cells, embedded_data
 
 HOSTILE = [
     "<script>alert(1)</script>",

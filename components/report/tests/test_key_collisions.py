@@ -7,7 +7,7 @@ import pyarrow as pa
 from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA, provenance, write_table
 from latent_verbalizer.components.report.report import build_report
 from latent_verbalizer.components.report.tests.conftest import make_shard
-from latent_verbalizer.components.report.tests.page_parsing import embedded_data
+from tests.page_parsing import embedded_data
 
 
 def _captions(path: str, shard: str, rows: list[tuple[str, int, str]]) -> str:
