@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 import time
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from tests.headless_chromium import CHROMIUM, Chromium
+from tests.headless_chromium import CHROMIUM, Chromium, external_requests, pixels_vary
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists(CHROMIUM),
@@ -31,15 +29,6 @@ def _search(b: Chromium, text: str) -> int:
     return b.eval("window.__lverb.matches")
 
 
-def _pixels_vary(path: str) -> float:
-    with Image.open(path) as im:
-        return float(np.asarray(im.convert("L"), dtype=float).std())
-
-
-def _external(requests: list[str]) -> list[str]:
-    return [u for u in requests if not u.startswith(("file://", "data:"))]
-
-
 def test_reference_report_renders_searches_and_filters(browser, reference_report, tmp_path):
     out, result = reference_report
     b = browser
@@ -58,7 +47,7 @@ def test_reference_report_renders_searches_and_filters(browser, reference_report
     assert b.eval("document.getElementById('count').textContent") == "500 of 500 images"
     b.eval("window.scrollTo(0, 0); 1")
     top = b.screenshot(str(tmp_path / "top.png"))
-    assert _pixels_vary(top) > 20
+    assert pixels_vary(top) > 20
 
     # a search filters rows: only images with a matching caption remain, matches highlighted
     n = _search(b, "motorcycle")
@@ -70,7 +59,7 @@ def test_reference_report_renders_searches_and_filters(browser, reference_report
     assert "q=motorcycle" in b.eval("location.hash")
     b.eval("document.getElementById('browser').scrollIntoView(); 1")
     shot = b.screenshot(str(tmp_path / "browser.png"))
-    assert _pixels_vary(shot) > 20
+    assert pixels_vary(shot) > 20
 
     # category filter (by the select) narrows further; layer filter shows one row per image
     cat = b.eval("window.__cat = Array.from(document.querySelectorAll('#category option')).find(o => o.textContent === 'animal').value")
@@ -86,12 +75,12 @@ def test_reference_report_renders_searches_and_filters(browser, reference_report
     b.eval("document.querySelector('.next').click(); 1")
     assert b.eval("document.querySelector('.pageinfo').textContent").startswith("page 2 of")
     assert b.errors == [], b.errors
-    assert _external(b.requests) == []
+    assert external_requests(b.requests) == []
 
 
 def test_hostile_captions_render_as_text(browser, tmp_path):
     from latent_verbalizer.components.report.report import build_report
-    from latent_verbalizer.components.report.tests.test_edge_cases import HOSTILE, hostile_inputs
+    from tests.small_report_inputs import HOSTILE, hostile_inputs
 
     caps, labels, aggregate = hostile_inputs(tmp_path)
     build_report([caps], labels, aggregate, str(tmp_path / "out"))
@@ -102,7 +91,7 @@ def test_hostile_captions_render_as_text(browser, tmp_path):
     assert sorted(set(shown)) == sorted(set(HOSTILE))
     assert b.eval("document.querySelectorAll('#results img, #results svg, #results script, #results b').length") == 0
     assert b.errors == [], b.errors  # an alert() would have opened a dialog
-    assert _external(b.requests) == []
+    assert external_requests(b.requests) == []
 
 
 @pytest.fixture(scope="module")
