@@ -11,8 +11,12 @@ setup:            ## venv, pinned torch pair, the package, offline model files
 demo: setup       ## the whole pipeline locally on sample images, offline (kfp.local)
 	.venv/bin/lverb run --local --compare-with tiny-random-blip
 
-test: setup       ## the default test suite (starts its own S3 server)
-	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/python -m pytest -q
+# Test workers (pytest-xdist): one per core; each test module stays on one worker, so a module's
+# shared fixtures (a pipeline run, a built wheel) are made once. TEST_WORKERS=0: no workers.
+TEST_WORKERS ?= auto
+
+test: setup       ## the default test suite (starts its own S3 server per worker)
+	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 image-test: setup ## build the image (stand-in base, no pulls) and run every step and the pipeline in it
 	mkdir -p build

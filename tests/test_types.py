@@ -17,11 +17,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 pytest.importorskip("mypy", reason="mypy comes with the test extra (make setup)")
 
-# Both tests share the checker's cache (a cold run takes a minute, a warm one seconds): one worker.
-pytestmark = pytest.mark.xdist_group("mypy")
-
 
 def mypy(*args: str) -> subprocess.CompletedProcess:
+    """mypy with the project's config; the cache (a cold run takes a minute, a warm one seconds) is
+    shared by this module's tests, which ``make test`` keeps on one worker (--dist loadscope)."""
     return subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(REPO / "pyproject.toml"),
                            "--cache-dir", str(REPO / "build" / "mypy-cache"), *args],
                           cwd=REPO, capture_output=True, text=True)
