@@ -10,8 +10,7 @@ from kfp import dsl
 
 from latent_verbalizer.components.categorize.component import make_categorize_op
 from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, LABELS_SCHEMA, read_table
-
-from .test_run import write_captions
+from tests.captions_by_layer import write_captions
 
 
 def test_wrapper_maps_manifests_to_labels(tmp_path):
