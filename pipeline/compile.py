@@ -8,7 +8,8 @@ from typing import Optional
 
 from .container_image import DEFAULT_REGISTRY, DEFAULT_TAG, component_image
 
-COMPILED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "latent_verbalizer.yaml")
+# realpath: the checkout also reaches this file through latent_verbalizer/pipeline (a symlink to pipeline/)
+COMPILED = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "latent_verbalizer.yaml")
 
 
 def compile_pipeline(output: str = COMPILED, registry: Optional[str] = None, tag: Optional[str] = None,
