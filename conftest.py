@@ -78,6 +78,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "reference_dir" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.reference_data)
+    # The whole-pipeline modules (tests/test_pipeline_*.py, minutes each) first: on pytest-xdist
+    # workers they then run beside the short tests instead of after them, at the end, alone.
+    items.sort(key=lambda item: 0 if item.path.name.startswith("test_pipeline_") else 1)
 
 
 @pytest.hookimpl(hookwrapper=True)
