@@ -20,11 +20,12 @@ demo: $(SETUP_DONE) ## the whole pipeline locally on sample images, offline (kfp
 	.venv/bin/lverb run --local --compare-with tiny-random-blip
 
 # Test workers (pytest-xdist): one per core; each test module stays on one worker, so a module's
-# shared fixtures (a pipeline run, a built wheel) are made once. TEST_WORKERS=0: no workers.
+# shared fixtures (a pipeline run, a built wheel) are made once; modules go in collection order
+# (conftest.py puts the whole-pipeline ones first), not by test count. TEST_WORKERS=0: no workers.
 TEST_WORKERS ?= auto
 
 test: $(SETUP_DONE) ## the default test suite (starts its own S3 server per worker)
-	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
+	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 image-test: $(SETUP_DONE) ## build the image (stand-in base, no pulls) and run every step and the pipeline in it
 	@scripts/image_test_tools.sh
