@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
 
 from tests.s3server import start_seaweedfs
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs one worker per core), each worker's torch and the
+    steps it starts (kfp.local subprocesses inherit the environment) use its share of the cores,
+    not all of them each: set before torch is first imported, unless the caller chose a number."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        share = str(max(1, (os.cpu_count() or 1) // int(workers)))
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(name, share)
 
 
 @pytest.fixture(scope="session")
@@ -66,6 +78,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "reference_dir" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.reference_data)
+    # The whole-pipeline modules (tests/test_pipeline_*.py, minutes each) first: on pytest-xdist
+    # workers they then run beside the short tests instead of after them, at the end, alone.
+    items.sort(key=lambda item: 0 if item.path.name.startswith("test_pipeline_") else 1)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -8,6 +8,7 @@ from typing import Optional
 
 from .container_image import DEFAULT_REGISTRY, DEFAULT_TAG, component_image
 
+# realpath: the checkout also reaches this file through latent_verbalizer/pipeline (a symlink to pipeline/)
 COMPILED = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "latent_verbalizer.yaml")
 
 

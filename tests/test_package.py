@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -23,17 +25,48 @@ PACKAGE_DIRS = {"pipeline": "latent_verbalizer.pipeline", "components": "latent_
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
+def wheel_build(tmp_path_factory) -> tuple[Path, str]:
+    """The wheel, and the build's log (setuptools' own output, pip's verbose mode)."""
     out = tmp_path_factory.mktemp("wheel")
     # Built from a copy: setuptools builds in the source tree's build/, whose leftovers would
     # otherwise travel into the wheel (and parallel runs would share it).
     source = out / "source"
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "runs", "node_modules",
                                                                   "__pycache__", "*.egg-info"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-                    str(source)], check=True, cwd=out)
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v", "-w",
+                            str(out), str(source)], cwd=out, capture_output=True, text=True)
+    assert build.returncode == 0, build.stdout + build.stderr
     (whl,) = out.glob("latent_verbalizer-*.whl")
-    return whl
+    return whl, build.stdout + build.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(wheel_build) -> Path:
+    return wheel_build[0]
+
+
+def test_build_prints_no_warnings(wheel_build):
+    """setuptools warns about folders Python imports as packages but ``packages`` leaves out
+    (data folders included), deprecated settings and the like: none of them may appear."""
+    warnings = [line.strip() for line in wheel_build[1].splitlines() if re.search(r"\w+Warning\b", line)]
+    assert not warnings, "the package build warns:\n" + "\n".join(warnings)
+
+
+def test_every_folder_of_the_package_is_declared():
+    """Each folder under pipeline/ and components/ (tests aside) is in pyproject.toml's ``packages``:
+    a sub-package left out would be missing from the wheel while every test of the checkout passes."""
+    declared = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    missing = []
+    for top, name in PACKAGE_DIRS.items():
+        for folder in [REPO / top, *(REPO / top).rglob("*")]:
+            rel = folder.relative_to(REPO / top)
+            if (not folder.is_dir() or not folder.name.isidentifier() or "__pycache__" in rel.parts
+                    or "tests" in rel.parts):
+                continue
+            package = ".".join([name, *rel.parts])
+            if package not in declared:
+                missing.append(package)
+    assert not missing, f"add to [tool.setuptools] packages in pyproject.toml: {missing}"
 
 
 def test_wheel_installs_one_top_level_name(wheel):

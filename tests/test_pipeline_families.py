@@ -55,7 +55,7 @@ def blip_run(one_shard, vit_gpt2_run, tmp_path_factory):
 
 
 def test_blip_through_the_pipeline_compared_with_vit_gpt2_in_chromium(blip_run, vit_gpt2_run, tmp_path):
-    from latent_verbalizer.components.report.tests.headless_chromium import CHROMIUM, Chromium
+    from tests.headless_chromium import CHROMIUM, Chromium
 
     rows, made_by = captions_of(blip_run)
     assert made_by["model_family"] == "hf-blip" and made_by["layer_numbering"]["normal_layer"] == 3

@@ -285,7 +285,7 @@ def decoder_start(decoder) -> dict:
 def decoder_end_and_rules(decoder) -> dict:
     """What else decides the captions, where a model has it: several end tokens (the first is forced at
     ``seq_len``), and the generation config's settings applied (``generation_settings``)."""
-    made = {}
+    made: dict[str, object] = {}
     end_ids = decoder.settings.end_token_ids
     if len(end_ids) > 1:
         made["end_token_ids"] = list(end_ids)

@@ -18,7 +18,9 @@ input of BLIP and VisionEncoderDecoder runs it, in the tower's precision, and is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Union, cast
 
 import torch
 
@@ -29,12 +31,20 @@ from ..common.precision import parse_dtype, torch_dtype
 from .generation_settings import logits_rules
 from .greedy import DecodedCaptions, GreedySettings, greedy_decode
 
+if TYPE_CHECKING:
+    from ..common.model_families.blip import BlipModel
+    from ..common.model_families.llava import LlavaModel
+    from ..common.model_families.vision_encoder_decoder import VisionEncoderDecoderCaptioner
+
+# The families whose decoder reads the image by cross-attention; LLaVA reads it in its prompt.
+CrossAttentionModel = Union["BlipModel", "VisionEncoderDecoderCaptioner"]
+
 
 @dataclass
 class HFDecodeState:
     """One batch's cache, and the image states the cross-attention reads (None for LLaVA)."""
 
-    cache: object = None
+    cache: Any = None   # the model's Cache (transformers), None before the first forward
     encoder_states: torch.Tensor | None = None
 
     def keep_rows(self, rows: torch.Tensor) -> None:
@@ -47,8 +57,8 @@ class HFCachedDecoder:
     """What both kinds share: precision, settings, and ``image_embeddings`` (block output ->
     the decoder's input) under the name the caption step uses for every family."""
 
-    def __init__(self, loaded: VisionLanguageModel, precision: str, settings: GreedySettings, modules,
-                 prefix_ids: list[int] = ()):
+    def __init__(self, loaded: CrossAttentionModel | LlavaModel, precision: str, settings: GreedySettings, modules,
+                 prefix_ids: Sequence[int] = ()):
         self.loaded = loaded
         self.precision = parse_dtype(precision, ("float32", "bfloat16"), what="--precision")
         self.dtype = torch_dtype(self.precision)
@@ -66,6 +76,14 @@ class HFCachedDecoder:
     def generation_settings(self) -> dict:
         """The generation config's settings the captions were decoded with (name -> value)."""
         return dict(self.logits_rules.applied) if self.logits_rules else {}
+
+    def text_config(self):
+        """The language model's config (layers, heads, hidden size)."""
+        raise NotImplementedError
+
+    def prefix_tokens(self, n_image_tokens: int) -> int:
+        """Tokens each row's cache holds before the caption's first."""
+        raise NotImplementedError
 
     @torch.no_grad()
     def image_embeddings(self, block_tokens: torch.Tensor) -> torch.Tensor:
@@ -100,7 +118,7 @@ class HFCachedDecoder:
 class CrossAttentionDecoder(HFCachedDecoder):
     """BLIP's text decoder, or a VisionEncoderDecoder's decoder, reading the image by cross-attention."""
 
-    def __init__(self, loaded: VisionLanguageModel, precision: str = "float32", settings: GreedySettings | None = None):
+    def __init__(self, loaded: CrossAttentionModel, precision: str = "float32", settings: GreedySettings | None = None):
         base = settings or GreedySettings()
         settings = GreedySettings(base.seq_len, base.min_seq_len, loaded.start_token_id, loaded.eos_token_id, None,
                                   loaded.end_token_ids[1:])
@@ -143,7 +161,7 @@ class CrossAttentionDecoder(HFCachedDecoder):
 class PromptDecoder(HFCachedDecoder):
     """LLaVA: the chat prompt with the image tokens as the prefix, the caption after it."""
 
-    def __init__(self, loaded: VisionLanguageModel, precision: str = "float32", settings: GreedySettings | None = None):
+    def __init__(self, loaded: LlavaModel, precision: str = "float32", settings: GreedySettings | None = None):
         base = settings or GreedySettings()
         self.prompt_ids = loaded.prompt_ids()
         settings = GreedySettings(base.seq_len, base.min_seq_len, self.prompt_ids[-1], loaded.eos_token_id, None,
@@ -197,5 +215,5 @@ def hf_decoder(loaded: VisionLanguageModel, precision: str = "float32",
                settings: GreedySettings | None = None) -> HFCachedDecoder:
     """The cached decoder of a Hugging Face family."""
     if loaded.family == LLAVA:
-        return PromptDecoder(loaded, precision, settings)
-    return CrossAttentionDecoder(loaded, precision, settings)
+        return PromptDecoder(cast("LlavaModel", loaded), precision, settings)
+    return CrossAttentionDecoder(cast(CrossAttentionModel, loaded), precision, settings)

@@ -52,7 +52,7 @@ class CorruptChunkError(ValueError):
     """A feature chunk's bytes differ from what its manifest recorded."""
 
 
-def _check_part(uri: str, part: str, data: bytes, expected: dict[str, str] | None) -> None:
+def _check_part(uri: str, part: str, data: bytes | bytearray, expected: dict[str, str] | None) -> None:
     if expected is None:
         return
     want = expected.get(part)

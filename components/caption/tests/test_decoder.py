@@ -3,31 +3,12 @@ through open_clip's own forward), on real model code with random weights."""
 
 from __future__ import annotations
 
-import copy
-import os
-import sys
-
 import pytest
 import torch
 
 from latent_verbalizer.components.caption.coca_decoder import CachedCocaDecoder, GreedySettings, caption_text
-from latent_verbalizer.components.common.model_families.coca_loading import (
-    EOS_TOKEN_ID,
-    PAD_TOKEN_ID,
-    load_coca,
-    vision_block_outputs,
-)
-
-sys.path.insert(0, os.path.dirname(__file__))
-from reference_loop import reference_greedy  # noqa: E402
-
-from tests.images import skimage_photo_paths  # noqa: E402
-
-
-def photo_pixels(loaded, n):
-    from PIL import Image
-
-    return torch.stack([loaded.preprocess(Image.open(p).convert("RGB")) for p in skimage_photo_paths()[:n]])
+from latent_verbalizer.components.common.model_families.coca_loading import EOS_TOKEN_ID, PAD_TOKEN_ID, load_coca, vision_block_outputs
+from tests.coca_decoding_checks import assert_same_as_reference, photo_pixels, steered
 
 
 @pytest.fixture(scope="module")
@@ -44,39 +25,9 @@ def tiny_layer_embs(tiny):
     return torch.cat([dec.image_embeddings(b) for b in blocks])
 
 
-def assert_same_as_reference(model, embs, settings=GreedySettings()):
-    ours = CachedCocaDecoder(model, "float32", settings).generate(embs)
-    ref = reference_greedy(model, embs, seq_len=settings.seq_len, min_seq_len=settings.min_seq_len)
-    for i, (ids, ent, lp) in enumerate(ref):
-        assert ours.token_ids[i] == ids, f"row {i}"
-        assert ours.entropy_bits[i] == pytest.approx(ent, abs=1e-4)
-        assert ours.mean_logprob[i] == pytest.approx(lp, abs=1e-4)
-    return ours
-
-
 def test_every_layer_of_tiny_model_matches_reference_loop(tiny, tiny_layer_embs):
     ours = assert_same_as_reference(tiny.model, tiny_layer_embs)
     assert len({tuple(t) for t in ours.token_ids}) > 10, "captions should differ across images and layers"
-
-
-def steered(model, eos_like_token=None, eos_boost=None, pad_boost=None):
-    """A copy whose decoder makes EOS / pad (token 0) more likely.
-
-    For constant boosts, one feature of the final layer norm is made constant (weight 0,
-    bias 1) and its projection row carries the boost, so it adds to those tokens' logits only.
-    """
-    m = copy.deepcopy(model)
-    with torch.no_grad():
-        proj = m.text_decoder.text_projection
-        if eos_like_token is not None:
-            proj[:, EOS_TOKEN_ID] = proj[:, eos_like_token] * 1.05
-        if eos_boost is not None or pad_boost is not None:
-            ln = m.text_decoder.ln_final
-            ln.weight[0], ln.bias[0] = 0.0, 1.0
-            proj[0, :] = 0.0
-            proj[0, EOS_TOKEN_ID] = eos_boost or 0.0
-            proj[0, PAD_TOKEN_ID] = pad_boost or 0.0
-    return m
 
 
 def test_eos_is_suppressed_until_min_seq_len(tiny, tiny_layer_embs):

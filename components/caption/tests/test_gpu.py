@@ -5,9 +5,7 @@ different steps), bf16's agreement with fp32, and a real out-of-memory."""
 from __future__ import annotations
 
 import logging
-import os
 import re
-import sys
 
 import pytest
 import torch
@@ -18,11 +16,9 @@ from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA, read_
 from latent_verbalizer.components.common.model_families.coca_loading import vision_block_outputs
 from latent_verbalizer.components.common.precision import exact_float32_math, float32_math
 from latent_verbalizer.components.extract.extract import ExtractSettings, extract_shard
+from tests.coca_decoding_checks import assert_same_as_reference, photo_pixels, steered
 from tests.gpu import GPU_ONLY, capped_gpu_memory, full_size_coca_on_cuda, peak_extra_bytes, report
 from tests.images import jpeg_shard
-
-sys.path.insert(0, os.path.dirname(__file__))
-from test_decoder import assert_same_as_reference, photo_pixels, steered  # noqa: E402
 
 pytestmark = GPU_ONLY
 

@@ -8,8 +8,6 @@ plain reference loop's."""
 
 from __future__ import annotations
 
-import os
-import sys
 from collections import Counter
 
 import pytest
@@ -21,12 +19,15 @@ from latent_verbalizer.components.caption.greedy import GreedySettings
 from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA, read_table, table_metadata
 from latent_verbalizer.components.common.model_families import LLAVA, load_model
 from latent_verbalizer.components.extract.extract import ExtractSettings, run_extract
-
-sys.path.insert(0, os.path.dirname(__file__))
-from test_hf_families import assert_same_as_reference, models_own_end_token, ours_at, own_generate  # noqa: E402
-
-from tests.images import jpeg_shard, skimage_photo_paths  # noqa: E402
-from tests.model_folders import save_model_folder  # noqa: E402
+from tests.hf_decoding_checks import (
+    assert_same_as_reference,
+    models_own_end_token,
+    ours_at,
+    own_generate,
+    reference_rows,
+)
+from tests.images import jpeg_shard, skimage_photo_paths
+from tests.model_folders import save_model_folder
 
 FAMILIES = ("tiny-random-vit-gpt2", "tiny-random-llava")
 SETTINGS = GreedySettings(seq_len=16, min_seq_len=5)
@@ -121,8 +122,6 @@ def assert_same_as_reference_with_rules(loaded, pixels):
     decoder.logits_rules = None
     inputs = every_layer_inputs(loaded, pixels)
     ours = decoder.generate(inputs)
-    from test_hf_families import reference_rows
-
     assert ours.token_ids == [r.token_ids for r in reference_rows(loaded, inputs, SETTINGS)]
 
 

@@ -11,8 +11,7 @@ from kfp import dsl
 
 from latent_verbalizer.components.categorize.component import make_categorize_op, make_merge_op, make_partition_op
 from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, LABELS_SCHEMA, read_table
-
-from .test_run import write_captions
+from tests.captions_by_layer import write_captions
 
 partition_captions = make_partition_op("unused:tag").python_func
 categorize_captions = make_categorize_op("unused:tag").python_func

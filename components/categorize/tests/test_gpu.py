@@ -9,6 +9,7 @@ import copy
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +21,8 @@ from latent_verbalizer.components.common.contracts import LABELS_SCHEMA, read_ta
 from latent_verbalizer.components.common.precision import exact_float32_math
 from tests.gpu import GPU_ONLY, capped_gpu_memory, peak_extra_bytes, report
 
-from .conftest import REPO
+REPO = Path(__file__).resolve().parents[3]
+
 
 pytestmark = GPU_ONLY
 

@@ -10,12 +10,14 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 from latent_verbalizer.components.categorize.answer_store import STORED_ANSWER_SCHEMA, AnswerStore
 from latent_verbalizer.components.common.contracts import LABELS_SCHEMA, read_table
+from tests.captions_by_layer import write_captions
 
-from .conftest import REPO
-from .test_run import write_captions
+REPO = Path(__file__).resolve().parents[3]
+
 
 # One process of `accelerate launch` (the environment it gives each rank is set by the test);
 # the layout planner is told of two CPU replicas, as GPUs would give.

@@ -4,6 +4,8 @@ merged tables equal those of one categorize run over all captions (tiny-random o
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import json
 import os
 import signal
@@ -19,8 +21,9 @@ from latent_verbalizer.components.categorize.merge_partitions import merge_parti
 from latent_verbalizer.components.categorize.partitions import Partition, all_partitions, parse_partition_count
 from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, LABELS_SCHEMA, read_table, table_metadata
 
-from .conftest import REPO
-from .test_run import write_captions
+from tests.captions_by_layer import write_captions
+
+REPO = Path(__file__).resolve().parents[3]
 
 COLOURS = ["red", "blue", "green", "grey", "white", "black"]
 THINGS = ["dog", "cat", "bus", "tree"]

@@ -8,8 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
 from latent_verbalizer.components.categorize.answer_store import STORED_ANSWER_SCHEMA
@@ -17,23 +17,13 @@ from latent_verbalizer.components.categorize.categorize import run_categorize
 from latent_verbalizer.components.common import storage
 from latent_verbalizer.components.common.contracts import (
     AGGREGATE_SCHEMA,
-    CAPTIONS_FORMAT,
-    CAPTIONS_SCHEMA,
-    CAPTIONS_VERSION,
     LABELS_SCHEMA,
     read_table,
     table_metadata,
-    write_table,
 )
+from tests.captions_by_layer import write_captions
 
-from .conftest import REPO
-
-
-def write_captions(uri: str, captions_by_layer: dict[int, list[str]], shard: str = "shard-000") -> None:
-    rows = [{"image_key": f"img{i:04d}", "shard": shard, "layer": layer, "caption": c, "token_ids": [1, 2],
-             "n_tokens": 2, "stop": "eos", "entropy_bits": 1.0, "mean_logprob": -1.0}
-            for layer, caps in captions_by_layer.items() for i, c in enumerate(caps)]
-    write_table(uri, pa.Table.from_pylist(rows, schema=CAPTIONS_SCHEMA), CAPTIONS_SCHEMA, CAPTIONS_FORMAT, CAPTIONS_VERSION, {})
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_dedup_and_s3_output(sample, small_labels, s3_bucket):

@@ -7,14 +7,16 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from latent_verbalizer.components.categorize.answer_store import STORED_ANSWER_SCHEMA
 from latent_verbalizer.components.categorize.categorize import run_categorize
 from latent_verbalizer.components.common import storage
 from latent_verbalizer.components.common.contracts import LABELS_SCHEMA, read_table
+from tests.captions_by_layer import write_captions
 
-from .conftest import REPO
-from .test_run import write_captions
+REPO = Path(__file__).resolve().parents[3]
+
 
 
 def test_s3_restart_mid_run(own_s3_server, sample, small_labels, tmp_path, one_thread_env):

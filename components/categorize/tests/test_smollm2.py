@@ -7,8 +7,7 @@ import json
 import pytest
 
 from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, LABELS_SCHEMA, read_table
-
-from .test_run import write_captions
+from tests.captions_by_layer import write_captions
 
 
 def test_smollm2_end_to_end(reference_captions, small_labels, tmp_path, capsys):

@@ -9,12 +9,13 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
 from latent_verbalizer.components.categorize.replicas.supervisor import run_supervised
 
-from .conftest import REPO
+REPO = Path(__file__).resolve().parents[3]
 
 # A child of run_supervised: writes its pid, then either sleeps long or, once its sibling's
 # pid file exists (the sibling is surely running), fails.

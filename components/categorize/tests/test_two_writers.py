@@ -10,8 +10,7 @@ from latent_verbalizer.components.categorize.categorize import run_categorize
 from latent_verbalizer.components.common import storage
 from latent_verbalizer.components.common.contracts import LABELS_SCHEMA, read_table
 from latent_verbalizer.components.common.storage.write_lease import LEASE_NAME, LeaseHeldError, WriteLease
-
-from .test_run import write_captions
+from tests.captions_by_layer import write_captions
 
 
 def test_a_second_run_labelling_the_same_prefix_is_refused_while_the_first_writes(sample, small_labels, s3_bucket):

@@ -83,7 +83,7 @@ def _load_hf(model: str, pretrained: str | None, part: str = WHOLE) -> VisionLan
 
         from .blip import BlipModel
 
-        adapter = BlipModel(load(BlipForConditionalGeneration), model, weights, tokenizer, image_processor, source)
+        adapter: VisionLanguageModel = BlipModel(load(BlipForConditionalGeneration), model, weights, tokenizer, image_processor, source)
     elif family == VISION_ENCODER_DECODER:
         from transformers import VisionEncoderDecoderModel
 

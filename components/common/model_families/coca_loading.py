@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +33,7 @@ COCA_EMBEDDINGS = ("class_embedding", "positional_embedding", "cls_emb", "query"
 @dataclass
 class LoadedCoca:
     model: torch.nn.Module           # open_clip CoCa, eval mode
-    preprocess: object               # the model's own eval transform (PIL -> tensor)
+    preprocess: Callable               # the model's own eval transform (PIL -> tensor)
     tokenizer: object                # open_clip tokenizer (for decoding captions)
     name: str                        # architecture name as given
     pretrained: str                  # weights as given ("random" for random init)

@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from ...common import storage
@@ -50,10 +51,10 @@ def thumbnail(data: bytes, px: int, quality: int = 70) -> str:
 
     with Image.open(io.BytesIO(data)) as im:
         im.draft("RGB", (px * 2, px * 2))  # fast JPEG downscale while decoding
-        im = im.convert("RGB")
-        im.thumbnail((px, px))
+        rgb = im.convert("RGB")
+        rgb.thumbnail((px, px))
         buf = io.BytesIO()
-        im.save(buf, "JPEG", quality=quality, optimize=True)
+        rgb.save(buf, "JPEG", quality=quality, optimize=True)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 

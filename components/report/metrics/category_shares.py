@@ -4,6 +4,7 @@ grouping of small categories, colours, and the category a caption part is colour
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,7 +68,7 @@ def share_matrix(aggregate: pa.Table, layers: list[int]) -> ShareMatrix:
     return ShareMatrix(layers, order, values, n_captions)
 
 
-def stack_order(categories: list[str], values: np.ndarray, layers: list[int]) -> list[str]:
+def stack_order(categories: list[str], values: np.ndarray, layers: Sequence[float]) -> list[str]:
     """Bottom-to-top order: categories whose share peaks earlier lie lower.
 
     Key: the share-weighted mean layer of a category (ties: larger total first).

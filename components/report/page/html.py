@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
@@ -105,7 +106,7 @@ def method_line(note: str, deviation: bool, elem_id: str = "method") -> str:
 
 
 def page(*, title: str, subtitle: str, headline: list[tuple[str, str]], sections: list[tuple[str, str, str]],
-         warnings: list[str], scripts: list[PageScript], method_notes: list[tuple[str, bool]] = ()) -> str:
+         warnings: list[str], scripts: list[PageScript], method_notes: Sequence[tuple[str, bool]] = ()) -> str:
     """``sections``: (id, heading, inner HTML already escaped), in page order (the nav lists them).
     ``method_notes``: (text, deviation) lines under the title on how the captions were made."""
     nav = "".join(f'<a href="#{escape(sid)}">{escape(h)}</a>' for sid, h, _ in sections)

@@ -49,7 +49,7 @@ def category_share(matrix: ShareMatrix, colours: dict[str, str], naming: LayerNa
         return fig
     values = matrix.values
     missing = np.isnan(values).all(axis=1)
-    handles = []
+    handles: list = []  # bars or filled areas, one per category
     if len(x) == 1:
         bottom = 0.0
         for j, c in enumerate(matrix.categories):

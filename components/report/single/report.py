@@ -20,6 +20,7 @@ import dataclasses
 import datetime
 import logging
 import time
+from collections.abc import Collection
 
 import numpy as np
 

@@ -4,6 +4,7 @@ Markdown summary (KFP Markdown)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -89,7 +90,7 @@ def layer_rows(stats: LayerStats, shares: cat.ShareMatrix | None, naming: LayerN
     top = main_category_by_layer(shares)
     rows = []
     for j, layer in enumerate(stats.layers):
-        row = {"layer": layer}
+        row: dict[str, object] = {"layer": layer}
         if naming is not None:
             row["layer_label"] = naming.label(layer)
             row["relative_depth"] = round(naming.depth(layer), 4)
@@ -131,7 +132,7 @@ def main_category_runs(shares: cat.ShareMatrix) -> list[tuple[int, str, int]]:
 
 def summary_markdown(metrics: dict[str, float], stats: LayerStats, shares: cat.ShareMatrix | None,
                      labels: LabelView | None, precision: CaptionPrecision, warnings: list[str],
-                     failed_shards: list[str] = (), weights_note: str | None = None) -> str:
+                     failed_shards: Sequence[str] = (), weights_note: str | None = None) -> str:
     """``failed_shards``: Markdown lines on the shards the run left out, shown first."""
     def value(key, digits=2, suffix=""):
         return metric_text(metrics, key, digits, suffix)

@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 import time
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from latent_verbalizer.components.report.tests.headless_chromium import CHROMIUM, Chromium
+from tests.headless_chromium import CHROMIUM, Chromium, external_requests, pixels_vary
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists(CHROMIUM),
@@ -21,15 +19,6 @@ READY = "window.__lverb && window.__lverb.ready"
 
 def _search(b: Chromium, text: str) -> int:
     return b.search("search", "__lverb", text)
-
-
-def _pixels_vary(path: str) -> float:
-    with Image.open(path) as im:
-        return float(np.asarray(im.convert("L"), dtype=float).std())
-
-
-def _external(requests: list[str]) -> list[str]:
-    return [u for u in requests if not u.startswith(("file://", "data:"))]
 
 
 def test_reference_report_renders_searches_and_filters(browser, reference_report, tmp_path):
@@ -50,7 +39,7 @@ def test_reference_report_renders_searches_and_filters(browser, reference_report
     assert b.eval("document.getElementById('count').textContent") == "500 of 500 images"
     b.eval("window.scrollTo(0, 0); 1")
     top = b.screenshot(str(tmp_path / "top.png"))
-    assert _pixels_vary(top) > 20
+    assert pixels_vary(top) > 20
 
     # a search filters rows: only images with a matching caption remain, matches highlighted
     n = _search(b, "motorcycle")
@@ -62,7 +51,7 @@ def test_reference_report_renders_searches_and_filters(browser, reference_report
     assert "q=motorcycle" in b.eval("location.hash")
     b.eval("document.getElementById('browser').scrollIntoView(); 1")
     shot = b.screenshot(str(tmp_path / "browser.png"))
-    assert _pixels_vary(shot) > 20
+    assert pixels_vary(shot) > 20
 
     # category filter (by the select) narrows further; layer filter shows one row per image
     cat = b.eval("window.__cat = Array.from(document.querySelectorAll('#category option')).find(o => o.textContent === 'animal').value")
@@ -78,12 +67,12 @@ def test_reference_report_renders_searches_and_filters(browser, reference_report
     b.eval("document.querySelector('.next').click(); 1")
     assert b.eval("document.querySelector('.pageinfo').textContent").startswith("page 2 of")
     assert b.errors == [], b.errors
-    assert _external(b.requests) == []
+    assert external_requests(b.requests) == []
 
 
 def test_hostile_captions_render_as_text(browser, tmp_path):
     from latent_verbalizer.components.report.single.report import build_report
-    from latent_verbalizer.components.report.tests.test_edge_cases import HOSTILE, hostile_inputs
+    from tests.small_report_inputs import HOSTILE, hostile_inputs
 
     caps, labels, aggregate = hostile_inputs(tmp_path)
     build_report([caps], labels, aggregate, str(tmp_path / "out"))
@@ -94,13 +83,13 @@ def test_hostile_captions_render_as_text(browser, tmp_path):
     assert sorted(set(shown)) == sorted(set(HOSTILE))
     assert b.eval("document.querySelectorAll('#results img, #results svg, #results script, #results b').length") == 0
     assert b.errors == [], b.errors  # an alert() would have opened a dialog
-    assert _external(b.requests) == []
+    assert external_requests(b.requests) == []
 
 
 @pytest.fixture(scope="module")
 def big_report(reference_dir, tmp_path_factory):
     from latent_verbalizer.components.report.single.report import build_report
-    from latent_verbalizer.components.report.tests.reference_tables import write_reference_tables
+    from tests.reference_tables import write_reference_tables
 
     root = tmp_path_factory.mktemp("big")
     tables = write_reference_tables(str(root / "in"), repeat=20)  # 10,000 images x 24 layers

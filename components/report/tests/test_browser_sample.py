@@ -8,8 +8,8 @@ import pytest
 
 from latent_verbalizer.components.report.page.browser_sample import browser_sample
 from latent_verbalizer.components.report.single.report import build_report
-from latent_verbalizer.components.report.tests.page_parsing import embedded_data
-from latent_verbalizer.components.report.tests.test_edge_cases import _captions, _categorized
+from tests.page_parsing import embedded_data
+from tests.small_report_inputs import write_caption_rows as _captions, write_categorized_rows as _categorized
 
 WORDS = ["a red bus", "a dog on grass", "two people", "a blue car", "a cat"]
 

@@ -18,15 +18,15 @@ from latent_verbalizer.components.report.compare.report import build_compare_rep
 from latent_verbalizer.components.report.component import make_report_op
 from latent_verbalizer.components.report.inputs.layer_naming import layer_naming
 from latent_verbalizer.components.report.single.report import build_report
-from latent_verbalizer.components.report.tests.page_parsing import embedded_data
-from latent_verbalizer.components.report.tests.run_layouts import (
+from latent_verbalizer.pipeline.cli import main as lverb
+from tests.page_parsing import embedded_data
+from tests.run_layouts import (
     blip_parameters,
     caption_rows,
     captions_of_run,
     write_captions,
     write_labels,
 )
-from latent_verbalizer.pipeline.cli import main as lverb
 
 CATEGORY_MAP = {"color": "color", "animal": "animal", "object": "object"}
 LABEL_OF = {"a red ball": "color", "a red thing": "color", "a dog": "animal", "a car": "object"}

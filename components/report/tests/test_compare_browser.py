@@ -10,9 +10,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from latent_verbalizer.components.report.tests.headless_chromium import CHROMIUM, Chromium
-from latent_verbalizer.components.report.tests.run_layouts import blip_parameters, write_captions, write_labels
-from latent_verbalizer.components.report.tests.test_browser import _external, _pixels_vary
+from tests.headless_chromium import CHROMIUM, Chromium, external_requests, pixels_vary
+from tests.run_layouts import blip_parameters, write_captions, write_labels
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists(CHROMIUM),
@@ -25,7 +24,7 @@ A_IMAGES, B_IMAGES = range(0, 30), range(15, 45)   # 15 shared: 000015 .. 000029
 
 @pytest.fixture(scope="module")
 def runs(reference_dir, tmp_path_factory):
-    from latent_verbalizer.components.report.tests import reference_tables as ref
+    from tests import reference_tables as ref
 
     caps, ents, answers = ref.load_reference()
     mapping = ref.merge_map()
@@ -82,7 +81,7 @@ def test_compare_page_shows_both_runs_side_by_side(browser, runs, reference_shar
     assert b.eval("document.querySelectorAll('#cmp-results .img-card img').length") == 5  # thumbnails (page of 5)
     b.wait_for("Array.from(document.querySelectorAll('#cmp-results .img-card img')).slice(0, 1)"
                ".every(i => i.complete && i.naturalWidth > 0)")  # the first in view has loaded
-    assert _pixels_vary(b.screenshot(str(tmp_path / "compare.png"))) > 20
+    assert pixels_vary(b.screenshot(str(tmp_path / "compare.png"))) > 20
 
     # search over both runs' captions; a category filter narrows
     word = caps["layer_23"][20].split()[1]
@@ -97,7 +96,7 @@ def test_compare_page_shows_both_runs_side_by_side(browser, runs, reference_shar
     assert 0 < b.eval("window.__lverbCompare.matches") <= 15
     b.eval("document.querySelector('.cmp-next').click(); 1")
     assert b.errors == [], b.errors
-    assert _external(b.requests) == []
+    assert external_requests(b.requests) == []
     assert r.metrics["compare_layers_a"] == 24 and r.metrics["compare_layers_b"] == 12
 
 
@@ -119,4 +118,4 @@ def test_a_runs_report_with_a_second_run_keeps_both_browsers_working(browser, ru
     assert b.eval("document.querySelectorAll('#cmp-legend .chip.on').length") == 0
     assert b.eval("document.querySelectorAll('img.plot').length") == 7
     assert b.errors == [], b.errors
-    assert _external(b.requests) == []
+    assert external_requests(b.requests) == []

@@ -7,9 +7,9 @@ import json
 from kfp import dsl
 
 from latent_verbalizer.components.report.component import make_report_op
-from latent_verbalizer.components.report.tests.page_parsing import category_cells, embedded_data
-from latent_verbalizer.components.report.tests.test_edge_cases import _captions, _categorized
 from tests.images import encode, random_rgb, write_tar
+from tests.page_parsing import category_cells, embedded_data
+from tests.small_report_inputs import write_caption_rows, write_categorized_rows
 
 
 def _pointer(path, content: dict) -> dsl.Dataset:
@@ -19,10 +19,10 @@ def _pointer(path, content: dict) -> dsl.Dataset:
 
 def test_wrapper_reads_the_pointers_and_fills_every_output(tmp_path):
     rows = [(f"k{i}", layer, f"a {'red' if layer else 'blue'} thing {i}") for i in range(4) for layer in (0, 1)]
-    first = _captions(rows[:4], str(tmp_path / "captions-0.parquet"))
-    second = _captions(rows[4:], str(tmp_path / "captions-1.parquet"))
+    first = write_caption_rows(rows[:4], str(tmp_path / "captions-0.parquet"))
+    second = write_caption_rows(rows[4:], str(tmp_path / "captions-1.parquet"))
     entries = [(c, [(c.rsplit(" ", 1)[0], ["color"])], "ok") for _, _, c in rows]
-    labels, aggregate = _categorized(rows, entries, tmp_path / "labels")
+    labels, aggregate = write_categorized_rows(rows, entries, tmp_path / "labels")
     shard = write_tar(str(tmp_path / "shard-000000.tar"), [(f"k{i}.jpg", encode(random_rgb(), "JPEG")) for i in range(4)])
     report, summary, metrics = (dsl.HTML(uri=str(tmp_path / "report.html")),
                                 dsl.Markdown(uri=str(tmp_path / "summary.md")), dsl.Metrics(uri=str(tmp_path / "m")))
@@ -45,8 +45,8 @@ def test_wrapper_reads_the_pointers_and_fills_every_output(tmp_path):
 
 def test_wrapper_without_shards_embeds_no_thumbnails(tmp_path):
     rows = [("k0", 0, "a dog")]
-    caps = _captions(rows, str(tmp_path / "captions.parquet"))
-    labels, aggregate = _categorized(rows, [("a dog", [("a dog", ["animal"])], "ok")], tmp_path / "labels")
+    caps = write_caption_rows(rows, str(tmp_path / "captions.parquet"))
+    labels, aggregate = write_categorized_rows(rows, [("a dog", [("a dog", ["animal"])], "ok")], tmp_path / "labels")
     report = dsl.HTML(uri=str(tmp_path / "report.html"))
     make_report_op("unused-image").python_func(
         captions=[_pointer(tmp_path / "c.json", {"captions": caps})],
@@ -59,8 +59,8 @@ def test_wrapper_without_shards_embeds_no_thumbnails(tmp_path):
 
 def test_failed_shards_are_listed_first_on_the_page_in_the_summary_and_the_metrics(tmp_path):
     rows = [(f"k{i}", layer, f"a red thing {i}") for i in range(2) for layer in (0, 1)]
-    caps = _captions(rows, str(tmp_path / "captions-0.parquet"))
-    labels, aggregate = _categorized(rows, [(c, [(c, ["color"])], "ok") for _, _, c in rows], tmp_path / "labels")
+    caps = write_caption_rows(rows, str(tmp_path / "captions-0.parquet"))
+    labels, aggregate = write_categorized_rows(rows, [(c, [(c, ["color"])], "ok") for _, _, c in rows], tmp_path / "labels")
     write_tar(str(tmp_path / "x-000000.tar"), [(f"k{i}.jpg", encode(random_rgb(), "JPEG")) for i in range(2)])
     bad = tmp_path / "x-000001.tar"
     bad.write_bytes(b"random bytes, not a tar" * 40)  # in the pattern too: the report must not read it

@@ -7,52 +7,19 @@ import json
 import math
 import os
 
-import pyarrow as pa
 import pytest
 
 from latent_verbalizer.components.common.contracts import (
     AGGREGATE_SCHEMA,
-    CAPTIONS_SCHEMA,
-    provenance,
     write_table,
 )
 from latent_verbalizer.components.report import cli
 from latent_verbalizer.components.report.single.report import build_report
-from latent_verbalizer.components.report.tests.categorized_tables import (
+from tests.categorized_tables import (
     categorize_provenance,
-    labels_table,
-    write_categorized,
 )
-from latent_verbalizer.components.report.tests.page_parsing import category_cells, embedded_data
-
-HOSTILE = [
-    "<script>alert(1)</script>",
-    "a cat </script><img src=x onerror=alert(2)> on a mat",
-    'a "quoted" & <b>bold</b> dog \u2028 with <!-- comment --> and ]]>',
-    "emoji 🐈 cat and \u00e9t\u00e9 <svg onload=alert(3)>",
-]
-
-
-def _captions(rows: list[tuple[str, int, str]], path: str, entropy: float = 3.0, **made_by) -> str:
-    t = pa.table({
-        "image_key": [r[0] for r in rows], "shard": ["s0"] * len(rows), "layer": [r[1] for r in rows],
-        "caption": [r[2] for r in rows], "token_ids": [[1, 2, 3]] * len(rows), "n_tokens": [3] * len(rows),
-        "stop": ["eos"] * len(rows), "entropy_bits": [entropy + r[1] for r in rows], "mean_logprob": [-1.0] * len(rows),
-    }, schema=CAPTIONS_SCHEMA)
-    write_table(path, t, CAPTIONS_SCHEMA, "latent-verbalizer/captions", 1,
-                provenance(**{"model": "m<x>", "precision": "fp32", **made_by}))
-    return path
-
-
-IDENTITY_MAP = {label: label for label in ("animal", "numbers", "object", "color", "position", "actions", "style",
-                                           "shape", "<b>evil label</b>")}
-
-
-def _categorized(rows: list[tuple[str, int, str]], entries, out_dir, category_map=None, **write_args) -> tuple[str, str]:
-    """labels.parquet and aggregate.parquet of ``entries`` over the caption ``rows``, as categorize writes them."""
-    os.makedirs(out_dir, exist_ok=True)
-    return write_categorized(str(out_dir), [(layer, c) for _, layer, c in rows], labels_table(entries),
-                             category_map or IDENTITY_MAP, **write_args)
+from tests.page_parsing import category_cells, embedded_data
+from tests.small_report_inputs import HOSTILE, hostile_inputs, write_caption_rows, write_categorized_rows
 
 
 def test_no_captions_given_or_found(tmp_path):
@@ -65,15 +32,15 @@ def test_no_captions_given_or_found(tmp_path):
 
 
 def test_empty_captions_table_is_a_clear_error(tmp_path):
-    path = _captions([], str(tmp_path / "c.parquet"))
+    path = write_caption_rows([], str(tmp_path / "c.parquet"))
     with pytest.raises(ValueError, match="no caption rows at all"):
         build_report([path], None, None, str(tmp_path / "out"))
     assert not os.path.exists(tmp_path / "out" / "report.html")
 
 
 def test_wrong_table_is_named(tmp_path):
-    caps = _captions([("k1", 0, "a dog")], str(tmp_path / "c.parquet"))
-    labels, _ = _categorized([("k1", 0, "a dog")], [("a dog", [("a dog", ["animal"])], "ok")], tmp_path)
+    caps = write_caption_rows([("k1", 0, "a dog")], str(tmp_path / "c.parquet"))
+    labels, _ = write_categorized_rows([("k1", 0, "a dog")], [("a dog", [("a dog", ["animal"])], "ok")], tmp_path)
     with pytest.raises(ValueError, match="labels.parquet: not a captions table.*missing columns"):
         build_report([labels], None, None, str(tmp_path / "out"))
     with pytest.raises(ValueError, match="--aggregate .*labels.parquet: not a aggregate table.*missing columns"):
@@ -85,10 +52,10 @@ def test_wrong_table_is_named(tmp_path):
 
 def test_captions_alone_and_an_empty_labels_table(tmp_path):
     rows = [("k1", 0, "red red red"), ("k1", 1, "a red car")]
-    caps = _captions(rows, str(tmp_path / "c.parquet"))
+    caps = write_caption_rows(rows, str(tmp_path / "c.parquet"))
     r = build_report([caps], None, None, str(tmp_path / "a"))
     assert "No labels given" in r.html and r.metrics["images"] == 1
-    labels, aggregate = _categorized(rows, [("red red red", [], "unparseable"), ("a red car", [], "no_parts")],
+    labels, aggregate = write_categorized_rows(rows, [("red red red", [], "unparseable"), ("a red car", [], "no_parts")],
                                      tmp_path / "t")
     r = build_report([caps], labels, aggregate, str(tmp_path / "b"))
     assert "No caption has a valid labelled part" in r.html or "no valid labels" in r.html
@@ -99,8 +66,8 @@ def test_captions_alone_and_an_empty_labels_table(tmp_path):
 def test_labels_and_aggregate_come_together(tmp_path):
     """The report no longer aggregates labels itself: the categorize step's aggregate is required."""
     rows = [("k1", 0, "a dog")]
-    caps = _captions(rows, str(tmp_path / "c.parquet"))
-    labels, aggregate = _categorized(rows, [("a dog", [("a dog", ["animal"])], "ok")], tmp_path)
+    caps = write_caption_rows(rows, str(tmp_path / "c.parquet"))
+    labels, aggregate = write_categorized_rows(rows, [("a dog", [("a dog", ["animal"])], "ok")], tmp_path)
     with pytest.raises(ValueError, match="--labels given without --aggregate.*aggregate.parquet"):
         build_report([caps], labels, None, str(tmp_path / "out"))
     with pytest.raises(ValueError, match="--aggregate given without --labels"):
@@ -111,8 +78,8 @@ def test_aggregate_without_the_category_map_is_an_error_not_a_fallback(tmp_path)
     """Old code fell back to raw labels (and swallowed any error reading a map path): now the
     missing map is named, with the fix."""
     rows = [("k1", 0, "a dog")]
-    caps = _captions(rows, str(tmp_path / "c.parquet"))
-    labels, aggregate = _categorized(rows, [("a dog", [("a dog", ["animal"])], "ok")], tmp_path)
+    caps = write_caption_rows(rows, str(tmp_path / "c.parquet"))
+    labels, aggregate = write_categorized_rows(rows, [("a dog", [("a dog", ["animal"])], "ok")], tmp_path)
     from latent_verbalizer.components.common.contracts import read_table, table_metadata
 
     table = read_table(aggregate)
@@ -126,21 +93,21 @@ def test_aggregate_without_the_category_map_is_an_error_not_a_fallback(tmp_path)
 
 def test_labels_of_another_model_or_label_set_are_refused(tmp_path):
     rows = [("k1", 0, "a dog"), ("k1", 1, "a brown dog")]
-    caps = _captions(rows, str(tmp_path / "c.parquet"))
+    caps = write_caption_rows(rows, str(tmp_path / "c.parquet"))
     entries = [("a dog", [("a dog", ["animal"])], "ok"), ("a brown dog", [("a brown dog", ["animal"])], "ok")]
     for changed in ({"model": "another-llm"}, {"labels": "other-labels.yaml"}):
-        labels, aggregate = _categorized(rows, entries, tmp_path / next(iter(changed)),
+        labels, aggregate = write_categorized_rows(rows, entries, tmp_path / next(iter(changed)),
                                          aggregate_made_by=categorize_provenance(**changed))
         key = next(iter(changed))
         with pytest.raises(ValueError, match=f"come from different categorize runs \\({key}: "):
             build_report([caps], labels, aggregate, str(tmp_path / "out"))
     # a parameter only the labels table records (e.g. the answer schema it was held to) is no conflict
-    labels, aggregate = _categorized(rows, entries, tmp_path / "schema",
+    labels, aggregate = write_categorized_rows(rows, entries, tmp_path / "schema",
                                      made_by=categorize_provenance(answer_schema={"maxItems": 3}),
                                      aggregate_made_by=categorize_provenance())
     assert build_report([caps], labels, aggregate, str(tmp_path / "ok")).metrics["captions_in_shares_percent"] == 100
     # labels made from other captions: the captions' text is not in them
-    labels, aggregate = _categorized(rows[:1], entries[:1], tmp_path / "fewer")
+    labels, aggregate = write_categorized_rows(rows[:1], entries[:1], tmp_path / "fewer")
     with pytest.raises(ValueError, match="1 of the 2 distinct captions have no labels row.*'a brown dog'"):
         build_report([caps], labels, aggregate, str(tmp_path / "out"))
 
@@ -149,10 +116,10 @@ def test_every_status_flag_is_counted(tmp_path):
     """Flags are counted one by one, whatever their name (answer_limit is the categorize step's
     newest; an unknown one must show up too)."""
     rows = [(f"k{i}", 0, f"caption {i}") for i in range(5)]
-    caps = _captions(rows, str(tmp_path / "c.parquet"))
+    caps = write_caption_rows(rows, str(tmp_path / "c.parquet"))
     statuses = ["ok", "answer_limit", "truncated;part_not_in_caption", "part_not_in_caption;brand_new_flag", "ok"]
     entries = [(f"caption {i}", [(f"caption {i}", ["object"])], st) for i, st in enumerate(statuses)]
-    labels, aggregate = _categorized(rows, entries, tmp_path)
+    labels, aggregate = write_categorized_rows(rows, entries, tmp_path)
     r = build_report([caps], labels, aggregate, str(tmp_path / "out"))
     assert {k: v for k, v in r.metrics.items() if k.startswith("answers_")} == {
         "answers_ok": 2, "answers_answer_limit": 1, "answers_truncated": 1, "answers_part_not_in_caption": 2,
@@ -167,25 +134,25 @@ def test_caption_precision_in_the_header(tmp_path):
         return unescape(result.html[result.html.index("<header>"):result.html.index("</header>")])
 
     rows = [("k1", 0, "a dog")]
-    r = build_report([_captions(rows, str(tmp_path / "fp32.parquet"))], None, None, str(tmp_path / "a"))
+    r = build_report([write_caption_rows(rows, str(tmp_path / "fp32.parquet"))], None, None, str(tmp_path / "a"))
     assert "captions decoded in fp32, the study's method" in header(r) and "Method deviation" not in r.html
-    bf16 = _captions(rows, str(tmp_path / "bf16.parquet"), precision="bf16")
+    bf16 = write_caption_rows(rows, str(tmp_path / "bf16.parquet"), precision="bf16")
     r = build_report([bf16], None, None, str(tmp_path / "b"))
     assert "Method deviation" in header(r) and "bf16: a deviation from the study's fp32 method" in header(r)
     assert "agreement with fp32 was not measured" in header(r) and "Method deviation" in r.markdown
-    measured = _captions(rows, str(tmp_path / "m.parquet"), precision="bf16",
+    measured = write_caption_rows(rows, str(tmp_path / "m.parquet"), precision="bf16",
                          fp32_agreement={"captions_identical_percent": 52.0})
     r = build_report([measured], None, None, str(tmp_path / "c"))
     assert "measured agreement with fp32: captions_identical_percent 52.0" in header(r)
-    unknown = _captions(rows, str(tmp_path / "u.parquet"), precision=None)
+    unknown = write_caption_rows(rows, str(tmp_path / "u.parquet"), precision=None)
     r = build_report([unknown], None, None, str(tmp_path / "d"))
     assert "caption precision: not recorded" in header(r)
 
 
 def test_one_layer_only(tmp_path):
     rows = [(f"k{i}", 23, f"a dog number {i}") for i in range(5)]
-    caps = _captions(rows, str(tmp_path / "c.parquet"))
-    labels, aggregate = _categorized(rows, [(f"a dog number {i}", [("a dog", ["animal"]), (f"number {i}", ["numbers"])],
+    caps = write_caption_rows(rows, str(tmp_path / "c.parquet"))
+    labels, aggregate = write_categorized_rows(rows, [(f"a dog number {i}", [("a dog", ["animal"]), (f"number {i}", ["numbers"])],
                                              "ok") for i in range(5)], tmp_path)
     r = build_report([caps], labels, aggregate, str(tmp_path / "out"))
     assert r.metrics["layers"] == 1 and r.metrics["images"] == 5
@@ -207,8 +174,8 @@ def test_a_layer_with_no_valid_labels(tmp_path):
                 entries.append((c, [("caption", ["object"])], "truncated;part_not_in_caption"))
             else:
                 entries.append((c, [("caption", ["object"]), (f"layer {layer}", ["color" if layer == 0 else "position"])], "ok"))
-    caps = _captions(rows, str(tmp_path / "c.parquet"))
-    labels, aggregate = _categorized(rows, entries, tmp_path)
+    caps = write_caption_rows(rows, str(tmp_path / "c.parquet"))
+    labels, aggregate = write_categorized_rows(rows, entries, tmp_path)
     r = build_report([caps], labels, aggregate, str(tmp_path / "out"))
     cells = category_cells(r.html)
     assert {v for k, v in cells.items() if k[0] == 1} == {None}  # empty cells: no numbers invented
@@ -224,23 +191,11 @@ def test_a_layer_with_no_valid_labels(tmp_path):
 
 def test_aggregate_for_other_captions_is_refused(tmp_path):
     rows = [("k", 0, "a"), ("k", 1, "b")]
-    caps = _captions(rows, str(tmp_path / "c.parquet"))
+    caps = write_caption_rows(rows, str(tmp_path / "c.parquet"))
     entries = [("a", [("a", ["object"])], "ok"), ("b", [("b", ["object"])], "ok")]
-    labels, aggregate = _categorized([("k", 7, "a"), ("k", 1, "b")], entries, tmp_path)
+    labels, aggregate = write_categorized_rows([("k", 7, "a"), ("k", 1, "b")], entries, tmp_path)
     with pytest.raises(ValueError, match="layer 7 counts 1 captions, but the captions have 0.*made from other captions"):
         build_report([caps], labels, aggregate, str(tmp_path / "out"))
-
-
-def hostile_inputs(tmp_path) -> tuple[str, str, str]:
-    rows = [(f"img<{i}>&\"'", layer, HOSTILE[(i + layer) % len(HOSTILE)]) for i in range(3) for layer in range(2)]
-    caps = _captions(rows, str(tmp_path / "c.parquet"))
-    labels, aggregate = _categorized(rows, [
-        (HOSTILE[0], [("<script>", ["<b>evil label</b>"]), ("alert(1)", ["actions"])], "ok"),
-        (HOSTILE[1], [("</script><img src=x onerror=alert(2)>", ["object"])], "ok"),
-        (HOSTILE[2], [("& <b>bold</b>", ["style"])], "part_not_in_caption"),
-        (HOSTILE[3], [("🐈 cat", ["animal"]), ("<svg onload=alert(3)>", ["shape"])], "ok"),
-    ], tmp_path)
-    return caps, labels, aggregate
 
 
 def test_html_special_characters_are_escaped_never_injected(tmp_path):
@@ -289,7 +244,7 @@ def test_unreadable_image_in_a_shard_is_reported_not_fatal(tmp_path):
     import io
     import tarfile
 
-    caps = _captions([("good", 0, "a red ball"), ("bad", 0, "a blue ball")], str(tmp_path / "c.parquet"))
+    caps = write_caption_rows([("good", 0, "a red ball"), ("bad", 0, "a blue ball")], str(tmp_path / "c.parquet"))
     from PIL import Image
 
     buf = io.BytesIO()

@@ -22,14 +22,14 @@ from latent_verbalizer.components.common.contracts import (
 from latent_verbalizer.components.report.inputs.tables import load_inputs
 from latent_verbalizer.components.report.metrics.grounding_maps import map_spread, read_run_maps, top_count
 from latent_verbalizer.components.report.single.report import build_report
-from latent_verbalizer.components.report.tests.grounded_tables import (
+from tests.grounded_tables import (
     blob_map,
     blob_maps,
     with_maps,
     write_grounded_captions,
 )
-from latent_verbalizer.components.report.tests.page_parsing import embedded_data
-from latent_verbalizer.components.report.tests.run_layouts import caption_rows
+from tests.page_parsing import embedded_data
+from tests.run_layouts import caption_rows
 
 GRID = (7, 7)
 P = 49
@@ -155,8 +155,8 @@ def test_a_run_without_maps_is_reported_as_before(tmp_path):
 def test_a_run_compared_with_another_carries_both_runs_maps(tmp_path):
     """build_report(compare_with=...): this run's maps for its own browser, and both runs' (B on its own grid,
     drawn over the whole image: BLIP) for the comparison's, aligned by depth."""
-    from latent_verbalizer.components.report.tests.grounded_tables import write_grounded_run
-    from latent_verbalizer.components.report.tests.run_layouts import blip_parameters, write_labels
+    from tests.grounded_tables import write_grounded_run
+    from tests.run_layouts import blip_parameters, write_labels
 
     paths = {}
     for name, n_layers, grid, params in (("a", 4, GRID, COCA), ("b", 2, (4, 4), blip_parameters(2))):

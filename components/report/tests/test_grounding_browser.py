@@ -18,22 +18,22 @@ from latent_verbalizer.components.common.contracts import (
     provenance,
     write_table,
 )
-from latent_verbalizer.components.report.tests.conftest import make_shard
-from latent_verbalizer.components.report.tests.grounded_tables import (
+from tests.images import shard_with_references as make_shard
+from tests.grounded_tables import (
     blob_centre,
     blob_maps,
     with_maps,
     write_grounded_captions,
     write_grounded_run,
 )
-from latent_verbalizer.components.report.tests.headless_chromium import CHROMIUM, Chromium
-from latent_verbalizer.components.report.tests.run_layouts import (
+from tests.headless_chromium import CHROMIUM, Chromium
+from tests.run_layouts import (
     blip_parameters,
     caption_rows,
     write_captions,
     write_labels,
 )
-from latent_verbalizer.components.report.tests.test_browser import _external, _pixels_vary
+from tests.headless_chromium import external_requests as _external, pixels_vary as _pixels_vary
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists(CHROMIUM),

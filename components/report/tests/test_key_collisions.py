@@ -6,8 +6,8 @@ import pyarrow as pa
 
 from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA, provenance, write_table
 from latent_verbalizer.components.report.single.report import build_report
-from latent_verbalizer.components.report.tests.conftest import make_shard
-from latent_verbalizer.components.report.tests.page_parsing import embedded_data
+from tests.images import shard_with_references
+from tests.page_parsing import embedded_data
 
 
 def _captions(path: str, shard: str, rows: list[tuple[str, int, str]]) -> str:
@@ -24,8 +24,8 @@ def test_a_key_in_two_shards_keeps_both_images_and_names_them(tmp_path):
     first = _captions(str(tmp_path / "a.parquet"), "shard-a",
                       [("1", 0, "a red ball"), ("1", 1, "a red ball on grass"), ("2", 0, "a dog"), ("2", 1, "a dog")])
     second = _captions(str(tmp_path / "b.parquet"), "shard-b", [("1", 0, "a blue car"), ("1", 1, "a blue car parked")])
-    make_shard(str(tmp_path / "a.tar"), ["1", "2"], {"1": ["red"], "2": ["dog"]}, None)
-    make_shard(str(tmp_path / "b.tar"), ["1"], {"1": ["blue"]}, None)
+    shard_with_references(str(tmp_path / "a.tar"), ["1", "2"], {"1": ["red"], "2": ["dog"]}, None)
+    shard_with_references(str(tmp_path / "b.tar"), ["1"], {"1": ["blue"]}, None)
     r = build_report([first, second], None, None, str(tmp_path / "out"), str(tmp_path / "*.tar"))
     images = embedded_data(r.html)["images"]
     assert images["keys"] == ["1 (shard-a)", "2", "1 (shard-b)"]

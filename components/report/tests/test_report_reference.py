@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from latent_verbalizer.components.report.single.report import build_report
-from latent_verbalizer.components.report.tests.page_parsing import category_cells, embedded_data
+from tests.page_parsing import category_cells, embedded_data
 
 
 def _aggregate(path) -> dict[tuple[int, str], float]:

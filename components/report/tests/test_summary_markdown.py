@@ -10,7 +10,7 @@ from markdown_it import MarkdownIt
 
 from latent_verbalizer.components.report.page.markdown_text import md_text
 from latent_verbalizer.components.report.single.report import build_report
-from latent_verbalizer.components.report.tests.test_edge_cases import HOSTILE, _captions, _categorized
+from tests.small_report_inputs import HOSTILE, write_caption_rows, write_categorized_rows
 
 MODEL = "**m** <img src=x onerror=alert(1)> [x](javascript:alert(2))"
 PRECISION = "<script>alert(3)</script>"
@@ -22,8 +22,8 @@ def rendered(markdown: str) -> str:
 
 def test_data_text_stays_text_in_the_rendered_summary(tmp_path):
     rows = [(f"k{i}", layer, HOSTILE[(i + layer) % len(HOSTILE)]) for i in range(3) for layer in range(2)]
-    caps = _captions(rows, str(tmp_path / "c.parquet"), model=MODEL, pretrained="random", precision=PRECISION)
-    labels, aggregate = _categorized(rows, [
+    caps = write_caption_rows(rows, str(tmp_path / "c.parquet"), model=MODEL, pretrained="random", precision=PRECISION)
+    labels, aggregate = write_categorized_rows(rows, [
         (HOSTILE[0], [("a", ["<b>evil label</b>"])], "ok"),
         (HOSTILE[1], [("b", ["<b>evil label</b>"])], "ok"),
         (HOSTILE[2], [("c", ["<b>evil label</b>"])], "<i>flag</i>"),

@@ -25,7 +25,7 @@ from latent_verbalizer.components.common.contracts import (
     write_table,
 )
 
-REFERENCE = Path(__file__).resolve().parents[3].parent / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"   # ../shared/reference beside the checkout
 N_LAYERS = 24
 MODEL = "coca_ViT-L-14"
 PRETRAINED = "mscoco_finetuned_laion2B-s13B-b90k"

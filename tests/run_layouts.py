@@ -18,7 +18,7 @@ from latent_verbalizer.components.common.contracts import (
     read_table,
     write_table,
 )
-from latent_verbalizer.components.report.tests.categorized_tables import labels_table, write_categorized
+from tests.categorized_tables import labels_table, write_categorized
 
 BLIP_NUMBERING = {"scheme": "BLIP vision encoder layer, 1-based", "normal_layer": 11}
 

@@ -11,6 +11,9 @@ import tempfile
 import time
 import urllib.request
 
+import numpy as np
+from PIL import Image
+
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -169,3 +172,14 @@ class Chromium:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def pixels_vary(path: str) -> float:
+    """The standard deviation of a screenshot's grey levels: near 0 for a blank page."""
+    with Image.open(path) as im:
+        return float(np.asarray(im.convert("L"), dtype=float).std())
+
+
+def external_requests(requests: list[str]) -> list[str]:
+    """The requests that left the page's own file (the report must make none)."""
+    return [u for u in requests if not u.startswith(("file://", "data:"))]

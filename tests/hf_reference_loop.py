@@ -9,7 +9,7 @@ study's rules and entropy. Nothing of ours runs here but the adapter's ``decoder
   then the generated tokens' embeddings, through ``model(inputs_embeds=...)``.
 
 The rules (as open_clip ``CoCa.generate`` with top_k=1, the study's run; see
-``components/caption/tests/reference_loop.py``): a caption holds at most ``seq_len`` tokens
+``tests/reference_loop.py``): a caption holds at most ``seq_len`` tokens
 including the start token; the end token is banned while the sequence is shorter than
 ``min_seq_len``; a row ends at the end token; at ``cur_len + 1 == seq_len`` the end token is
 forced. Entropy of the raw softmax (temperature 1, before the ban) in bits, and the log-prob

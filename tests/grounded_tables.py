@@ -59,7 +59,7 @@ def write_grounded_run(prefix: str, captions: pa.Table, grid: tuple[int, int], p
     manifest per shard), each table with its maps (``captions`` has the grounding column)."""
     import pyarrow.compute as pc
 
-    from latent_verbalizer.components.report.tests.run_layouts import write_captions
+    from tests.run_layouts import write_captions
 
     uris = write_captions(prefix, captions.drop_columns([GROUNDING_FIELD.name]), parameters)
     for uri, shard in zip(uris, dict.fromkeys(captions.column("shard").to_pylist())):
