@@ -148,7 +148,7 @@ def _named(task, name: str):
 
 def _extract_and_caption(steps: _Steps, pods: _Pods, where: dict, shard_list, parallelism: int, *, model, pretrained,
                          layers, dtype, extract_batch_size, extract_memory, precision, caption_batch_size, seq_len,
-                         min_seq_len, caption_memory, fail_on_bad_shard):
+                         min_seq_len, caption_memory, fail_on_bad_shard, grounding):
     """ParallelFor(shard, parallelism) [ extract (1 GPU) -> caption (1 GPU) ]; the caption task (for Collected)."""
     with dsl.ParallelFor(shard_list, parallelism=parallelism) as shard:
         extracted = _named(steps.extract(shard=shard, **where, model=model, pretrained=pretrained, layers=layers,
@@ -156,7 +156,7 @@ def _extract_and_caption(steps: _Steps, pods: _Pods, where: dict, shard_list, pa
                                          fail_on_bad_shard=fail_on_bad_shard), "extract")
         captioned = _named(steps.caption(features=extracted.outputs["features"], **where, layers=layers,
                                          precision=precision, batch_size=caption_batch_size, seq_len=seq_len,
-                                         min_seq_len=min_seq_len, pretrained=pretrained,
+                                         min_seq_len=min_seq_len, pretrained=pretrained, grounding=grounding,
                                          fail_on_bad_shard=fail_on_bad_shard), "caption")
         pods.on_gpus(extracted, "1", extract_memory)
         pods.on_gpus(captioned, "1", caption_memory)
@@ -208,6 +208,7 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
         caption_seq_len: int = 30,
         caption_min_seq_len: int = 5,
         caption_memory: str = "16Gi",
+        caption_grounding: bool = False,
         categorize_model: str = "meta-llama/Llama-3.1-70B-Instruct",
         categorize_gpus: str = "8",
         categorize_batch_size: str = "auto",
@@ -237,6 +238,7 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
             caption_seq_len: most tokens per caption, including the start token (study: 30).
             caption_min_seq_len: end-of-text banned while shorter than this (study: 5).
             caption_memory: host memory of each caption pod, its Kubernetes request and limit (default 16Gi fits CoCa ViT-L/14, BLIP and ViT-GPT2; LLaVA-1.5-7B needs about 48Gi: its whole model is loaded on the host in float32 once).
+            caption_grounding: False (default). True: the caption step also writes each caption's grounding map, where in the image the caption looks (gradient x input after the decoder hand-off's first normalisation, one weight per patch, summing to 1), as the captions table's grounding column; the report draws it over the thumbnails. About 2x the caption step's time on the CPU (benchmarks/RESULTS.md).
             categorize_model: the labelling LLM: Hugging Face id, /models/... folder, s3:// prefix, or smollm2-135m.
             categorize_gpus: GPUs for the labelling step, a whole number >= 1, e.g. 8 (sharded or replicated as the model's size requires).
             categorize_batch_size: captions per generation batch, or 'auto'.
@@ -268,7 +270,7 @@ def build_pipeline(image: Optional[str] = None, parallelism: int = 4, kubernetes
             layers=extract_layers, dtype=extract_dtype, extract_batch_size=extract_batch_size,
             extract_memory=extract_memory, precision=caption_precision, caption_batch_size=caption_batch_size,
             seq_len=caption_seq_len, min_seq_len=caption_min_seq_len, caption_memory=caption_memory,
-            fail_on_bad_shard=fail_on_bad_shard)
+            fail_on_bad_shard=fail_on_bad_shard, grounding=caption_grounding)
         merged = _label(steps, pods, where, captioned, partitions=categorize_partitions, model=categorize_model,
                         gpus=categorize_gpus, batch_size=categorize_batch_size,
                         max_answer_parts=categorize_max_answer_parts, memory=categorize_memory)

@@ -96,7 +96,8 @@ class Grounder:
 
     @property
     def grid(self) -> tuple[int, int]:
-        return tuple(int(n) for n in self.handoff.grid)
+        rows, cols = self.handoff.grid
+        return int(rows), int(cols)
 
     @torch.no_grad()
     def normalised_tokens(self, block_tokens: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ import time
 
 from ..common import storage
 from ..common.contracts import LABELS_META_ANSWER_SCHEMAS, LABELS_SCHEMA, provenance, read_table, table_metadata
-from ..common.write_lease import WriteLease
+from ..common.storage.write_lease import WriteLease
 from .captions_io import read_captions
 from .categorize import LABELS_NAME, SUMMARY_NAME, Answers, answer_schemas, write_outputs
 from .labelset import Part, load_labelset

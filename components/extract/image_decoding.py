@@ -38,7 +38,7 @@ def decode_image(data: bytes, target_size: int = 224, max_pixels: int = DEFAULT_
     try:
         with warnings.catch_warnings():  # we bound the size ourselves, below
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img: Image.Image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:
         raise ValueError(f"image too large to decode safely ({e}); downscale it first") from e
     except Exception as e:  # noqa: BLE001 -- PIL raises many types for bad files

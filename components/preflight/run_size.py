@@ -41,9 +41,9 @@ def vision_feature_shape(model: str, pretrained: str = "", pins: dict | None = N
     if not is_hf_model(model):
         import open_clip
 
-        from ..common.models import architecture_name, check_model_name
+        from ..common.model_families.coca_loading import architecture_name, check_coca_name
 
-        check_model_name(model)
+        check_coca_name(model)
         vision = open_clip.get_model_config(architecture_name(model))["vision_cfg"]
         side, patch, width = vision["image_size"], vision["patch_size"], vision["width"]
     else:

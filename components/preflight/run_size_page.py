@@ -76,7 +76,7 @@ def _time(size: RunSize, rates: MeasuredRates) -> list[str]:
         return [f"No time is given: the GPU steps' node selector does not name the GPU (`nvidia.com/gpu.product`), and "
                 f"rates are only used for the GPU they were measured on ({RESULTS})."]
     distinct, _ = distinct_estimate(size, rates)
-    wanted = [("extract", size.images, "images", {"model": plan.model, "dtype": plan.dtype}, 1),
+    wanted: list[tuple[str, int, str, dict, int]] = [("extract", size.images, "images", {"model": plan.model, "dtype": plan.dtype}, 1),
               ("caption", size.captions, "captions", {"model": plan.model, "precision": plan.precision}, 1),
               ("categorize", distinct or size.captions, "answers", {"model": plan.llm_model, "gpus": plan.llm_gpus},
                plan.llm_gpus)]
@@ -115,7 +115,7 @@ def run_size_page(shard_uris: list[str], storage_prefix: str, model: str, pretra
     ``storage_prefix``, layers and GPU count valid)."""
     from ..common.model_families import model_n_layers
     from ..common.model_families.hub_revision import read_resolved_models
-    from ..common.models import parse_layers
+    from ..common.model_families.layer_selection import parse_layers
     from ..common.precision import parse_dtype
     from .run_size import RunPlan, gpu_product, measure_run
 

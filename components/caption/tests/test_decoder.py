@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from latent_verbalizer.components.caption.coca_decoder import CachedCocaDecoder, GreedySettings, caption_text
-from latent_verbalizer.components.common.model_families.coca_loading import EOS_TOKEN_ID, PAD_TOKEN_ID, load_coca, vision_block_outputs
+from latent_verbalizer.components.common.model_families.coca_loading import (
+    EOS_TOKEN_ID,
+    PAD_TOKEN_ID,
+    load_coca,
+    vision_block_outputs,
+)
 from tests.coca_decoding_checks import assert_same_as_reference, photo_pixels, steered
 
 

@@ -4,14 +4,13 @@ merged tables equal those of one categorize run over all captions (tiny-random o
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +19,6 @@ from latent_verbalizer.components.categorize.categorize import run_categorize
 from latent_verbalizer.components.categorize.merge_partitions import merge_partitions
 from latent_verbalizer.components.categorize.partitions import Partition, all_partitions, parse_partition_count
 from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, LABELS_SCHEMA, read_table, table_metadata
-
 from tests.captions_by_layer import write_captions
 
 REPO = Path(__file__).resolve().parents[3]

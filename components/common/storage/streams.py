@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import IO
+from typing import IO, Any
 
 from . import (
     DEFAULT_PART_SIZE,
@@ -45,7 +45,7 @@ class _ResumingS3Reader(io.RawIOBase):
         self.pos = 0
         self.etag: str | None = etag
         self.length: int | None = None
-        self.body = None
+        self.body: Any = None
         self._open()
 
     def _open(self):
@@ -247,7 +247,7 @@ def open_write(uri: str, part_size: int = DEFAULT_PART_SIZE):
     upload aborted), so nothing half-written is ever visible.
     """
     if is_s3(uri):
-        writer = MultipartWriter(uri, part_size=part_size)
+        writer: MultipartWriter | _LocalAtomicWriter = MultipartWriter(uri, part_size=part_size)
     else:
         writer = _LocalAtomicWriter(local_path(uri))
     try:

@@ -59,7 +59,7 @@ def thumbnail(data: bytes, px: int, quality: int = 70) -> str:
 
 
 def read_shard_images(pattern: str, wanted_keys: set[str], thumbnail_px: int = 96,
-                      max_thumbnails: int | None = None, skip_shards: set[str] = frozenset(),
+                      max_thumbnails: int | None = None, skip_shards: Collection[str] = frozenset(),
                       thumbnail_keys: set[str] | None = None) -> ShardImages:
     """Stream the shards once: the reference captions of ``wanted_keys``, and thumbnails of
     ``thumbnail_keys`` (default: the wanted keys; e.g. only the images a page's browser embeds).

@@ -204,7 +204,8 @@ def _image_maps(g: RunGrounding, rows: list[int]) -> tuple[list[str], list[int]]
 def _maps_of_images(g: RunGrounding, row_lists: list[list[int]], budget: int) -> tuple[dict, int, int]:
     """Maps of images in order while the budget lasts: per image null (no map), "" (not in the page) or a
     list per layer; returns the data, the images embedded and the images with maps."""
-    maps, tops = [], []
+    maps: list[list[str] | str | None] = []
+    tops: list[list[int] | None] = []
     used = embedded = with_maps = 0
     for rows in row_lists:
         if not any(r >= 0 and g.maps.present[r] for r in rows):
@@ -238,8 +239,8 @@ def single_maps(g: RunGrounding, grid: CaptionGrid, naming: LayerNaming,
                 budget: int = MAP_CHARS_BUDGET, shown: list[int] | None = None) -> tuple[dict, int, int]:
     """The single run's browser part: per image the browser embeds (``shown``, default all; the grid's
     order) its maps per layer."""
-    shown = range(len(grid.rows)) if shown is None else shown
-    return _run_part(g, naming, grid.layers, [list(map(int, grid.rows[i])) for i in shown], budget)
+    indices = range(len(grid.rows)) if shown is None else shown
+    return _run_part(g, naming, grid.layers, [list(map(int, grid.rows[i])) for i in indices], budget)
 
 
 def compare_maps(comparison, groundings: tuple[RunGrounding | None, RunGrounding | None],

@@ -145,7 +145,7 @@ def compare_this_run(run: RunView, images: ShardImages | None, other: str, role:
 
 
 def read_images(pattern: str | None, grid: CaptionGrid, inputs: ReportInputs, thumbnail_px: int,
-                max_thumbnails: int | None, skip_shards: set[str] = frozenset(),
+                max_thumbnails: int | None, skip_shards: Collection[str] = frozenset(),
                 thumbnail_keys: set[str] | None = None) -> ShardImages | None:
     """Reference captions of the captioned images and thumbnails of ``thumbnail_keys`` (default: all);
     None: no shards given."""

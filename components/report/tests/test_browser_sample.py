@@ -9,7 +9,8 @@ import pytest
 from latent_verbalizer.components.report.page.browser_sample import browser_sample
 from latent_verbalizer.components.report.single.report import build_report
 from tests.page_parsing import embedded_data
-from tests.small_report_inputs import write_caption_rows as _captions, write_categorized_rows as _categorized
+from tests.small_report_inputs import write_caption_rows as _captions
+from tests.small_report_inputs import write_categorized_rows as _categorized
 
 WORDS = ["a red bus", "a dog on grass", "two people", "a blue car", "a cat"]
 

@@ -18,7 +18,6 @@ from latent_verbalizer.components.common.contracts import (
     provenance,
     write_table,
 )
-from tests.images import shard_with_references as make_shard
 from tests.grounded_tables import (
     blob_centre,
     blob_maps,
@@ -27,13 +26,15 @@ from tests.grounded_tables import (
     write_grounded_run,
 )
 from tests.headless_chromium import CHROMIUM, Chromium
+from tests.headless_chromium import external_requests as _external
+from tests.headless_chromium import pixels_vary as _pixels_vary
+from tests.images import shard_with_references as make_shard
 from tests.run_layouts import (
     blip_parameters,
     caption_rows,
     write_captions,
     write_labels,
 )
-from tests.headless_chromium import external_requests as _external, pixels_vary as _pixels_vary
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists(CHROMIUM),
