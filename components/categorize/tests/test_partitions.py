@@ -1,6 +1,6 @@
 """Labelling in partitions (issue 20): identical captions in one partition, a killed partition
 resumes from its own answer store, a finished one is not labelled again on a retry, and the
-merged tables equal those of one categorize run over all captions (tiny-random on CPU)."""
+merged tables equal those of one categorize run over all captions (tiny-random-llama on CPU)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def label_partition_in_process(captions: str, labels_root: str, partition: Parti
     """A categorize task of one partition, in a process of its own (so that it can be killed)."""
     code = ("import sys; from latent_verbalizer.components.categorize.categorize import run_categorize; "
             "from latent_verbalizer.components.categorize.partitions import Partition; "
-            "run_categorize([sys.argv[1]], sys.argv[2], model='tiny-random', labels_uri=sys.argv[3], batch_size=2, "
+            "run_categorize([sys.argv[1]], sys.argv[2], model='tiny-random-llama', labels_uri=sys.argv[3], batch_size=2, "
             "answers_per_file=2, partition=Partition.parse(sys.argv[4]))")
     out = partition.folder(labels_root)
     return subprocess.Popen([sys.executable, "-c", code, captions, out, small_labels, partition.name], cwd=REPO,

@@ -63,7 +63,7 @@ def test_preflight_writes_the_run_size(three_image_shards, s3_bucket, tmp_path):
 
 def test_no_time_where_no_rate_is_measured_on_that_gpu(three_image_shards, s3_bucket):
     """The rates this repository measured (none on a GPU yet): a named GPU gets no time, and the page says why."""
-    text = run_size_page(storage.expand_pattern(three_image_shards), s3_bucket + "/run", "tiny-random", "", "all",
+    text = run_size_page(storage.expand_pattern(three_image_shards), s3_bucket + "/run", "tiny-random-coca", "", "all",
                          "float16", "float32", "meta-llama/Llama-3.1-70B-Instruct", "8", 1, 4,
                          {"nvidia.com/gpu.product": "NVIDIA-H200"})
     assert ("No rate is measured on NVIDIA-H200 for: extract (model tiny-random-coca, dtype float16); caption (model "
@@ -83,7 +83,7 @@ def test_time_and_gpu_hours_from_rates_measured_on_the_named_gpu(three_image_sha
     ], "dedup": []}
     path = tmp_path / "rates.json"
     path.write_text(json.dumps(rates))
-    text = run_size_page(storage.expand_pattern(three_image_shards), s3_bucket + "/run", "tiny-random", "", "0,1",
+    text = run_size_page(storage.expand_pattern(three_image_shards), s3_bucket + "/run", "tiny-random-coca", "", "0,1",
                          "fp16", "fp32", "smollm2-135m", "1", 2, 4, {"nvidia.com/gpu.product": "nvidia-h200"}, str(path))
     # extract: 6 images / 0.002 img/s = 3,000 s = 0.8 GPU-hours; 2 shards at once: 25 min
     assert "| extract | 0.002 images/s per task (RESULTS.md, extract on H200) | 0.8 | 25.0 min with 2 at once |" in text
