@@ -188,7 +188,7 @@ def test_a_code_change_rebuilds_only_the_last_layers(lverb_image, tmp_path):
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes((ROOT / name).read_bytes())
             target.chmod((ROOT / name).stat().st_mode)
-    report = context / "components" / "report" / "report.py"
+    report = context / "components" / "report" / "single" / "report.py"
     report.write_text(report.read_text() + "\n# a one-line change\n")
     seconds = build_image(context, "image-test-rebuild")
     before, after = image_layers(lverb_image), image_layers("lverb.local/latent-verbalizer:image-test-rebuild")
