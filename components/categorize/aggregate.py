@@ -9,6 +9,7 @@ parse are left out (``n_captions`` counts the captions that were used).
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections import defaultdict
@@ -126,6 +127,13 @@ def iter_table_batches(uri: str, columns: Sequence[str], what: str) -> Iterator[
         if missing:
             raise ValueError(f"{uri}: not a {what} table of the data contract, missing columns {missing}")
         yield from f.iter_batches(batch_size=BATCH_ROWS, columns=list(columns))
+
+
+def table_metadata_of(uri: str) -> dict:
+    """What made a Parquet table of the contracts (``contracts.table_metadata``), from its footer alone."""
+    with _parquet_file(uri) as f:
+        raw = (f.schema_arrow.metadata or {}).get(b"latent_verbalizer")
+    return json.loads(raw) if raw else {}
 
 
 class _CategoryCodes:

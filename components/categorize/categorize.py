@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -93,7 +94,7 @@ def plan_for_model(model: str, n_gpus: int, gpu_bytes: int, dtype: torch.dtype, 
     return plan_layout(weights, n_gpus, gpu_bytes, seq_bytes, cpu_replicas=max(1, min(int(cpu_replicas), n_captions or 1)))
 
 
-def answer_schemas(captions: list[str], label_set: LabelSet) -> dict:
+def answer_schemas(captions: Iterable[str], label_set: LabelSet) -> dict:
     """The exact answer schemas the captions' answers are held to, with the rule that picks one."""
     bounds = sorted({answer_bounds(c, label_set.limits) for c in captions}, key=lambda b: (b.max_parts, b.max_part_chars))
     return {"rule": BOUNDS_RULE, "answer_tokens_rule": ANSWER_TOKENS_RULE, "limits": {"max_parts": label_set.limits.max_parts, "max_part_chars": label_set.limits.max_part_chars,
@@ -214,6 +215,15 @@ def model_answers(rows: list[CaptionRow], uniques: list[str], out_uri: str, mode
 
 # ------------------------------------------------------------------ outputs
 
+def aggregate_metadata(category_of: dict[str, str], status_counts: dict[str, int],
+                       layer_status: dict[int, dict[str, int]]) -> dict:
+    """Everything a reader (the report) needs travels with the aggregate: no second parser of the merge table."""
+    return {AGGREGATE_META_CATEGORY_MAP: category_of, AGGREGATE_META_CATEGORIES: merge_categories(category_of),
+            AGGREGATE_META_STATUS_COUNTS: dict(sorted(status_counts.items())),
+            AGGREGATE_META_LAYER_STATUS_COUNTS: {str(k): v for k, v in layer_status.items()},
+            AGGREGATE_META_NOT_AGGREGATED: list(NOT_AGGREGATED)}
+
+
 def write_outputs(out_uri: str, answers: Answers, category_of: dict[str, str], made_by: dict) -> dict:
     """Write the labels and aggregate tables; returns what the summary reports of them."""
     labels_uri, aggregate_uri = storage.join(out_uri, LABELS_NAME), storage.join(out_uri, AGGREGATE_NAME)
@@ -222,11 +232,7 @@ def write_outputs(out_uri: str, answers: Answers, category_of: dict[str, str], m
         status_counts[row["status"]] = status_counts.get(row["status"], 0) + 1
     write_table(labels_uri, pa.Table.from_pylist(answers.table_rows, schema=LABELS_SCHEMA), LABELS_SCHEMA,
                 LABELS_FORMAT, LABELS_VERSION, dict(made_by, **answers.labels_meta))
-    # Everything a reader (the report) needs travels with the aggregate: no second parser of the merge table.
-    aggregate_meta = {AGGREGATE_META_CATEGORY_MAP: category_of, AGGREGATE_META_CATEGORIES: merge_categories(category_of),
-                      AGGREGATE_META_STATUS_COUNTS: dict(sorted(status_counts.items())),
-                      AGGREGATE_META_LAYER_STATUS_COUNTS: {str(k): v for k, v in layer_status_counts(answers.per_row).items()},
-                      AGGREGATE_META_NOT_AGGREGATED: list(NOT_AGGREGATED)}
+    aggregate_meta = aggregate_metadata(category_of, status_counts, layer_status_counts(answers.per_row))
     write_table(aggregate_uri, aggregate(answers.per_row, category_of), AGGREGATE_SCHEMA, LABELS_FORMAT + "/aggregate",
                 LABELS_VERSION, dict(made_by, **aggregate_meta))
     log.info("wrote %s (%d distinct captions) and %s; statuses %s", labels_uri, len(answers.table_rows), aggregate_uri, status_counts)
