@@ -42,7 +42,7 @@ def test_image_test_tools_pass_where_installed():
     assert (run.returncode == 0) == installed, run.stderr
 
 
-@pytest.mark.parametrize("script", ["setup.sh", "image_test_tools.sh"])
+@pytest.mark.parametrize("script", ["setup.sh", "image_test_tools.sh", "lock.sh", "check_floors.sh"])
 def test_scripts_are_shellcheck_clean(script):
     path = REPO / "scripts" / script
     assert path.stat().st_mode & 0o111, f"scripts/{script} must be executable"
