@@ -19,12 +19,8 @@ def partition_captions(captions: Input[List[Dataset]], partitions: int, collecte
         partitions: how many categorize tasks label the distinct captions (split by a hash of the caption text).
         collected: the manifests' captions URIs and failed shards, in one JSON file (read by each partition's task).
     """
-    from latent_verbalizer.components.categorize.partitions import (
-        all_partitions,
-        parse_partition_count,
-        write_collected_captions,
-    )
-    from latent_verbalizer.components.common.contracts import read_caption_pointers
+    from latent_verbalizer.components.categorize.partitions import all_partitions, write_collected_captions
+    from latent_verbalizer.components.common.contracts import parse_partition_count, read_caption_pointers
 
     count = parse_partition_count(partitions)
     uris, failed = read_caption_pointers([artifact.path for artifact in captions])

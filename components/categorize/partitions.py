@@ -24,17 +24,6 @@ _NAME = re.compile(r"partition-(\d{3,})-of-(\d{3,})")
 Row = TypeVar("Row")
 
 
-def parse_partition_count(value, parameter: str = "categorize_partitions") -> int:
-    """A partition count (a whole number >= 1); a ValueError naming the parameter and the fix."""
-    text = str(value).strip()
-    if isinstance(value, float) and value.is_integer():  # kfp.local hands list and int parameters on as floats
-        text = str(int(value))
-    if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
-        raise ValueError(f"{parameter}={value!r} is not a partition count: give a whole number, at least 1 "
-                         "(1: one labelling task; N: N tasks on N nodes, each with categorize_gpus GPUs)")
-    return int(text)
-
-
 @dataclass(frozen=True)
 class Partition:
     """Partition ``index`` (0-based) of ``count``."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import re
 from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
@@ -130,6 +131,18 @@ def run_storage_prefix(storage_prefix: str, storage_root: str, run_id: str) -> s
         raise ValueError(f"no run id to make this run's storage prefix from (got {run_id!r}): "
                          "give storage_prefix explicitly")
     return storage.join(storage_root.strip(), run_id.strip())
+
+
+def parse_partition_count(value, parameter: str = "categorize_partitions") -> int:
+    """The labelling's partition count, a whole number >= 1 (a pipeline parameter preflight checks
+    and the labelling steps use); a ValueError naming the parameter and the fix."""
+    text = str(value).strip()
+    if isinstance(value, float) and value.is_integer():  # kfp.local hands list and int parameters on as floats
+        text = str(int(value))
+    if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
+        raise ValueError(f"{parameter}={value!r} is not a partition count: give a whole number, at least 1 "
+                         "(1: one labelling task; N: N tasks on N nodes, each with categorize_gpus GPUs)")
+    return int(text)
 
 
 def fingerprint(obj) -> str:

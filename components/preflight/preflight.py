@@ -13,7 +13,7 @@ import re
 import uuid
 
 from ..common import storage
-from ..common.contracts import check_unique_shard_names
+from ..common.contracts import check_unique_shard_names, parse_partition_count
 from ..common.model_families import is_hf_model, model_n_layers
 from ..common.model_families.hub_revision import resolve_hub_models, write_resolved_models
 from ..common.model_families.layer_selection import parse_layers
@@ -80,14 +80,6 @@ def check_paths_are_mounted(read: dict[str, str], written: dict[str, str] | None
         if not os.path.exists(folder):
             raise ValueError(f"{parameter}={value!r}: {folder} does not exist on the volume mounted at {volume}; "
                              "check the path (copy the files there first)")
-
-
-def parse_partition_count(value) -> int:
-    """``categorize_partitions``: a whole number >= 1 (kfp.local hands int parameters on as floats)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
-        raise ValueError(f"categorize_partitions={value!r} is not a partition count: give a whole number, at least 1 "
-                         "(1: one labelling task; N: N tasks, each on a node of its own with categorize_gpus GPUs)")
-    return int(value)
 
 
 def check_run(shards: str, storage_prefix: str, model: str, layers: str, llm_model: str, llm_gpus: str,

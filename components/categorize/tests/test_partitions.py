@@ -17,8 +17,14 @@ import pytest
 from latent_verbalizer.components.categorize.answer_store import STORED_ANSWER_SCHEMA
 from latent_verbalizer.components.categorize.categorize import run_categorize
 from latent_verbalizer.components.categorize.merge_partitions import merge_partitions
-from latent_verbalizer.components.categorize.partitions import Partition, all_partitions, parse_partition_count
-from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, LABELS_SCHEMA, read_table, table_metadata
+from latent_verbalizer.components.categorize.partitions import Partition, all_partitions
+from latent_verbalizer.components.common.contracts import (
+    AGGREGATE_SCHEMA,
+    LABELS_SCHEMA,
+    parse_partition_count,
+    read_table,
+    table_metadata,
+)
 from tests.captions_by_layer import write_captions
 
 REPO = Path(__file__).resolve().parents[3]
