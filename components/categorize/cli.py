@@ -40,8 +40,8 @@ def register(subparsers) -> None:
     p.add_argument("--gpus", type=int, default=None, help="number of GPUs to use (default: all visible)")
     p.add_argument("--batch-size", type=_batch_size, default="auto", help="auto (from the GPU memory) or N")
     p.add_argument("--dtype", default="auto", help="auto (bfloat16 on GPU, float32 on CPU), bfloat16, float16, float32")
-    p.add_argument("--cpu-replicas", type=_cpu_replicas, default=1, metavar="N|auto",
-                   help="without GPUs: replica processes of one thread each (auto: one per usable core; default 1)")
+    p.add_argument("--cpu-replicas", type=_cpu_replicas, default="auto", metavar="N|auto",
+                   help="without GPUs: replica processes of one thread each (default auto: one per usable core that the work keeps busy)")
     p.add_argument("--answers-per-file", type=int, default=256,
                    help="answers per file of the answer store OUT/answers/ (what a killed run keeps; default 256)")
     p.add_argument("--max-parts", type=int, default=None, metavar="N",

@@ -55,3 +55,8 @@ def smollm2_folder() -> str:
         shutil.rmtree(partial, ignore_errors=True)
     log.info("%s converted from GGUF to %s in %.1fs (later runs load it directly)", SMOLLM2, folder, time.perf_counter() - t0)
     return folder
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    print(smollm2_folder())

@@ -19,8 +19,11 @@ MAX_BATCH = 256
 # On the CPU, one replica process per core, each decoding with one thread (replicas.replica.CPU_DECODE_THREADS):
 # small batches are small matrix products, and threads of one process that wait for each other on a
 # busy machine made a SmolLM2 step 18x slower (2.40 s at batch 4 with 2 threads, 0.133 s with 1).
-# A replica costs a process start and a model load (seconds); a caption, seconds of decoding on the CPU.
-MIN_CAPTIONS_PER_CPU_REPLICA = 8
+# A replica costs a process start and a model load (seconds); a caption, decoding work that grows
+# with the weights read per token (SmolLM2-135M, 0.65 GB in float32: about 2 s a caption on one core).
+# A replica pays off with at least this much work: 8 SmolLM2 captions (a tiny test model's 50
+# captions are well under it: its answers take milliseconds and a second process only costs).
+MIN_CPU_REPLICA_WORK_BYTES = 8 * 650_000_000
 HOST_MEMORY_SHARE = 0.5         # of the host's available memory, the CPU replicas' weights may take
 
 
@@ -54,11 +57,12 @@ class Layout:
 
 
 def cpu_replica_count(n_captions: int, model_bytes: int, cores: int, available_bytes: int | None) -> int:
-    """Replica processes on the CPU: one per core, no more than the captions keep busy
-    (``MIN_CAPTIONS_PER_CPU_REPLICA`` each) nor than ``HOST_MEMORY_SHARE`` of the available host
-    memory holds copies of the weights (unknown memory: no bound); at least one."""
+    """Replica processes on the CPU: one per core, no more than the work keeps busy (each replica
+    at least ``MIN_CPU_REPLICA_WORK_BYTES`` of captions x weight bytes) nor than ``HOST_MEMORY_SHARE``
+    of the available host memory holds copies of the weights (unknown memory: no bound); at least one."""
     by_memory = cores if available_bytes is None else int(available_bytes * HOST_MEMORY_SHARE // max(model_bytes, 1))
-    return max(1, min(cores, n_captions // MIN_CAPTIONS_PER_CPU_REPLICA, by_memory))
+    by_work = n_captions * model_bytes // MIN_CPU_REPLICA_WORK_BYTES
+    return max(1, min(cores, by_work, by_memory))
 
 
 def plan_layout(model_bytes: int, n_gpus: int, gpu_bytes: int, seq_bytes: int,

@@ -75,13 +75,16 @@ def test_model_sources(tmp_path):
         resolve_model_source(str(tmp_path / "missing"))
 
 
-def test_cpu_replicas_one_per_core_that_the_captions_keep_busy():
-    from latent_verbalizer.components.categorize.llm.layout import MIN_CAPTIONS_PER_CPU_REPLICA, cpu_replica_count
+def test_cpu_replicas_one_per_core_that_the_work_keeps_busy():
+    from latent_verbalizer.components.categorize.llm.layout import MIN_CPU_REPLICA_WORK_BYTES, cpu_replica_count
 
-    enough = 4 * MIN_CAPTIONS_PER_CPU_REPLICA
+    per_replica = -(-MIN_CPU_REPLICA_WORK_BYTES // GB)          # captions of a 1 GB model that pay for a replica
+    enough = 4 * per_replica
     assert cpu_replica_count(enough, model_bytes=GB, cores=2, available_bytes=None) == 2
     assert cpu_replica_count(enough, model_bytes=GB, cores=8, available_bytes=None) == 4      # the captions bound it
-    assert cpu_replica_count(MIN_CAPTIONS_PER_CPU_REPLICA - 1, GB, cores=8, available_bytes=None) == 1
+    assert cpu_replica_count(per_replica - 1, GB, cores=8, available_bytes=None) == 1
+    # The same captions of a model a hundred times smaller are not worth a second process.
+    assert cpu_replica_count(enough, model_bytes=GB // 100, cores=8, available_bytes=None) == 1
     assert cpu_replica_count(enough, model_bytes=GB, cores=8, available_bytes=5 * GB) == 2    # half of 5 GB: 2 copies
     assert cpu_replica_count(enough, model_bytes=100 * GB, cores=8, available_bytes=GB) == 1
 
@@ -93,7 +96,8 @@ def test_a_cpu_layout_of_replicas_has_a_group_per_replica():
 
 
 def test_the_plan_runs_a_replica_per_usable_core_on_the_cpu(monkeypatch):
-    """run_categorize's plan without GPUs: one replica unless asked; ``auto``, one per usable core."""
+    """run_categorize's plan without GPUs: by default (``auto``) one replica per usable core that the
+    work keeps busy; as many as asked otherwise."""
     from latent_verbalizer.components.categorize import categorize
 
     monkeypatch.setattr(categorize, "usable_cpu_cores", lambda: 2)
@@ -101,7 +105,8 @@ def test_the_plan_runs_a_replica_per_usable_core_on_the_cpu(monkeypatch):
     lay = plan(n_captions=200, cpu_replicas="auto")
     assert (lay.mode, lay.replicas, lay.groups) == ("cpu", 2, [[], []])
     assert plan(n_captions=10, cpu_replicas="auto").replicas == 1
-    assert plan(n_captions=200).replicas == 1                        # the default: one
+    assert plan(n_captions=200).replicas == 2                        # the default: auto
+    assert plan(n_captions=200, cpu_replicas=1).replicas == 1
     assert plan(n_captions=200, cpu_replicas=3).replicas == 3        # as asked
     assert plan(n_captions=2, cpu_replicas=3).replicas == 2          # no idle replica
 
