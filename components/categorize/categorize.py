@@ -163,7 +163,13 @@ def _label(todo: list[str], spec: dict, layout: Layout, label_set: LabelSet, dty
     if world > 1:
         return _label_under_accelerate(spec, layout, world)
     if layout.replicas > 1:
-        return spawn_replica_processes(spec, layout.replicas)
+        t0 = time.perf_counter()
+        stats = spawn_replica_processes(spec, layout.replicas)
+        seconds = time.perf_counter() - t0
+        # The step's summary line (the replicas log their own shares): the same form as Progress's.
+        log.info("categorize: %d/%d captions in %.1fs (%.2f captions/s, %d replica processes)",
+                 len(todo), len(todo), seconds, len(todo) / max(seconds, 1e-9), layout.replicas)
+        return stats
     group = layout.groups[0]
     return [label_captions(todo, spec["model"], label_set, dtype, store, spec["batch_size"], gpus=group,
                            max_memory=layout.max_memory[0] if group else None,

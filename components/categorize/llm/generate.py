@@ -1,7 +1,7 @@
 """Batched greedy generation with a shared, precomputed prompt prefix.
 
-The prefix (system turn + few-shot turns) is run through the model once; its KV cache is
-copied and expanded to every batch. Each batch holds captions of similar length,
+The prefix (system turn + few-shot turns) is run through the model once; its KV cache (one
+that grows in place, ``growing_cache``) is copied and expanded to every batch. Each batch holds captions of similar length,
 left-padded *after* the prefix: ``[prefix][pad..][caption + turn end]``, with the
 attention mask hiding the pads and position ids counting only real tokens, so every row
 sees exactly what it would see alone. Rows leave the batch when their answer is complete
@@ -22,6 +22,7 @@ import torch
 from ...common.model_families.hf_cache_kwarg import cache_kwarg, cache_of
 from ...common.oom import OutOfMemoryBackoff, backoff_batches
 from ..grammar import GrammarLogitsProcessor
+from .growing_cache import growing_cache
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,8 @@ class Generator:
         if self._prefix_cache is None:
             t0 = time.perf_counter()
             ids = torch.tensor([self.prefix_ids], device=self.device)
-            out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+            out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1,
+                             **{self._cache_kw: growing_cache(self.model.config)})
             self._prefix_cache = cache_of(out)
             self.stats.prefix_seconds = time.perf_counter() - t0
             log.info("prompt prefix: %d tokens, KV cache computed once in %.2fs", len(self.prefix_ids), self.stats.prefix_seconds)
@@ -115,13 +117,14 @@ class Generator:
         ids, mask, pos = self._left_padded(suffixes)
         next_pos = pos[:, -1] + 1
 
-        kw = {}
         if self.use_prefix_cache:
             cache = copy.deepcopy(self.prefix_cache())
             if B > 1:
                 cache.batch_repeat_interleave(B)
-            kw[self._cache_kw] = cache
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1, **kw)
+        else:
+            cache = growing_cache(self.model.config)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                         **{self._cache_kw: cache})
         cache = cache_of(out)
         proc = GrammarLogitsProcessor(self.grammar, B) if self.grammar is not None else None
         active = list(range(B))                  # original row of each batch row
