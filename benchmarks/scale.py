@@ -102,7 +102,7 @@ def run_case(case: str, data: str, setup: dict) -> int:
         result = aggregate_files(meta["captions"], meta["labels_parts"], load_merge_table())
         return sum(sum(c.values()) for c in result.layer_status_counts.values())
     if case == "labels-merge":
-        from latent_verbalizer.components.categorize.labels_merge import merge_label_tables
+        from latent_verbalizer.components.categorize.partitions.labels_merge import merge_label_tables
 
         return merge_label_tables(meta["labels_parts"], storage.join(data, "merged", "labels.parquet"), {})
     store = AnswerStore(meta["store"], "bench")

@@ -17,7 +17,7 @@ from kfp.dsl import Artifact, Dataset
 from latent_verbalizer.components.caption.caption import CaptionSettings, run_caption
 from latent_verbalizer.components.caption.component import make_caption_op
 from latent_verbalizer.components.categorize.component import make_categorize_op
-from latent_verbalizer.components.categorize.partitions import write_collected_captions
+from latent_verbalizer.components.categorize.partitions.split import write_collected_captions
 from latent_verbalizer.components.common.devices import REQUIRE_GPU_ENV
 from latent_verbalizer.components.extract.component import make_extract_op
 from latent_verbalizer.components.extract.extract import ExtractSettings, run_extract

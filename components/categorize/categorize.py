@@ -53,7 +53,7 @@ from .llm.loading import DEFAULT_MODEL, resolve_dtype
 from .llm.model_source import load_config
 from .llm.sizing import model_bytes
 from .merge_table import load_merge_table, merge_categories
-from .partitions import Partition
+from .partitions.split import Partition
 from .replicas.processes import spawn_replica_processes
 from .replicas.replica import label_captions, run_replica
 
@@ -265,7 +265,7 @@ def run_categorize(captions_uris: list[str], out_uri: str, model: str = DEFAULT_
     against 112 s for one; ``1`` where the cores are busy with other work.
     ``run_id``: the pipeline run named in ``out_uri``'s write lease (empty: a CLI run); another
     run labelling into the same ``out_uri`` at once is refused (common.storage.write_lease).
-    ``partition``: label only the captions of this partition (``partitions``; merged by ``merge_partitions``).
+    ``partition``: label only the captions of this partition (``partitions.split``; merged by ``partitions.merge``).
     Returns a summary dict (also written as ``summary.json``).
     """
     t0 = time.perf_counter()

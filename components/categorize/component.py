@@ -19,7 +19,7 @@ def partition_captions(captions: Input[List[Dataset]], partitions: int, collecte
         partitions: how many categorize tasks label the distinct captions (split by a hash of the caption text).
         collected: the manifests' captions URIs and failed shards, in one JSON file (read by each partition's task).
     """
-    from latent_verbalizer.components.categorize.partitions import all_partitions, write_collected_captions
+    from latent_verbalizer.components.categorize.partitions.split import all_partitions, write_collected_captions
     from latent_verbalizer.components.common.contracts import parse_partition_count, read_caption_pointers
 
     count = parse_partition_count(partitions)
@@ -62,7 +62,7 @@ def categorize_captions(
     import json
 
     from latent_verbalizer.components.categorize.categorize import run_categorize
-    from latent_verbalizer.components.categorize.partitions import Partition, read_collected_captions
+    from latent_verbalizer.components.categorize.partitions.split import Partition, read_collected_captions
     from latent_verbalizer.components.common import storage
     from latent_verbalizer.components.common.contracts import run_storage_prefix
     from latent_verbalizer.components.common.devices import usable_gpus
@@ -104,8 +104,8 @@ def merge_label_partitions(
     """
     import json
 
-    from latent_verbalizer.components.categorize.merge_partitions import merge_partitions
-    from latent_verbalizer.components.categorize.partitions import Partition, read_collected_captions
+    from latent_verbalizer.components.categorize.partitions.merge import merge_partitions
+    from latent_verbalizer.components.categorize.partitions.split import Partition, read_collected_captions
     from latent_verbalizer.components.common import storage
     from latent_verbalizer.components.common.contracts import run_storage_prefix
     from latent_verbalizer.components.common.logs import configure_logging

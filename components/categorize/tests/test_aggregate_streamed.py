@@ -120,7 +120,7 @@ def test_missing_column_is_named(tmp_path):
 
 
 def test_merged_labels_table_is_the_partitions_rows_in_order(s3_bucket, monkeypatch):
-    from latent_verbalizer.components.categorize.labels_merge import merge_label_tables
+    from latent_verbalizer.components.categorize.partitions.labels_merge import merge_label_tables
     from latent_verbalizer.components.common.contracts import table_metadata
 
     monkeypatch.setattr(agg, "BATCH_ROWS", 64)

@@ -16,8 +16,8 @@ import pytest
 
 from latent_verbalizer.components.categorize.answer_store import STORED_ANSWER_SCHEMA
 from latent_verbalizer.components.categorize.categorize import run_categorize
-from latent_verbalizer.components.categorize.merge_partitions import merge_partitions
-from latent_verbalizer.components.categorize.partitions import Partition, all_partitions
+from latent_verbalizer.components.categorize.partitions.merge import merge_partitions
+from latent_verbalizer.components.categorize.partitions.split import Partition, all_partitions
 from latent_verbalizer.components.common.contracts import (
     AGGREGATE_SCHEMA,
     LABELS_SCHEMA,
@@ -56,7 +56,7 @@ def test_identical_captions_share_a_partition_and_names_round_trip():
 def label_partition_in_process(captions: str, labels_root: str, partition: Partition, small_labels: str):
     """A categorize task of one partition, in a process of its own (so that it can be killed)."""
     code = ("import sys; from latent_verbalizer.components.categorize.categorize import run_categorize; "
-            "from latent_verbalizer.components.categorize.partitions import Partition; "
+            "from latent_verbalizer.components.categorize.partitions.split import Partition; "
             "run_categorize([sys.argv[1]], sys.argv[2], model='tiny-random-llama', labels_uri=sys.argv[3], batch_size=2, "
             "answers_per_file=2, partition=Partition.parse(sys.argv[4]))")
     out = partition.folder(labels_root)

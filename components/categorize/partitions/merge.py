@@ -15,8 +15,8 @@ import logging
 import time
 from collections.abc import Iterator
 
-from ..common import storage
-from ..common.contracts import (
+from ...common import storage
+from ...common.contracts import (
     AGGREGATE_SCHEMA,
     LABELS_FORMAT,
     LABELS_META_ANSWER_SCHEMAS,
@@ -24,13 +24,13 @@ from ..common.contracts import (
     provenance,
     write_table,
 )
-from ..common.storage.write_lease import WriteLease
-from .aggregate import aggregate_files, iter_table_batches, table_metadata_of
-from .categorize import AGGREGATE_NAME, LABELS_NAME, SUMMARY_NAME, aggregate_metadata, answer_schemas
+from ...common.storage.write_lease import WriteLease
+from ..aggregate import aggregate_files, iter_table_batches, table_metadata_of
+from ..categorize import AGGREGATE_NAME, LABELS_NAME, SUMMARY_NAME, aggregate_metadata, answer_schemas
+from ..labelset import load_labelset
+from ..merge_table import load_merge_table
 from .labels_merge import merge_label_tables
-from .labelset import load_labelset
-from .merge_table import load_merge_table
-from .partitions import Partition, all_partitions
+from .split import Partition, all_partitions
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ A caption belongs to partition ``int(caption_hash(caption), 16) % count``: ident
 land in one partition (and are labelled once), and the split is the same in every run and
 every process. Each partition is labelled by a categorize task of its own, in a folder of its
 own under the labels folder (``<labels>/partition-001-of-003/``, with its own answer store and
-write lease), and ``merge_partitions`` then writes the one labels table and the aggregate.
+write lease), and ``merge.merge_partitions`` then writes the one labels table and the aggregate.
 
 Between the caption loop and the partition loop the caption pointers travel as one file
 (``write_collected_captions``): KFP's compiler cannot hand a ``dsl.Collected`` of one
@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, TypeVar
 
-from ..common.contracts import FailedShard, caption_hash
+from ...common.contracts import FailedShard, caption_hash
 
 _NAME = re.compile(r"partition-(\d{3,})-of-(\d{3,})")
 Row = TypeVar("Row")
@@ -56,7 +56,7 @@ class Partition:
         return [row for row in rows if self.holds(caption_of(row))]
 
     def folder(self, labels_uri: str) -> str:
-        from ..common import storage
+        from ...common import storage
 
         return storage.join(labels_uri, self.name)
 

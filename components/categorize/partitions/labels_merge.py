@@ -9,9 +9,9 @@ from typing import Sequence
 
 import pyarrow.parquet as pq
 
-from ..common import storage
-from ..common.contracts import LABELS_FORMAT, LABELS_SCHEMA, LABELS_VERSION
-from .aggregate import iter_table_batches
+from ...common import storage
+from ...common.contracts import LABELS_FORMAT, LABELS_SCHEMA, LABELS_VERSION
+from ..aggregate import iter_table_batches
 
 
 def merge_label_tables(labels_uris: Sequence[str], out_uri: str, made_by: dict) -> int:
