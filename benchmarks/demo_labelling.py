@@ -6,6 +6,10 @@ Measured in one run, so the ratios hold on a machine others are loading too:
   converted folder in the cache (what a run after the first loads);
 - one decoding step (batch 4 and 16, prompt prefix in the KV cache) with 2 intra-op
   threads against 1 (CPU_DECODE_THREADS);
+- decoding steps into transformers' DynamicCache (the reference: it concatenates the whole
+  cache at every step) against the generator's in-place ``growing_cache``, same tokens;
+- the whole labelling step (``run_categorize``, the demo's cap) in one CPU replica process
+  against one per core (``--cpu-replicas auto``, the default);
 - labelling N captions with each caption bounding its answer (the study's method) against
   the demo's cap of 6 parts: new tokens per answer, seconds per step, grammar mask per
   step, captions per second.
@@ -34,13 +38,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from latent_verbalizer.components.categorize.answer_store import AnswerStore  # noqa: E402
+from latent_verbalizer.components.categorize.categorize import run_categorize  # noqa: E402
 from latent_verbalizer.components.categorize.labelset import load_labelset  # noqa: E402
 from latent_verbalizer.components.categorize.llm.gguf_conversion import smollm2_folder  # noqa: E402
+from latent_verbalizer.components.categorize.llm.growing_cache import growing_cache  # noqa: E402
 from latent_verbalizer.components.categorize.llm.loading import load_llm  # noqa: E402
 from latent_verbalizer.components.categorize.llm.offline_llms import SMOLLM2  # noqa: E402
 from latent_verbalizer.components.categorize.prompt import split_prompt  # noqa: E402
 from latent_verbalizer.components.categorize.replicas.replica import label_captions, torch_threads  # noqa: E402
-from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA, read_table  # noqa: E402
+from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA
+from latent_verbalizer.components.common.tables import read_table
 
 DEMO_MAX_PARTS = 5
 
@@ -83,10 +90,12 @@ def time_load() -> tuple[float, float]:
 
 
 @torch.inference_mode()
-def time_step(model, prefix_ids: list[int], batch: int, threads: int, steps: int = 6) -> float:
-    """Median seconds of one decoding step of ``batch`` rows over the cached prompt prefix."""
+def time_step(model, prefix_ids: list[int], batch: int, threads: int, steps: int = 6, growing: bool = False) -> float:
+    """Median seconds of one decoding step of ``batch`` rows over the cached prompt prefix, in
+    transformers' DynamicCache or (``growing``) the generator's in-place cache."""
     with torch_threads(threads):
-        out = model(input_ids=torch.tensor([prefix_ids]), use_cache=True, logits_to_keep=1)
+        start = {"past_key_values": growing_cache(model.config)} if growing else {}
+        out = model(input_ids=torch.tensor([prefix_ids]), use_cache=True, logits_to_keep=1, **start)
         cache = copy.deepcopy(out.past_key_values)
         cache.batch_repeat_interleave(batch)
         mask = torch.ones(batch, len(prefix_ids) + 1, dtype=torch.long)
@@ -111,6 +120,14 @@ def time_labelling(captions: list[str], max_parts: int | None, batch_size: int) 
     return stats
 
 
+def time_replicas(captions_files: list[str], cpu_replicas: int | str) -> tuple[float, int]:
+    """(wall seconds, replicas) of the labelling step on ``captions_files``, demo cap."""
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        summary = run_categorize(captions_files, out, model=SMOLLM2, max_parts=DEMO_MAX_PARTS, cpu_replicas=cpu_replicas)
+        return time.perf_counter() - t0, summary["layout"]["replicas"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--captions", default=None, help="captions Parquet glob (default: make the demo's captions)")
@@ -122,10 +139,13 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="lverb-demo-bench-") as work:
         captions = read_captions(args.captions) if args.captions else demo_captions(work)
+        files = sorted(glob.glob(args.captions or f"{work}/captions/*/captions.parquet"))
+        replicas = {n: time_replicas(files, n) for n in (1, "auto")}
     gguf_s, folder_s = time_load()
     model, tokenizer, _ = load_llm(SMOLLM2, torch.float32)
     prefix = split_prompt(tokenizer, load_labelset()).prefix_ids
     steps = {(b, t): time_step(model, prefix, b, t) for b in (4, 16) for t in (2, 1)}
+    cache_steps = {growing: time_step(model, prefix, 16, 1, steps=24, growing=growing) for growing in (False, True)}
     study = time_labelling(captions[: args.study_captions], None, args.batch_size)
     demo_same = time_labelling(captions[: args.study_captions], DEMO_MAX_PARTS, args.batch_size)
 
@@ -145,6 +165,13 @@ def main() -> int:
         "| decoding step (prefix of %d tokens cached) | 2 threads | 1 thread | ratio |" % len(prefix),
         "| --- | ---: | ---: | ---: |",
         *[f"| batch {b} | {steps[(b, 2)]:.3f} s | {steps[(b, 1)]:.3f} s | {steps[(b, 2)] / steps[(b, 1)]:.1f}x |" for b in (4, 16)],
+        "",
+        "| decoding step, batch 16, 1 thread, 24 steps | DynamicCache (reference) | growing_cache | ratio |",
+        "| --- | ---: | ---: | ---: |",
+        f"| median step | {cache_steps[False]:.3f} s | {cache_steps[True]:.3f} s | {cache_steps[False] / cache_steps[True]:.2f}x |",
+        "",
+        f"labelling step (run_categorize, {len(captions)} captions, demo cap): one CPU replica {replicas[1][0]:.1f} s, "
+        f"auto ({replicas['auto'][1]} replicas) {replicas['auto'][0]:.1f} s: **{replicas[1][0] / replicas['auto'][0]:.2f}x**",
         "",
         "| labelling (1 thread, batch %d) | captions | new tokens / answer | steps | s / step | mask ms / step | seconds | captions/s |"
         % args.batch_size,

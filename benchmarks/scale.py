@@ -124,7 +124,7 @@ def _load_before(store) -> dict:
     """``AnswerStore.load`` as it was before issue 20 (every column of every stored answer), which
     categorize also used to know which captions were done."""
     from latent_verbalizer.components.categorize.answer_store import STORED_ANSWER_SCHEMA
-    from latent_verbalizer.components.common.contracts import read_table
+    from latent_verbalizer.components.common.tables import read_table
 
     done: dict = {}
     for uri in store.file_uris():
@@ -138,7 +138,8 @@ def _aggregate_in_memory(meta: dict, category_of: dict) -> int:
     from latent_verbalizer.components.categorize.aggregate import aggregate, layer_status_counts
     from latent_verbalizer.components.categorize.captions_io import read_captions
     from latent_verbalizer.components.categorize.labelset import Part
-    from latent_verbalizer.components.common.contracts import LABELS_SCHEMA, read_table
+    from latent_verbalizer.components.common.contracts import LABELS_SCHEMA
+    from latent_verbalizer.components.common.tables import read_table
 
     rows = read_captions(meta["captions"])
     answer_of = {}

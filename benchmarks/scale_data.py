@@ -27,8 +27,8 @@ from latent_verbalizer.components.common.contracts import (
     LABELS_SCHEMA,
     LABELS_VERSION,
     caption_hash,
-    write_table,
 )
+from latent_verbalizer.components.common.tables import write_table
 
 LAYERS = 24
 DISTINCT_SHARE = 9449 / 12000          # the study's distinct captions per caption row

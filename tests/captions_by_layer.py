@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from latent_verbalizer.components.common.contracts import (
-    CAPTIONS_FORMAT,
-    CAPTIONS_SCHEMA,
-    CAPTIONS_VERSION,
-    write_table,
-)
+from latent_verbalizer.components.common.contracts import CAPTIONS_FORMAT, CAPTIONS_SCHEMA, CAPTIONS_VERSION
+from latent_verbalizer.components.common.tables import write_table
 
 
 def write_captions(uri: str, captions_by_layer: dict[int, list[str]], shard: str = "shard-000") -> None:

@@ -13,9 +13,8 @@ from latent_verbalizer.components.common.contracts import (
     LABELS_FORMAT,
     LABELS_SCHEMA,
     LABELS_VERSION,
-    provenance,
-    write_table,
 )
+from latent_verbalizer.components.common.tables import provenance, write_table
 
 CATEGORY_MAP_KEY = "category_map"
 

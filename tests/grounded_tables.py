@@ -14,9 +14,8 @@ from latent_verbalizer.components.common.contracts import (
     CAPTIONS_META_GROUNDING_GRID,
     CAPTIONS_VERSION,
     GROUNDING_FIELD,
-    provenance,
-    write_table,
 )
+from latent_verbalizer.components.common.tables import provenance, write_table
 
 
 def blob_map(grid: tuple[int, int], centre: tuple[int, int], width: float = 1.0) -> np.ndarray:

@@ -17,13 +17,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from latent_verbalizer.components.common.contracts import (
-    AGGREGATE_SCHEMA,
-    CAPTIONS_SCHEMA,
-    LABELS_SCHEMA,
-    provenance,
-    write_table,
-)
+from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, CAPTIONS_SCHEMA, LABELS_SCHEMA
+from latent_verbalizer.components.common.tables import provenance, write_table
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"   # ../shared/reference beside the checkout
 N_LAYERS = 24

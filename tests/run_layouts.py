@@ -10,14 +10,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from latent_verbalizer.components.common import storage
-from latent_verbalizer.components.common.contracts import (
-    CAPTIONS_FORMAT,
-    CAPTIONS_SCHEMA,
-    CAPTIONS_VERSION,
-    provenance,
-    read_table,
-    write_table,
-)
+from latent_verbalizer.components.common.contracts import CAPTIONS_FORMAT, CAPTIONS_SCHEMA, CAPTIONS_VERSION
+from latent_verbalizer.components.common.tables import provenance, read_table, write_table
 from tests.categorized_tables import labels_table, write_categorized
 
 BLIP_NUMBERING = {"scheme": "BLIP vision encoder layer, 1-based", "normal_layer": 11}

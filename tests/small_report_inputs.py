@@ -8,7 +8,8 @@ import os
 
 import pyarrow as pa
 
-from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA, provenance, write_table
+from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA
+from latent_verbalizer.components.common.tables import provenance, write_table
 from tests.categorized_tables import labels_table, write_categorized
 
 HOSTILE = [

@@ -17,9 +17,10 @@ from kfp.dsl import Artifact, Dataset
 
 from latent_verbalizer.components.caption.component import make_caption_op
 from latent_verbalizer.components.categorize.component import make_categorize_op
-from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA, read_table
+from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA
 from latent_verbalizer.components.common.devices import REQUIRE_GPU_ENV
 from latent_verbalizer.components.common.features import read_manifest
+from latent_verbalizer.components.common.tables import read_table
 from latent_verbalizer.components.extract.component import make_extract_op
 from latent_verbalizer.pipeline.cli import main as lverb
 from tests.gpu import GPU_ONLY, report

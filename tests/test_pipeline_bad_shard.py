@@ -12,7 +12,8 @@ import os
 from importlib import resources
 
 from latent_verbalizer.components.common import storage
-from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA, LABELS_SCHEMA, read_table
+from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA, LABELS_SCHEMA
+from latent_verbalizer.components.common.tables import read_table
 from latent_verbalizer.components.extract.shards import write_shards
 from latent_verbalizer.pipeline.local import run_local
 

@@ -11,7 +11,8 @@ import os
 import pytest
 
 from latent_verbalizer.components.common import storage
-from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA, read_table, table_metadata
+from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA
+from latent_verbalizer.components.common.tables import read_table, table_metadata
 from latent_verbalizer.pipeline.local import make_sample_shards, run_local
 
 PARAMS = {"extract_layers": "all", "categorize_model": "tiny-random-llama"}

@@ -9,7 +9,8 @@ import os
 import re
 
 from latent_verbalizer.components.common import storage
-from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, CAPTIONS_SCHEMA, LABELS_SCHEMA, read_table
+from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, CAPTIONS_SCHEMA, LABELS_SCHEMA
+from latent_verbalizer.components.common.tables import read_table
 from latent_verbalizer.pipeline.local import run_local
 
 LAYERS = [0, 3, 5]

@@ -6,7 +6,8 @@ import glob
 import json
 import os
 
-from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, LABELS_SCHEMA, read_table, table_metadata
+from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, LABELS_SCHEMA
+from latent_verbalizer.components.common.tables import read_table, table_metadata
 from latent_verbalizer.pipeline.local import run_local
 from tests.images import jpeg_shard
 

@@ -30,9 +30,6 @@ from ..common.contracts import (
     CAPTIONS_VERSION,
     GROUNDING_FIELD,
     MANIFEST_NAME,
-    fingerprint,
-    provenance,
-    write_table,
 )
 from ..common.devices import resolve_device
 from ..common.features import iter_feature_chunks, read_manifest
@@ -45,6 +42,7 @@ from ..common.precision import exact_float32_math, parse_dtype
 from ..common.progress import Progress
 from ..common.shard_failures import OutputRefusedError
 from ..common.storage.write_lease import WriteLease
+from ..common.tables import fingerprint, provenance, write_table
 from .decoder_factory import make_decoder
 from .greedy import DecodedCaptions, GreedySettings
 from .grounding import Grounder, auto_grounding_batch

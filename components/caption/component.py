@@ -40,9 +40,10 @@ def caption_shard(
 
     from latent_verbalizer.components.caption.caption import CAPTIONS_NAME, CaptionSettings, run_caption
     from latent_verbalizer.components.common import storage
-    from latent_verbalizer.components.common.contracts import FailedShard, run_storage_prefix
+    from latent_verbalizer.components.common.contracts import FailedShard
     from latent_verbalizer.components.common.logs import configure_logging
     from latent_verbalizer.components.common.shard_failures import is_bad_shard
+    from latent_verbalizer.components.common.storage.run_prefix import run_storage_prefix
 
     configure_logging()
     storage_prefix = run_storage_prefix(storage_prefix, storage_root, run_id)

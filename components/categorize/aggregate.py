@@ -130,7 +130,7 @@ def iter_table_batches(uri: str, columns: Sequence[str], what: str) -> Iterator[
 
 
 def table_metadata_of(uri: str) -> dict:
-    """What made a Parquet table of the contracts (``contracts.table_metadata``), from its footer alone."""
+    """What made a Parquet table of the contracts (``tables.table_metadata``), from its footer alone."""
     with _parquet_file(uri) as f:
         raw = (f.schema_arrow.metadata or {}).get(b"latent_verbalizer")
     return json.loads(raw) if raw else {}

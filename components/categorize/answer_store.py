@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..common import storage
-from ..common.contracts import LABEL_PART, LABELS_FORMAT, LABELS_VERSION, caption_hash, read_table, write_table
+from ..common.contracts import LABEL_PART, LABELS_FORMAT, LABELS_VERSION, caption_hash
+from ..common.tables import read_table, write_table
 
 STORED_ANSWER_SCHEMA = pa.schema([
     pa.field("caption_hash", pa.string(), nullable=False),

@@ -7,7 +7,8 @@ import re
 from dataclasses import dataclass
 
 from ..common import storage
-from ..common.contracts import CAPTIONS_SCHEMA, read_table
+from ..common.contracts import CAPTIONS_SCHEMA
+from ..common.tables import read_table
 
 
 @dataclass(frozen=True)

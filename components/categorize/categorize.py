@@ -37,12 +37,11 @@ from ..common.contracts import (
     LABELS_VERSION,
     NOT_AGGREGATED,
     caption_hash,
-    provenance,
-    write_table,
 )
 from ..common.devices import available_host_bytes, usable_cpu_cores
 from ..common.memory_budget import config_kv_bytes_per_token, logits_bytes
 from ..common.storage.write_lease import WriteLease
+from ..common.tables import provenance, write_table
 from .aggregate import aggregate, layer_status_counts
 from .answer_store import AnswerStore, run_key
 from .answers import ANSWER_TOKENS_RULE, BOUNDS_RULE, answer_bounds, answer_schema, answer_token_bound
@@ -134,7 +133,7 @@ def _todo_of_launch(store: AnswerStore, uniques: list[str], cpu: bool) -> list[s
     the answer store and writes the list next to it, before it joins the others; every rank
     reads that file after a barrier. Each rank reading the store itself could see another
     list (a rank that starts later sees answers written meanwhile), and the ranks' shares of
-    their lists (``split_between_processes``) would then overlap and leave captions out."""
+    their lists (``replica.share_of``) would then overlap and leave captions out."""
     from accelerate import PartialState
 
     uri = storage.join(store.dir, TODO_NAME)

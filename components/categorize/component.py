@@ -64,9 +64,9 @@ def categorize_captions(
     from latent_verbalizer.components.categorize.categorize import run_categorize
     from latent_verbalizer.components.categorize.partitions.split import Partition, read_collected_captions
     from latent_verbalizer.components.common import storage
-    from latent_verbalizer.components.common.contracts import run_storage_prefix
     from latent_verbalizer.components.common.devices import usable_gpus
     from latent_verbalizer.components.common.logs import configure_logging
+    from latent_verbalizer.components.common.storage.run_prefix import run_storage_prefix
 
     configure_logging()
     storage_prefix = run_storage_prefix(storage_prefix, storage_root, run_id)
@@ -107,8 +107,8 @@ def merge_label_partitions(
     from latent_verbalizer.components.categorize.partitions.merge import merge_partitions
     from latent_verbalizer.components.categorize.partitions.split import Partition, read_collected_captions
     from latent_verbalizer.components.common import storage
-    from latent_verbalizer.components.common.contracts import run_storage_prefix
     from latent_verbalizer.components.common.logs import configure_logging
+    from latent_verbalizer.components.common.storage.run_prefix import run_storage_prefix
 
     configure_logging()
     storage_prefix = run_storage_prefix(storage_prefix, storage_root, run_id)

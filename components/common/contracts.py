@@ -12,20 +12,20 @@ writer imports. Change them only on purpose, everywhere (bump the version).
 - A failed shard (extract -> caption -> categorize, report, in the pipeline): the step's small
   pointer says ``{"failed": reason, "shard": uri, "step": where}`` instead of pointing at data
   (``FailedShard``); later steps pass it on or leave it out, and the report lists it.
+
+Reading and writing the tables: ``common.tables``; where a run's data goes: ``common.storage.run_prefix``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import re
 from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 
 from . import storage
-from .version import __version__
 
 FEATURES_FORMAT = "latent-verbalizer/features"
 FEATURES_VERSION = 2  # 2: per-part sha256 (header and each layer), checked by every read
@@ -118,19 +118,6 @@ def part_category(labels, category_map: dict[str, str]) -> str:
     return category_map.get(first if first is not None else "", UNKNOWN)
 
 
-def run_storage_prefix(storage_prefix: str, storage_root: str, run_id: str) -> str:
-    """Where this run's bulk data goes: ``storage_prefix`` when the user names one (runs that
-    share it reuse each other's finished work), else a prefix of the run's own,
-    ``<storage_root>/<run id>``, so two runs with default parameters never write into one place."""
-    if storage_prefix.strip():
-        return storage_prefix.strip()
-    if not storage_root.strip():
-        raise ValueError("storage_root and storage_prefix are both empty: give storage_root (e.g. s3://bucket/runs; "
-                         "each run writes under <storage_root>/<run id>) or a storage_prefix to share between runs")
-    if not run_id.strip() or "{{" in run_id:
-        raise ValueError(f"no run id to make this run's storage prefix from (got {run_id!r}): "
-                         "give storage_prefix explicitly")
-    return storage.join(storage_root.strip(), run_id.strip())
 
 
 def parse_partition_count(value, parameter: str = "categorize_partitions") -> int:
@@ -145,52 +132,14 @@ def parse_partition_count(value, parameter: str = "categorize_partitions") -> in
     return int(text)
 
 
-def fingerprint(obj) -> str:
-    """A short, stable digest of a JSON-able object (e.g. an input's manifest): the identity a
-    re-run compares to tell whether what a step consumed has changed."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()[:16]
 
 
-def provenance(**params) -> dict:
-    """What made an output: package version, Python, and the parameters given."""
-    return {
-        "package": "latent-verbalizer",
-        "package_version": __version__,
-        "python": platform.python_version(),
-        "parameters": params,
-    }
 
 
-def write_table(uri: str, table: pa.Table, schema: pa.Schema, fmt: str, version: int, made_by: dict) -> None:
-    """Write a Parquet table of a contract, with what made it in the file's metadata."""
-    import pyarrow.parquet as pq
-
-    table = table.cast(schema)
-    meta = dict(table.schema.metadata or {})
-    meta[b"latent_verbalizer"] = json.dumps({"format": fmt, "version": version, **made_by}).encode()
-    table = table.replace_schema_metadata(meta)
-    with storage.open_write(uri) as f:
-        pq.write_table(table, f, compression="zstd")
 
 
-def read_table(uri: str, schema: pa.Schema | None = None) -> pa.Table:
-    """Read a Parquet table (any storage URI); with ``schema``, check it has the contract's columns."""
-    import pyarrow.parquet as pq
-
-    with storage.open_read(uri) as f:
-        table = pq.read_table(pa.BufferReader(f.read()))
-    if schema is not None:
-        missing = [n for n in schema.names if n not in table.column_names]
-        if missing:
-            raise ValueError(f"{uri}: not a table of this contract, missing columns {missing}")
-        meta = table.schema.metadata
-        table = table.select(schema.names).cast(schema).replace_schema_metadata(meta)
-    return table
 
 
-def table_metadata(table: pa.Table) -> dict:
-    raw = (table.schema.metadata or {}).get(b"latent_verbalizer")
-    return json.loads(raw) if raw else {}
 
 
 def caption_hash(caption: str) -> str:

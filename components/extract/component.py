@@ -37,11 +37,12 @@ def extract_shard(
     import json
 
     from latent_verbalizer.components.common import storage
-    from latent_verbalizer.components.common.contracts import FailedShard, run_storage_prefix, shard_name
+    from latent_verbalizer.components.common.contracts import FailedShard, shard_name
     from latent_verbalizer.components.common.logs import configure_logging
     from latent_verbalizer.components.common.model_families import is_hf_model
     from latent_verbalizer.components.common.model_families.hub_revision import pin_names, read_resolved_models
     from latent_verbalizer.components.common.shard_failures import is_bad_shard
+    from latent_verbalizer.components.common.storage.run_prefix import run_storage_prefix
     from latent_verbalizer.components.extract.extract import ExtractSettings, run_extract
 
     configure_logging()

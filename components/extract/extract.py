@@ -32,7 +32,6 @@ from ..common.contracts import (
     FeatureManifest,
     SkippedSample,
     check_unique_shard_names,
-    provenance,
     shard_name,
 )
 from ..common.devices import resolve_device
@@ -48,6 +47,7 @@ from ..common.precision import exact_float32_math, parse_dtype, torch_dtype
 from ..common.progress import Progress
 from ..common.shard_failures import OutputRefusedError
 from ..common.storage.write_lease import WriteLease
+from ..common.tables import provenance
 from ..common.tar_samples import DEFAULT_MAX_MEMBER_BYTES, ShardError, iter_samples
 from .chunks import (
     CHUNK_PREFIX,

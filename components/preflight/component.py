@@ -34,8 +34,8 @@ def list_shards(shards: str, storage_prefix: str, model: str, layers: str, llm_m
         gpu_node_selector: the GPU steps' node labels; nvidia.com/gpu.product names the GPU whose measured rates give times.
         run_size: Markdown: images, captions, feature bytes, answers to generate, GPU tasks, and time where rates were measured on this GPU.
     """
-    from latent_verbalizer.components.common.contracts import run_storage_prefix
     from latent_verbalizer.components.common.logs import configure_logging
+    from latent_verbalizer.components.common.storage.run_prefix import run_storage_prefix
     from latent_verbalizer.components.preflight.preflight import check_run
     from latent_verbalizer.components.preflight.run_size_page import run_size_page
 

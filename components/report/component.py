@@ -35,8 +35,9 @@ def build_report_page(
     import json
 
     from latent_verbalizer.components.common import storage
-    from latent_verbalizer.components.common.contracts import read_caption_pointers, run_storage_prefix
+    from latent_verbalizer.components.common.contracts import read_caption_pointers
     from latent_verbalizer.components.common.logs import configure_logging
+    from latent_verbalizer.components.common.storage.run_prefix import run_storage_prefix
     from latent_verbalizer.components.report.single.report import build_report
 
     configure_logging()

@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from latent_verbalizer.components.common import storage
-from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, CAPTIONS_SCHEMA, LABELS_SCHEMA, read_table
+from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, CAPTIONS_SCHEMA, LABELS_SCHEMA
+from latent_verbalizer.components.common.tables import read_table
 from latent_verbalizer.components.common.version import __version__
 from tests.image.docker_images import ROOT, build_image, docker_cmd, image_layers, record_figures
 from tests.images import encode, random_rgb

@@ -14,14 +14,8 @@ import torch
 
 from latent_verbalizer.components.caption.caption import CaptionSettings, run_caption
 from latent_verbalizer.components.common import storage
-from latent_verbalizer.components.common.contracts import (
-    CAPTIONS_FORMAT,
-    CAPTIONS_SCHEMA,
-    CAPTIONS_VERSION,
-    read_table,
-    table_metadata,
-    write_table,
-)
+from latent_verbalizer.components.common.contracts import CAPTIONS_FORMAT, CAPTIONS_SCHEMA, CAPTIONS_VERSION
+from latent_verbalizer.components.common.tables import read_table, table_metadata, write_table
 from latent_verbalizer.components.extract.extract import ExtractSettings, run_extract
 from tests.images import jpeg_shard, skimage_photo_paths
 

@@ -11,8 +11,9 @@ import pytest
 from kfp.dsl import Artifact, Dataset
 
 from latent_verbalizer.components.caption.component import make_caption_op
-from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA, read_table, table_metadata
+from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA
 from latent_verbalizer.components.common.features import CorruptChunkError, read_manifest
+from latent_verbalizer.components.common.tables import read_table, table_metadata
 from latent_verbalizer.components.extract.extract import ExtractSettings, run_extract
 from tests.images import jpeg_shard
 

@@ -13,7 +13,8 @@ import time
 
 from latent_verbalizer.components.caption.caption import CAPTIONS_NAME, CaptionSettings, run_caption
 from latent_verbalizer.components.common import storage
-from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA, MANIFEST_NAME, read_table
+from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA, MANIFEST_NAME
+from latent_verbalizer.components.common.tables import read_table
 from latent_verbalizer.components.extract.extract import ExtractSettings, run_extract
 from tests.images import jpeg_shard
 

@@ -12,9 +12,10 @@ import torch
 
 from latent_verbalizer.components.caption.caption import CAPTIONS_NAME, CaptionSettings, run_caption
 from latent_verbalizer.components.caption.coca_decoder import CachedCocaDecoder, GreedySettings
-from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA, read_table
+from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA
 from latent_verbalizer.components.common.model_families.coca_loading import vision_block_outputs
 from latent_verbalizer.components.common.precision import exact_float32_math, float32_math
+from latent_verbalizer.components.common.tables import read_table
 from latent_verbalizer.components.extract.extract import ExtractSettings, extract_shard
 from tests.coca_decoding_checks import assert_same_as_reference, photo_pixels, steered
 from tests.gpu import GPU_ONLY, capped_gpu_memory, full_size_coca_on_cuda, peak_extra_bytes, report

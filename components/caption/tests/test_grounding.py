@@ -135,10 +135,9 @@ def test_caption_step_writes_the_maps_and_their_grid(tmp_path):
         CAPTIONS_GROUNDED_SCHEMA,
         CAPTIONS_META_GROUNDING_GRID,
         CAPTIONS_SCHEMA,
-        read_table,
-        table_metadata,
     )
     from latent_verbalizer.components.common.features import iter_feature_chunks
+    from latent_verbalizer.components.common.tables import read_table, table_metadata
     from latent_verbalizer.components.extract.extract import ExtractSettings, run_extract
     from tests.images import jpeg_shard
 

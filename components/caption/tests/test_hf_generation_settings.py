@@ -16,8 +16,9 @@ import torch
 from latent_verbalizer.components.caption.caption import CaptionSettings, decoder_end_and_rules, run_caption
 from latent_verbalizer.components.caption.decoder_factory import make_decoder
 from latent_verbalizer.components.caption.greedy import GreedySettings
-from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA, read_table, table_metadata
+from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA
 from latent_verbalizer.components.common.model_families import LLAVA, load_model
+from latent_verbalizer.components.common.tables import read_table, table_metadata
 from latent_verbalizer.components.extract.extract import ExtractSettings, run_extract
 from tests.hf_decoding_checks import (
     assert_same_as_reference,

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from latent_verbalizer.components.caption.hf_decoders import hf_decoder
-from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA, read_table, table_metadata
+from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA
 from latent_verbalizer.components.common.features import read_manifest
 from latent_verbalizer.components.common.model_families import load_model
+from latent_verbalizer.components.common.tables import read_table, table_metadata
 from latent_verbalizer.components.extract.image_decoding import decode_image
 from latent_verbalizer.pipeline.cli import main
 from tests.images import skimage_photo_paths, write_tar

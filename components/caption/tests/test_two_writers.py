@@ -16,8 +16,9 @@ import threading
 from latent_verbalizer.components.caption import caption as caption_module
 from latent_verbalizer.components.caption.caption import CaptionSettings, run_caption
 from latent_verbalizer.components.common import storage
-from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA, read_table, table_metadata
+from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA
 from latent_verbalizer.components.common.storage.write_lease import LEASE_NAME, LeaseHeldError
+from latent_verbalizer.components.common.tables import read_table, table_metadata
 from latent_verbalizer.components.extract.extract import ExtractSettings, run_extract
 from tests.images import jpeg_shard
 

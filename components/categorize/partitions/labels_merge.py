@@ -16,7 +16,7 @@ from ..aggregate import iter_table_batches
 
 def merge_label_tables(labels_uris: Sequence[str], out_uri: str, made_by: dict) -> int:
     """Write the rows of ``labels_uris``, in their order, as one LABELS_SCHEMA table at ``out_uri``
-    (with ``made_by`` in its metadata, as ``contracts.write_table`` writes it); returns the rows.
+    (with ``made_by`` in its metadata, as ``tables.write_table`` writes it); returns the rows.
     Partitions split the captions by caption, so no caption is in two of the tables."""
     schema = LABELS_SCHEMA.with_metadata(
         {b"latent_verbalizer": json.dumps({"format": LABELS_FORMAT, "version": LABELS_VERSION, **made_by}).encode()})

@@ -16,15 +16,9 @@ import time
 from collections.abc import Iterator
 
 from ...common import storage
-from ...common.contracts import (
-    AGGREGATE_SCHEMA,
-    LABELS_FORMAT,
-    LABELS_META_ANSWER_SCHEMAS,
-    LABELS_VERSION,
-    provenance,
-    write_table,
-)
+from ...common.contracts import AGGREGATE_SCHEMA, LABELS_FORMAT, LABELS_META_ANSWER_SCHEMAS, LABELS_VERSION
 from ...common.storage.write_lease import WriteLease
+from ...common.tables import provenance, write_table
 from ..aggregate import aggregate_files, iter_table_batches, table_metadata_of
 from ..categorize import AGGREGATE_NAME, LABELS_NAME, SUMMARY_NAME, aggregate_metadata, answer_schemas
 from ..labelset import load_labelset

@@ -10,7 +10,8 @@ from latent_verbalizer.components.categorize.aggregate import aggregate, shares_
 from latent_verbalizer.components.categorize.categorize import run_categorize
 from latent_verbalizer.components.categorize.labelset import Part
 from latent_verbalizer.components.categorize.merge_table import load_merge_table
-from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, LABELS_SCHEMA, read_table, table_metadata
+from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, LABELS_SCHEMA
+from latent_verbalizer.components.common.tables import read_table, table_metadata
 
 
 def test_aggregate_by_hand():

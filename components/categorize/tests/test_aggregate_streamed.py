@@ -23,9 +23,8 @@ from latent_verbalizer.components.common.contracts import (
     LABELS_SCHEMA,
     LABELS_VERSION,
     caption_hash,
-    read_table,
-    write_table,
 )
+from latent_verbalizer.components.common.tables import read_table, write_table
 
 STATUSES = ["ok", "ok", "ok", "label_not_in_list", "part_not_in_caption;answer_limit", "no_parts", "truncated",
             "unparseable", "ok;answer_limit"]
@@ -121,7 +120,7 @@ def test_missing_column_is_named(tmp_path):
 
 def test_merged_labels_table_is_the_partitions_rows_in_order(s3_bucket, monkeypatch):
     from latent_verbalizer.components.categorize.partitions.labels_merge import merge_label_tables
-    from latent_verbalizer.components.common.contracts import table_metadata
+    from latent_verbalizer.components.common.tables import table_metadata
 
     monkeypatch.setattr(agg, "BATCH_ROWS", 64)
     _, labels_uri, _ = _write_tables(s3_bucket, seed=2)

@@ -10,7 +10,8 @@ import pytest
 from kfp import dsl
 
 from latent_verbalizer.components.categorize.component import make_categorize_op, make_merge_op, make_partition_op
-from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, LABELS_SCHEMA, read_table
+from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, LABELS_SCHEMA
+from latent_verbalizer.components.common.tables import read_table
 from tests.captions_by_layer import write_captions
 
 partition_captions = make_partition_op("unused:tag").python_func

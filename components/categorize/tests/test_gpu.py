@@ -17,8 +17,9 @@ import xgrammar as xgr
 
 from latent_verbalizer.components.categorize.grammar import GrammarLogitsProcessor
 from latent_verbalizer.components.categorize.llm.generate import Generator
-from latent_verbalizer.components.common.contracts import LABELS_SCHEMA, read_table
+from latent_verbalizer.components.common.contracts import LABELS_SCHEMA
 from latent_verbalizer.components.common.precision import exact_float32_math
+from latent_verbalizer.components.common.tables import read_table
 from tests.gpu import GPU_ONLY, capped_gpu_memory, peak_extra_bytes, report
 
 REPO = Path(__file__).resolve().parents[3]

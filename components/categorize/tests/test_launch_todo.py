@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from latent_verbalizer.components.categorize.answer_store import STORED_ANSWER_SCHEMA, AnswerStore
-from latent_verbalizer.components.common.contracts import LABELS_SCHEMA, read_table
+from latent_verbalizer.components.common.contracts import LABELS_SCHEMA
+from latent_verbalizer.components.common.tables import read_table
 from tests.captions_by_layer import write_captions
 
 REPO = Path(__file__).resolve().parents[3]

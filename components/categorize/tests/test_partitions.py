@@ -18,13 +18,8 @@ from latent_verbalizer.components.categorize.answer_store import STORED_ANSWER_S
 from latent_verbalizer.components.categorize.categorize import run_categorize
 from latent_verbalizer.components.categorize.partitions.merge import merge_partitions
 from latent_verbalizer.components.categorize.partitions.split import Partition, all_partitions
-from latent_verbalizer.components.common.contracts import (
-    AGGREGATE_SCHEMA,
-    LABELS_SCHEMA,
-    parse_partition_count,
-    read_table,
-    table_metadata,
-)
+from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, LABELS_SCHEMA, parse_partition_count
+from latent_verbalizer.components.common.tables import read_table, table_metadata
 from tests.captions_by_layer import write_captions
 
 REPO = Path(__file__).resolve().parents[3]

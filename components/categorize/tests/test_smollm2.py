@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, LABELS_SCHEMA, read_table
+from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA, LABELS_SCHEMA
+from latent_verbalizer.components.common.tables import read_table
 from tests.captions_by_layer import write_captions
 
 

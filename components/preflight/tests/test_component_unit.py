@@ -6,7 +6,7 @@ import os
 import pytest
 
 from latent_verbalizer.components.common import storage
-from latent_verbalizer.components.common.contracts import run_storage_prefix
+from latent_verbalizer.components.common.storage.run_prefix import run_storage_prefix
 from latent_verbalizer.components.preflight.component import make_list_shards_op
 from tests.images import jpeg_shard
 

@@ -13,13 +13,8 @@ import pyarrow.compute as pc
 
 from ...common import storage
 from ...common.contracts import AGGREGATE_META_CATEGORY_MAP as CATEGORY_MAP_KEY
-from ...common.contracts import (
-    AGGREGATE_SCHEMA,
-    CAPTIONS_SCHEMA,
-    LABELS_SCHEMA,
-    read_table,
-    table_metadata,
-)
+from ...common.contracts import AGGREGATE_SCHEMA, CAPTIONS_SCHEMA, LABELS_SCHEMA
+from ...common.tables import read_table, table_metadata
 
 log = logging.getLogger("lverb.report")
 

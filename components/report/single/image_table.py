@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from ...common import storage
-from ...common.contracts import write_table
+from ...common.tables import write_table
 from ..inputs.layer_naming import LayerNaming
 from ..metrics.layer_stats import CaptionGrid, LayerStats
 

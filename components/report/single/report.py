@@ -25,7 +25,8 @@ from collections.abc import Collection
 import numpy as np
 
 from ...common import storage
-from ...common.contracts import FailedShard, provenance
+from ...common.contracts import FailedShard
+from ...common.tables import provenance
 from ...common.version import __version__
 from ..compare import report as compare
 from ..inputs.layer_naming import LayerNaming

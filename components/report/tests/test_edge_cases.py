@@ -9,10 +9,8 @@ import os
 
 import pytest
 
-from latent_verbalizer.components.common.contracts import (
-    AGGREGATE_SCHEMA,
-    write_table,
-)
+from latent_verbalizer.components.common.contracts import AGGREGATE_SCHEMA
+from latent_verbalizer.components.common.tables import write_table
 from latent_verbalizer.components.report import cli
 from latent_verbalizer.components.report.single.report import build_report
 from tests.categorized_tables import (
@@ -80,7 +78,7 @@ def test_aggregate_without_the_category_map_is_an_error_not_a_fallback(tmp_path)
     rows = [("k1", 0, "a dog")]
     caps = write_caption_rows(rows, str(tmp_path / "c.parquet"))
     labels, aggregate = write_categorized_rows(rows, [("a dog", [("a dog", ["animal"])], "ok")], tmp_path)
-    from latent_verbalizer.components.common.contracts import read_table, table_metadata
+    from latent_verbalizer.components.common.tables import read_table, table_metadata
 
     table = read_table(aggregate)
     for broken in ({}, {"category_map": "/nowhere/merged_categories.yaml"}, {"category_map": {"animal": ["a"]}}):

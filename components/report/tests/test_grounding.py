@@ -12,13 +12,8 @@ import math
 import numpy as np
 import pytest
 
-from latent_verbalizer.components.common.contracts import (
-    CAPTIONS_FORMAT,
-    CAPTIONS_SCHEMA,
-    CAPTIONS_VERSION,
-    provenance,
-    write_table,
-)
+from latent_verbalizer.components.common.contracts import CAPTIONS_FORMAT, CAPTIONS_SCHEMA, CAPTIONS_VERSION
+from latent_verbalizer.components.common.tables import provenance, write_table
 from latent_verbalizer.components.report.inputs.tables import load_inputs
 from latent_verbalizer.components.report.metrics.grounding_maps import map_spread, read_run_maps, top_count
 from latent_verbalizer.components.report.single.report import build_report

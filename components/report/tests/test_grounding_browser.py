@@ -11,13 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from latent_verbalizer.components.common.contracts import (
-    CAPTIONS_FORMAT,
-    CAPTIONS_SCHEMA,
-    CAPTIONS_VERSION,
-    provenance,
-    write_table,
-)
+from latent_verbalizer.components.common.contracts import CAPTIONS_FORMAT, CAPTIONS_SCHEMA, CAPTIONS_VERSION
+from latent_verbalizer.components.common.tables import provenance, write_table
 from tests.grounded_tables import (
     blob_centre,
     blob_maps,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA, provenance, write_table
+from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA
+from latent_verbalizer.components.common.tables import provenance, write_table
 from latent_verbalizer.components.report.single.report import build_report
 from tests.images import shard_with_references
 from tests.page_parsing import embedded_data

@@ -6,7 +6,8 @@ from html import unescape
 
 import pyarrow as pa
 
-from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA, provenance, write_table
+from latent_verbalizer.components.common.contracts import CAPTIONS_SCHEMA
+from latent_verbalizer.components.common.tables import provenance, write_table
 from latent_verbalizer.components.report.single.report import build_report
 
 
