@@ -64,19 +64,20 @@ def compile_answer_grammar(tokenizer, label_set: LabelSet, vocab_size: int, stop
 class GrammarLogitsProcessor(transformers.LogitsProcessor):
     """Masks the logits of each row to the tokens its grammar matcher allows.
 
-    Unlike ``xgrammar.contrib.hf.LogitsProcessor``, rows can be dropped from the batch
-    (``keep``) when the generation loop shrinks it. Call protocol as in transformers'
-    ``generate``: the first call sees the prompt, every later call first accepts each row's
-    last token.
+    Unlike ``xgrammar.contrib.hf.LogitsProcessor``, each row has a grammar of its own
+    (``grammars``: one compiled grammar per row, of one tokenizer), so captions of different
+    answer bounds share a batch, and rows can be dropped from the batch (``keep``) when the
+    generation loop shrinks it. Call protocol as in transformers' ``generate``: the first call
+    sees the prompt, every later call first accepts each row's last token.
     """
 
-    def __init__(self, compiled_grammar, batch_size: int):
+    def __init__(self, grammars: list):
         import xgrammar as xgr
 
         self._xgr = xgr
-        self.matchers = [xgr.GrammarMatcher(compiled_grammar) for _ in range(batch_size)]
-        self.vocab_size = compiled_grammar.tokenizer_info.vocab_size
-        self.bitmask = xgr.allocate_token_bitmask(batch_size, self.vocab_size)
+        self.matchers = [xgr.GrammarMatcher(grammar) for grammar in grammars]
+        self.vocab_size = grammars[0].tokenizer_info.vocab_size
+        self.bitmask = xgr.allocate_token_bitmask(len(grammars), self.vocab_size)
         self.started = False
         self.mask_seconds = 0.0
 

@@ -48,9 +48,9 @@ class GenStats:
 class Generator:
     """Greedy, grammar-constrained answers for lists of suffix token ids.
 
-    With ``compiled_grammar=None`` and no stop ids it generates exactly ``max_new_tokens``
-    unconstrained tokens (the benchmark's fixed-length mode). ``held_to`` gives a sibling held
-    to another grammar and length bound that shares the model, the prefix cache and the stats.
+    ``compiled_grammar`` holds every row unless a batch names each row's own grammar. With
+    neither and no stop ids it generates exactly ``max_new_tokens`` unconstrained tokens (the
+    benchmark's fixed-length mode).
     """
 
     def __init__(self, model, prefix_ids: Sequence[int], compiled_grammar, stop_ids: Sequence[int],
@@ -81,14 +81,6 @@ class Generator:
             log.info("prompt prefix: %d tokens, KV cache computed once in %.2fs", len(self.prefix_ids), self.stats.prefix_seconds)
         return self._prefix_cache
 
-    def held_to(self, compiled_grammar, max_new_tokens: int) -> "Generator":
-        """This generator (same model, prefix cache and stats) held to another answer grammar."""
-        if self.use_prefix_cache:
-            self.prefix_cache()                  # computed once, before the copies share it
-        sibling = copy.copy(self)
-        sibling.grammar, sibling.max_new_tokens = compiled_grammar, int(max_new_tokens)
-        return sibling
-
     # -------------------------------------------------------------- one batch
     def _left_padded(self, suffixes: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(ids, attention mask, position ids)`` of a batch: each row left-padded after the prefix
@@ -109,10 +101,14 @@ class Generator:
         return ids.to(self.device), mask.to(self.device), pos.to(self.device)
 
     @torch.inference_mode()
-    def generate_batch(self, suffixes: Sequence[Sequence[int]], limits: Sequence[int] | None = None) -> list[Answer]:
+    def generate_batch(self, suffixes: Sequence[Sequence[int]], limits: Sequence[int] | None = None,
+                       grammars: Sequence | None = None) -> list[Answer]:
         """Answers of one batch; row i stops after ``limits[i]`` new tokens (default
-        ``max_new_tokens``, and never more) with ``complete=False`` unless it ended first."""
+        ``max_new_tokens``, and never more) with ``complete=False`` unless it ended first, and is
+        held to ``grammars[i]`` (default: the generator's grammar)."""
         B = len(suffixes)
+        if grammars is None and self.grammar is not None:
+            grammars = [self.grammar] * B
         limits = [min(int(x), self.max_new_tokens) for x in limits] if limits is not None else [self.max_new_tokens] * B
         ids, mask, pos = self._left_padded(suffixes)
         next_pos = pos[:, -1] + 1
@@ -126,7 +122,7 @@ class Generator:
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
                          **{self._cache_kw: cache})
         cache = cache_of(out)
-        proc = GrammarLogitsProcessor(self.grammar, B) if self.grammar is not None else None
+        proc = GrammarLogitsProcessor(list(grammars)) if grammars is not None else None
         active = list(range(B))                  # original row of each batch row
         finished = [False] * B
         answers = [Answer([], False) for _ in range(B)]
@@ -174,16 +170,17 @@ class Generator:
         return answers
 
     # -------------------------------------------------------------- many batches
-    def generate(self, suffixes: Sequence[Sequence[int]], batch_size: int,
-                 limits: Sequence[int] | None = None) -> Iterator[tuple[list[int], list[Answer]]]:
-        """Yield ``(indices, answers)`` batch by batch, in the given order; ``limits``: each
-        suffix's token bound (``generate_batch``). Halves the batch size on out-of-memory
-        (and keeps it halved); gives up only at batch size 1."""
+    def generate(self, suffixes: Sequence[Sequence[int]], batch_size: int, limits: Sequence[int] | None = None,
+                 grammars: Sequence | None = None) -> Iterator[tuple[list[int], list[Answer]]]:
+        """Yield ``(indices, answers)`` batch by batch, in the given order; ``limits`` and
+        ``grammars``: each suffix's token bound and grammar (``generate_batch``). Halves the batch
+        size on out-of-memory (and keeps it halved); gives up only at batch size 1."""
         backoff = OutOfMemoryBackoff(max(1, int(batch_size)), "categorize",
                                      advice="use more GPUs (--gpus) or a smaller model")
 
         def answer(start: int, n: int) -> list[Answer]:
-            return self.generate_batch(suffixes[start:start + n], None if limits is None else limits[start:start + n])
+            return self.generate_batch(suffixes[start:start + n], None if limits is None else limits[start:start + n],
+                                       None if grammars is None else grammars[start:start + n])
 
         try:
             for start, n, answers in backoff_batches(len(suffixes), backoff, answer):

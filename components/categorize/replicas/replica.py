@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import defaultdict
 from contextlib import contextmanager
 
 import torch
@@ -19,7 +18,6 @@ from ...common.progress import Progress
 from ..answer_store import AnswerStore
 from ..answers import (
     ANSWER_LIMIT,
-    AnswerBounds,
     answer_bounds,
     answer_token_bound,
     limit_reached,
@@ -42,16 +40,6 @@ def _load_replica_model(model: str, dtype: torch.dtype, gpus: list[int], max_mem
     else:
         net, tokenizer, name = load_llm(model, dtype, device=f"cuda:{gpus[0]}" if gpus else "cpu")
     return net, tokenizer, name
-
-
-def _batches_by_bounds(captions: list[str], suffixes: list[list[int]], label_set: LabelSet) -> list[tuple[AnswerBounds, list[int]]]:
-    """Caption indices grouped by their answer bounds (largest bounds first), each group
-    longest prompt first, so an out-of-memory error shows early."""
-    groups: dict[AnswerBounds, list[int]] = defaultdict(list)
-    for i, caption in enumerate(captions):
-        groups[answer_bounds(caption, label_set.limits)].append(i)
-    ordered = sorted(groups.items(), key=lambda kv: (-kv[0].max_parts, -kv[0].max_part_chars))
-    return [(bounds, sorted(idx, key=lambda i: -len(suffixes[i]))) for bounds, idx in ordered]
 
 
 # Intra-op threads for CPU decoding. Steps of a small batch are small matrix products: a
@@ -91,31 +79,33 @@ def _label_captions(captions: list[str], model: str, label_set: LabelSet, dtype:
     stops = stop_token_ids(tokenizer, net)
     grammars = AnswerGrammars(tokenizer, label_set, net.config.vocab_size, stops)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    generator = Generator(net, prompt.prefix_ids, None, stops, pad, 0)
     labels = set(label_set.labels)
     suffixes = [prompt.suffix_ids(tokenizer, c) for c in captions]
-    token_bounds = [answer_token_bound(c, label_set) for c in captions]
+    bounds_of = [answer_bounds(c, label_set.limits) for c in captions]
+    # Each row is held to its caption's grammar and token bound, so captions of any bounds share a
+    # batch; longest prompt first (rows of a batch pad to its longest; an out-of-memory shows early).
+    limits = [min(answer_token_bound(c, label_set), max_new_tokens(label_set, b)) for c, b in zip(captions, bounds_of)]
+    order = sorted(range(len(captions)), key=lambda i: -len(suffixes[i]))
+    generator = Generator(net, prompt.prefix_ids, None, stops, pad, max(limits, default=0))
     pending: list[dict] = []
     statuses: dict[str, int] = {}
     gen_t0 = time.perf_counter()
     with Progress("categorize", "captions", total=len(captions), logger=log) as progress:
-        for bounds, order in _batches_by_bounds(captions, suffixes, label_set):
-            held = generator.held_to(grammars(bounds), max_new_tokens(label_set, bounds))
-            for positions, answers in held.generate([suffixes[i] for i in order], batch_size,
-                                                    [token_bounds[i] for i in order]):
-                for k, answer in zip(positions, answers):
-                    caption = captions[order[k]]
-                    text = tokenizer.decode(answer.token_ids, skip_special_tokens=False)
-                    parts, status = parse_answer(text, caption, labels)
-                    if limit_reached(parts, bounds, answer.complete):
-                        status = ANSWER_LIMIT if status == "ok" else f"{status};{ANSWER_LIMIT}"
-                    statuses[status] = statuses.get(status, 0) + 1
-                    pending.append({"caption": caption, "parts": [{"text": p.text, "labels": list(p.labels)} for p in parts],
-                                    "model": name, "status": status, "answer": text, "n_new_tokens": len(answer.token_ids)})
-                progress.update(len(positions))
-                if len(pending) >= answers_per_file:
-                    store.write(pending, made_by)
-                    pending = []
+        for positions, answers in generator.generate([suffixes[i] for i in order], batch_size, [limits[i] for i in order],
+                                                     [grammars(bounds_of[i]) for i in order]):
+            for k, answer in zip(positions, answers):
+                caption, bounds = captions[order[k]], bounds_of[order[k]]
+                text = tokenizer.decode(answer.token_ids, skip_special_tokens=False)
+                parts, status = parse_answer(text, caption, labels)
+                if limit_reached(parts, bounds, answer.complete):
+                    status = ANSWER_LIMIT if status == "ok" else f"{status};{ANSWER_LIMIT}"
+                statuses[status] = statuses.get(status, 0) + 1
+                pending.append({"caption": caption, "parts": [{"text": p.text, "labels": list(p.labels)} for p in parts],
+                                "model": name, "status": status, "answer": text, "n_new_tokens": len(answer.token_ids)})
+            progress.update(len(positions))
+            if len(pending) >= answers_per_file:
+                store.write(pending, made_by)
+                pending = []
         if pending:
             store.write(pending, made_by)
     gen_s = time.perf_counter() - gen_t0

@@ -60,7 +60,7 @@ def test_gpu_mask_gives_the_same_tokens_as_the_cpu_mask(tiny):
     """Constrained greedy steps over random logits, masked on the CPU and with xgrammar's
     Triton kernel on the GPU side by side: same masked logits, same tokens, every step."""
     rows, vocab = 8, tiny.model.config.vocab_size
-    on_cpu, on_gpu = GrammarLogitsProcessor(tiny.grammar, rows), GrammarLogitsProcessor(tiny.grammar, rows)
+    on_cpu, on_gpu = GrammarLogitsProcessor([tiny.grammar] * rows), GrammarLogitsProcessor([tiny.grammar] * rows)
     generator_rng = torch.Generator().manual_seed(0)
     last = torch.zeros(rows, 1, dtype=torch.long)
     steps = 0
