@@ -40,6 +40,7 @@ from ..common.contracts import (
 )
 from ..common.devices import available_host_bytes, usable_cpu_cores
 from ..common.memory_budget import config_kv_bytes_per_token, logits_bytes
+from ..common.progress import Progress
 from ..common.storage.write_lease import WriteLease
 from ..common.tables import provenance, write_table
 from .aggregate import aggregate, layer_status_counts
@@ -133,7 +134,7 @@ def _todo_of_launch(store: AnswerStore, uniques: list[str], cpu: bool) -> list[s
     the answer store and writes the list next to it, before it joins the others; every rank
     reads that file after a barrier. Each rank reading the store itself could see another
     list (a rank that starts later sees answers written meanwhile), and the ranks' shares of
-    their lists (``replica.share_of``) would then overlap and leave captions out."""
+    their lists (``split_between_processes``) would then overlap and leave captions out."""
     from accelerate import PartialState
 
     uri = storage.join(store.dir, TODO_NAME)
@@ -162,12 +163,11 @@ def _label(todo: list[str], spec: dict, layout: Layout, label_set: LabelSet, dty
     if world > 1:
         return _label_under_accelerate(spec, layout, world)
     if layout.replicas > 1:
-        t0 = time.perf_counter()
-        stats = spawn_replica_processes(spec, layout.replicas)
-        seconds = time.perf_counter() - t0
-        # The step's summary line (the replicas log their own shares): the same form as Progress's.
-        log.info("categorize: %d/%d captions in %.1fs (%.2f captions/s, %d replica processes)",
-                 len(todo), len(todo), seconds, len(todo) / max(seconds, 1e-9), layout.replicas)
+        # The step's summary line; each replica shows its own share's progress.
+        with Progress(f"categorize ({layout.replicas} replica processes)", "captions", total=len(todo), logger=log,
+                      bar=False) as progress:
+            stats = spawn_replica_processes(spec, layout.replicas)
+            progress.update(len(todo))
         return stats
     group = layout.groups[0]
     return [label_captions(todo, spec["model"], label_set, dtype, store, spec["batch_size"], gpus=group,
@@ -260,8 +260,8 @@ def run_categorize(captions_uris: list[str], out_uri: str, model: str = DEFAULT_
     e.g. for the demo; default: bounded by each caption only, as in the study).
     ``cpu_replicas``: without GPUs, how many single-threaded replica processes label (default ``auto``:
     one per usable core that the work keeps busy, ``llm.layout.cpu_replica_count``; a pod's CPU limit
-    counts). On an idle 2-core machine two SmolLM2 replicas labelled the demo's 48 captions in 72 s
-    against 112 s for one; ``1`` where the cores are busy with other work.
+    counts). On an idle 2-core machine two SmolLM2 replicas labelled the demo's 48 captions in 60 s
+    against 81 s for one (benchmarks/demo_labelling.py); ``1`` where the cores are busy with other work.
     ``run_id``: the pipeline run named in ``out_uri``'s write lease (empty: a CLI run); another
     run labelling into the same ``out_uri`` at once is refused (common.storage.write_lease).
     ``partition``: label only the captions of this partition (``partitions.split``; merged by ``partitions.merge``).

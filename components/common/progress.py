@@ -16,16 +16,20 @@ LOG_EVERY_S = 15.0
 
 
 class Progress:
-    """Counts items (and optionally bytes) and reports rates: ``images/s``, ``MB/s``."""
+    """Counts items (and optionally bytes) and reports rates: ``images/s``, ``MB/s``.
 
-    def __init__(self, desc: str, unit: str, total: int | None = None, logger: logging.Logger | None = None):
+    ``bar=False``: no bar even in a terminal, only the log lines (for work whose own bars show
+    elsewhere, e.g. child processes'), ending with the summary line."""
+
+    def __init__(self, desc: str, unit: str, total: int | None = None, logger: logging.Logger | None = None,
+                 bar: bool = True):
         self.desc, self.unit, self.total = desc, unit, total
         self.count = 0
         self.nbytes = 0
         self.start = time.perf_counter()
         self._last_log = self.start
         self.log = logger or logging.getLogger("lverb.progress")
-        self.bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True) if sys.stderr.isatty() else None
+        self.bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True) if bar and sys.stderr.isatty() else None
 
     def update(self, n: int, nbytes: int = 0) -> None:
         self.count += n
@@ -34,7 +38,7 @@ class Progress:
             self.bar.update(n)
             if self.nbytes:
                 self.bar.set_postfix_str(f"{self.mb_per_s:.1f} MB/s")
-        elif time.perf_counter() - self._last_log >= LOG_EVERY_S:
+        elif self.count != self.total and time.perf_counter() - self._last_log >= LOG_EVERY_S:  # close() logs the last
             self._last_log = time.perf_counter()
             self.log.info(self.summary())
 

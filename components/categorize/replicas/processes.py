@@ -23,7 +23,7 @@ def _free_port() -> int:
 
 def spawn_replica_processes(spec: dict, n: int) -> list[dict]:
     """Run ``n`` replica processes on ``spec`` (each takes its share of ``spec["captions"]``
-    with ``replica.share_of``); returns their stats, or raises with the
+    with accelerate's ``split_between_processes``); returns their stats, or raises with the
     first failed rank's error after stopping the others."""
     with tempfile.TemporaryDirectory(prefix="lverb-categorize-") as tmp:
         spec_path = os.path.join(tmp, "spec.json")

@@ -101,7 +101,7 @@ def test_resume_after_killed_run(sample, small_labels, tmp_path, one_thread_env)
 
 def test_replica_processes_split_the_captions(sample, small_labels, tmp_path, one_thread_env, monkeypatch):
     """Two replica processes (CPU, gloo) started by run_categorize, each taking its share
-    through ``replica.share_of`` (a layout of two CPU replicas planned)."""
+    through accelerate's ``split_between_processes`` (a layout of two CPU replicas planned)."""
     from latent_verbalizer.components.categorize import categorize
     from latent_verbalizer.components.categorize.llm.layout import Layout
 
@@ -156,16 +156,3 @@ def test_model_from_s3_prefix(s3_bucket, tmp_path, monkeypatch):
     with torch.inference_mode():
         assert torch.equal(loaded(ids).logits, model(ids).logits)
     assert name == f"{s3_bucket}/models/tiny" and tok2.encode("a dog") == tok.encode("a dog")
-
-
-def test_replicas_share_the_long_captions():
-    """Each caption goes to exactly one replica, and every replica gets its part of the long ones
-    (contiguous slices gave one replica all of them)."""
-    from latent_verbalizer.components.categorize.replicas.replica import share_of
-
-    captions = [f"short {i}" for i in range(9)] + [f"a much longer caption, number {i}" for i in range(6)]
-    shares = [share_of(captions, rank, 3) for rank in range(3)]
-    assert sorted(c for share in shares for c in share) == sorted(captions)
-    assert [sum(c.startswith("a much") for c in share) for share in shares] == [2, 2, 2]
-    assert [len(share) for share in shares] == [5, 5, 5]
-    assert share_of(captions, 0, 1) == sorted(captions, key=lambda c: (-len(c), c))
