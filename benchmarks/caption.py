@@ -25,6 +25,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from markdown_results import publish  # noqa: E402  (benchmarks/, beside this script)
+
 from latent_verbalizer.components.caption.caption import auto_decode_batch  # noqa: E402
 from latent_verbalizer.components.caption.coca_decoder import CachedCocaDecoder, GreedySettings  # noqa: E402
 from latent_verbalizer.components.common.model_families.coca_loading import (  # noqa: E402
@@ -157,10 +159,7 @@ def main() -> None:
                f"- target: bf16 >= 50x the reference style on one H100/H200; measured {results['bf16'] / ref_rate:.1f}x "
                f"(fp32, the exact path: {results['fp32'] / ref_rate:.1f}x)", ""]
     text = "\n".join(report)
-    print(text)
-    if args.results:
-        with open(args.results, "a") as f:
-            f.write("\n" + text + "\n")
+    publish(text, args.results)
 
 
 if __name__ == "__main__":

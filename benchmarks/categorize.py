@@ -28,6 +28,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from markdown_results import publish  # noqa: E402  (benchmarks/, beside this script)
+
 from latent_verbalizer.components.categorize.answers import (  # noqa: E402
     answer_bounds,
     max_new_tokens,
@@ -196,10 +198,7 @@ def main() -> None:
         f"({dedup['saving_percent']:.1f}% fewer calls; layer 18: {dedup['unique_layer_18']} distinct of 500)",
     ]
     report = "\n".join(lines) + "\n"
-    print(report)
-    if args.results:
-        with open(args.results, "a") as f:
-            f.write("\n" + report)
+    publish(report, args.results)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from markdown_results import publish  # noqa: E402  (benchmarks/, beside this script)
+
 from latent_verbalizer.components.categorize.answer_store import AnswerStore  # noqa: E402
 from latent_verbalizer.components.categorize.categorize import run_categorize  # noqa: E402
 from latent_verbalizer.components.categorize.labelset import load_labelset  # noqa: E402
@@ -184,10 +186,7 @@ def main() -> int:
         "",
     ]
     text = "\n".join(lines)
-    print(text)
-    if args.results:
-        with open(args.results, "a") as f:
-            f.write(text + "\n")
+    publish(text, args.results)
     return 0
 
 

@@ -36,6 +36,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from markdown_results import publish  # noqa: E402  (benchmarks/, beside this script)
+
 from latent_verbalizer.components.common import storage  # noqa: E402
 from latent_verbalizer.components.common.model_families.coca_loading import load_coca  # noqa: E402
 from latent_verbalizer.components.common.tar_samples import iter_samples  # noqa: E402
@@ -292,10 +294,7 @@ def main() -> None:
                f"median {fidelity['median']:.2e}",
                "", "Target: >= 20x the reference style writing float16 to /dev/shm on one H100/H200.", ""]
     text = "\n".join(report)
-    print(text)
-    if args.results:
-        with open(args.results, "a") as f:
-            f.write("\n" + text + "\n")
+    publish(text, args.results)
     if server:
         server.stop()
     shutil.rmtree(work, ignore_errors=True)

@@ -30,6 +30,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from markdown_results import publish  # noqa: E402  (benchmarks/, beside this script)
+
 from latent_verbalizer.components.caption.caption import auto_decode_batch  # noqa: E402
 from latent_verbalizer.components.caption.decoder_factory import make_decoder  # noqa: E402
 from latent_verbalizer.components.caption.greedy import GreedySettings  # noqa: E402
@@ -196,10 +198,7 @@ def main() -> int:
                      f"{r['ours']:.3g} | {r['naive']:.3g} | {r['ours'] / r['naive']:.2f}x | {r['identical']:.1f}% |")
         print(lines[-1], flush=True)
     report = "\n".join(lines) + "\n"
-    print("\n" + report)
-    if args.results:
-        with open(args.results, "a") as f:
-            f.write("\n" + report)
+    publish(report, args.results)
     return 0
 
 

@@ -17,6 +17,7 @@ import platform
 import time
 
 import xgrammar as xgr
+from markdown_results import publish  # noqa: E402  (benchmarks/, beside this script)
 
 from latent_verbalizer.components.categorize.answers import _CHAR, _EDGE, part_pattern
 from latent_verbalizer.components.categorize.llm.offline_llms import llama3_tokenizer
@@ -75,10 +76,7 @@ def main() -> None:
             ratio = f"{before[1] / fill_ms:.0f}x" if label.startswith("unrolled") else "1x"
             lines.append(f"| {name} | {label} | {compile_s:.2f} s | {fill_ms:.2f} ms | {ratio} |")
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.results:
-        with open(args.results, "a") as f:
-            f.write("\n" + text)
+    publish(text, args.results)
 
 
 if __name__ == "__main__":

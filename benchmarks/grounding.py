@@ -26,6 +26,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from markdown_results import publish  # noqa: E402  (benchmarks/, beside this script)
+
 from latent_verbalizer.components.caption.caption import auto_decode_batch  # noqa: E402
 from latent_verbalizer.components.caption.decoder_factory import make_decoder  # noqa: E402
 from latent_verbalizer.components.caption.grounding import Grounder, auto_grounding_batch  # noqa: E402
@@ -141,10 +143,7 @@ def main() -> None:
                       f"{m['alone']:.1f} | {m['both']:.1f} | {m['ratio']:.2f}x | {peak} |")
         print(report[-1], file=sys.stderr)
     text = "\n".join(report + [""])
-    print(text)
-    if args.results:
-        with open(args.results, "a") as f:
-            f.write("\n" + text + "\n")
+    publish(text, args.results)
 
 
 if __name__ == "__main__":

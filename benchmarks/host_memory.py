@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+from markdown_results import publish  # noqa: E402  (benchmarks/, beside this script)
 
 from latent_verbalizer.components.common.model_families import VISION  # noqa: E402
 from tests.model_folders import load_peak_memory, write_random_model_folder  # noqa: E402
@@ -179,10 +180,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     rows, baseline = run([f for f in args.families.split(",") if f], args.workdir, args.llava_layers)
     text = report(rows, baseline)
-    print(text)
-    if args.results:
-        with open(args.results, "a") as f:
-            f.write("\n" + text)
+    publish(text, args.results)
     return 0
 
 
